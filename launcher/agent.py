@@ -1,0 +1,312 @@
+"""The remote half of the launcher: one short Python program per step and host.
+
+The launcher never relies on the launcher package being installed on a host.
+It sends this file's source on the SSH channel's standard input to the host's
+interpreter (``python -``), followed by one call ``main("<json>")``; the
+program does one operation and prints one result line prefixed with
+:data:`MARK`. Sending everything on stdin keeps secrets (TLS keys) out of
+command lines, process listings and logs, and makes each step exactly one
+round trip.
+
+Only the standard library may be imported here, and only what an operation
+needs: a probe must not pay for importing dask.
+
+Processes are started with ``start_new_session=True``: the process id of the
+leader is also the session id of everything it forks (nanny, forkserver,
+workers). ``stop`` and ``status`` find a cluster's processes by that session
+id plus the leader's start time, so they end exactly the processes the
+launcher started and nothing else, even after the leader itself has died.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+MARK = "@@pyku-launch@@ "
+
+
+def _reply(obj):
+    sys.stdout.write(MARK + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _expand(path, rundir=""):
+    """Expand ``~`` and the placeholders ``{uid}`` and ``{rundir}`` of a path."""
+    path = path.replace("{uid}", str(os.getuid())).replace("{rundir}", rundir)
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _proc_stat(pid):
+    """(session id, start time in clock ticks) of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state) of proc(5): session is field 6, starttime 22.
+    if fields[0] == "Z":
+        return None
+    return int(fields[3]), int(fields[19])
+
+
+def _session_members(sid, start):
+    """Pids of live processes in session ``sid`` that began no earlier than ``start``."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        st = _proc_stat(int(name))
+        if st is not None and st[0] == sid and st[1] >= start:
+            pids.append(int(name))
+    return pids
+
+
+def _tail(path, n):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 200 * n - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+    return lines[-n:]
+
+
+# --------------------------------------------------------------------------
+# operations
+
+
+def op_probe(p):
+    """Versions, source fingerprints, CPUs, memory, free ports, our address."""
+    from importlib import metadata, util
+    import hashlib
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for dist in p.get("distributions", []):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+
+    fingerprints = {}
+    for pkg in p.get("fingerprint", []):
+        spec = util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            fingerprints[pkg] = None
+            continue
+        root = list(spec.submodule_search_locations)[0]
+        h = hashlib.sha256()
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for fn in sorted(filenames):
+                if fn.endswith((".pyc", ".pyo")):
+                    continue
+                full = os.path.join(dirpath, fn)
+                h.update(os.path.relpath(full, root).encode() + b"\0")
+                with open(full, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+        fingerprints[pkg] = h.hexdigest()[:16]
+
+    mem = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                mem[key] = int(rest.split()[0]) * 1024
+
+    # The address this host was reached on over SSH: what it should bind to.
+    ssh_conn = os.environ.get("SSH_CONNECTION", "").split()
+    reached = ssh_conn[2] if len(ssh_conn) == 4 else None
+    listen = p.get("listen") or reached or p.get("address")
+
+    busy = []
+    for port in p.get("ports", []):
+        if not port:
+            continue
+        s = socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET)
+        try:
+            s.bind((listen, port))
+        except OSError:
+            busy.append(port)
+        finally:
+            s.close()
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    return {
+            "versions": versions,
+            "fingerprints": fingerprints,
+            "cpus": cpus,
+            "mem_total": mem.get("MemTotal"),
+            "mem_available": mem.get("MemAvailable"),
+            "hostname": socket.gethostname(),
+            "listen": listen,
+            "busy_ports": busy,
+            "executable": sys.executable,
+    }
+
+
+def op_spawn(p):
+    """Start one detached process tree; optionally wait for a file it writes.
+
+    Files in ``p["files"]`` (TLS material) are written first with mode 0600
+    into the run directory (mode 0700).
+    """
+    rundir = _expand(p["rundir"])
+    os.makedirs(rundir, mode=0o700, exist_ok=True)
+    os.chmod(rundir, 0o700)
+    for d in p.get("mkdirs", []):
+        os.makedirs(_expand(d, rundir), mode=0o700, exist_ok=True)
+    for name, content in p.get("files", {}).items():
+        path = os.path.join(rundir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.chmod(path, 0o600)
+    wait_file = p.get("wait_file") and os.path.join(rundir, p["wait_file"])
+    if wait_file and os.path.exists(wait_file):
+        os.remove(wait_file)
+
+    log = os.path.join(rundir, p["log"])
+    env = dict(os.environ, **p.get("env", {}))
+    argv = [a.replace("{rundir}", rundir).replace("{uid}", str(os.getuid())) for a in p["argv"]]
+    logf = open(log, "ab")
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        cwd=rundir,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
+    logf.close()
+    st = _proc_stat(proc.pid)
+    result = {"pid": proc.pid, "start": st[1] if st else 0, "log": log, "rundir": rundir}
+
+    if wait_file:
+        deadline = time.monotonic() + p.get("wait_timeout", 30)
+        while True:
+            if os.path.exists(wait_file):
+                try:
+                    with open(wait_file) as f:
+                        result["wait_file"] = json.load(f)
+                    break
+                except ValueError:
+                    pass  # being written
+            if proc.poll() is not None:
+                result["error"] = f"exited with code {proc.returncode}"
+                result["log_tail"] = _tail(log, 15)
+                break
+            if time.monotonic() > deadline:
+                result["error"] = f"did not write {p['wait_file']} within {p.get('wait_timeout', 30)} s"
+                result["log_tail"] = _tail(log, 15)
+                break
+            time.sleep(0.05)
+    else:
+        # Catch a process that dies at once (bad interpreter, import error).
+        time.sleep(p.get("settle", 0.0))
+        if proc.poll() is not None:
+            result["error"] = f"exited with code {proc.returncode}"
+            result["log_tail"] = _tail(log, 15)
+    return result
+
+
+def op_status(p):
+    """How many processes of each recorded session are alive."""
+    out = []
+    for s in p["sessions"]:
+        members = _session_members(s["pid"], s["start"])
+        out.append({"pid": s["pid"], "alive": len(members), "leader": s["pid"] in members})
+    return {"sessions": out}
+
+
+def op_stop(p):
+    """End every process of the recorded sessions, verify, remove run files.
+
+    SIGTERM first so nannies close their workers cleanly, SIGKILL for what is
+    left after ``grace`` seconds; returns only when no process of the sessions
+    is left (or reports the survivors).
+    """
+    sessions = p["sessions"]
+    grace = p.get("grace", 3.0)
+
+    def members():
+        return [pid for s in sessions for pid in _session_members(s["pid"], s["start"])]
+
+    found = members()
+    initial = len(found)
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    left = members()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = members()
+    killed = 0
+    if left:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = members()
+
+    import shutil
+
+    removed = []
+    if not left:
+        for path in p.get("remove", []):
+            path = _expand(path)
+            if os.path.lexists(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        # Parents shared with other clusters or hosts go only when empty.
+        for path in p.get("prune", []):
+            try:
+                os.rmdir(_expand(path))
+            except OSError:
+                pass
+    return {"found": initial, "killed": killed, "left": left, "removed": removed}
+
+
+def op_logs(p):
+    """The last ``n`` lines of each file in the run directory matching ``*.log``."""
+    rundir = _expand(p["rundir"])
+    out = {}
+    try:
+        names = sorted(n for n in os.listdir(rundir) if n.endswith(".log"))
+    except OSError:
+        names = []
+    for name in names:
+        out[name] = _tail(os.path.join(rundir, name), p.get("n", 20))
+    return {"logs": out}
+
+
+OPS = {"probe": op_probe, "spawn": op_spawn, "status": op_status, "stop": op_stop, "logs": op_logs}
+
+
+def main(payload):
+    p = json.loads(payload)
+    try:
+        reply = OPS[p["op"]](p)
+    except Exception as e:  # reported to the launcher, which names the host
+        reply = {"error": f"{type(e).__name__}: {e}"}
+    _reply(reply)

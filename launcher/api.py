@@ -1,0 +1,156 @@
+"""The Python API behind every command: plain functions, synchronous on the outside.
+
+Each runs its asyncio work with SIGTERM (and Ctrl-C) turned into a
+cancellation, so a launch that is interrupted rolls back like one that
+failed, then raises :class:`Interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from os import PathLike
+
+from . import commands, preflight, state
+from .client import resolve_name
+from .errors import LaunchError
+from .inventory import HostSpec, Inventory, load_inventory
+from .progress import Reporter
+from .transport import close_all, connection_key, open_connections
+
+
+class Interrupted(LaunchError):
+    """SIGTERM or Ctrl-C: what was started has been stopped again."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}: nothing left running")
+        self.exit_code = 128 + signum
+
+
+def run(coro):
+    """``asyncio.run`` with SIGTERM/SIGINT cancelling the work instead of killing us."""
+    async def main():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        got: list[int] = []
+
+        def on_signal(signum):
+            got.append(signum)
+            task.cancel()
+
+        installed = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread: the caller handles signals
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if got:
+                raise Interrupted(got[0]) from None
+            raise
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+def _inventory(inv: str | PathLike | Inventory) -> Inventory:
+    return inv if isinstance(inv, Inventory) else load_inventory(inv)
+
+
+def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
+           allow_partial: bool = False, timeout: float | None = None,
+           reporter: Reporter | None = None) -> dict:
+    """Launch the cluster an inventory describes; return its state record.
+
+    Raises :class:`~launcher.errors.InventoryError` (bad file, nothing
+    contacted), :class:`~launcher.errors.PreflightError` (hosts differ,
+    nothing started) or :class:`~launcher.errors.LaunchError` (a step
+    failed; everything started was stopped again).
+    """
+    from .launch import launch_async
+
+    inv = _inventory(inventory)
+    reporter = reporter or Reporter(quiet=True)
+    with state.lock(inv.name, "pyku-launch launch"):
+        return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
+                                allow_partial=allow_partial, timeout=timeout))
+
+
+def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
+    """Stop a launched cluster on every host and forget it."""
+    from .teardown import stop_async
+
+    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True)))
+
+
+def status(name: str | None = None) -> dict:
+    """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
+    from .status import status_async
+
+    return run(status_async(resolve_name(name)))
+
+
+def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
+    """Validate and preflight an inventory, starting nothing.
+
+    Returns ``(probes, reference, table)``; raises PreflightError on a refusal.
+    """
+    inv = _inventory(inventory)
+
+    async def go():
+        conns, failed = await open_connections([inv.scheduler, *inv.hosts])
+        try:
+            if failed:
+                raise LaunchError("; ".join(failed.values()))
+            targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
+            targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
+            return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
+        finally:
+            await close_all(conns)
+
+    return run(go())
+
+
+def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> list[tuple[str, str, str]]:
+    """The last ``lines`` of each remote log, as (host, file, line) in host order."""
+    name = resolve_name(name)
+    rec = state.read(name)
+    if rec is None:
+        raise LaunchError(f"cluster '{name}' is not launched")
+    recs = [r for r in rec["hosts"] if host in (None, r["address"], r["label"])]
+    if not recs:
+        raise LaunchError(f"cluster '{name}' has no host {host!r} "
+                          f"(hosts: {', '.join(dict.fromkeys(r['address'] for r in rec['hosts']))})")
+
+    async def go():
+        specs = [HostSpec(**r["spec"]) for r in recs]
+        conns, failed = await open_connections(specs)
+        try:
+            out = []
+            replies = await asyncio.gather(*(
+                conns[connection_key(s)].agent("logs", timeout=30, rundir=r["rundir"], n=lines)
+                for r, s in zip(recs, specs) if connection_key(s) in conns))
+            for r, reply in zip([r for r, s in zip(recs, specs) if connection_key(s) in conns], replies):
+                for fname, flines in reply["logs"].items():
+                    out += [(r["address"], fname, ln) for ln in flines]
+            for addr, why in failed.items():
+                out.append((addr, "-", f"unreachable: {why}"))
+            return out
+        finally:
+            await close_all(conns)
+
+    return run(go())
+
+
+def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
+    from .launch import dry_run as plan
+
+    return plan(_inventory(inventory))
+
+
+__all__ = ["launch", "stop", "status", "check", "logs", "dry_run", "commands"]

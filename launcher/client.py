@@ -1,0 +1,49 @@
+"""``launcher.connect()``: a ``distributed.Client`` for a launched cluster."""
+
+from __future__ import annotations
+
+import os
+
+from . import state, tls
+from .errors import LaunchError
+
+
+def resolve_name(name: str | None) -> str:
+    """The cluster meant: ``name``, else ``$PYKU_CLUSTER``, else the only one known."""
+    name = name or os.environ.get("PYKU_CLUSTER")
+    if name:
+        return name
+    names = state.known_names()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise LaunchError("no launched cluster is known: run pyku-launch HOSTS.toml first")
+    raise LaunchError(f"several clusters are known ({', '.join(names)}): "
+                      f"pass name=... (or --name), or set PYKU_CLUSTER")
+
+
+def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
+    """Connect to a cluster started by ``pyku-launch`` and return the Client.
+
+    Parameters
+    ----------
+    name
+        The cluster's name (``[cluster] name``). Optional when ``PYKU_CLUSTER``
+        is set or exactly one cluster is known.
+    timeout
+        Seconds to wait for the scheduler.
+    **client_kwargs
+        Passed on to :class:`distributed.Client`.
+    """
+    from distributed import Client
+
+    name = resolve_name(name)
+    rec = state.read(name)
+    if rec is None:
+        raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
+    sec = tls.security(**rec["tls"]) if rec.get("tls") else None
+    try:
+        return Client(rec["scheduler"], security=sec, timeout=timeout, **client_kwargs)
+    except OSError as e:
+        raise LaunchError(f"cluster '{name}': cannot reach the scheduler at {rec['scheduler']} ({e}); "
+                          f"pyku-launch status --name {name} tells whether it is still up") from None

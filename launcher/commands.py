@@ -1,0 +1,98 @@
+"""Exactly what runs on each host: run directories and process command lines.
+
+Everything here is pure (no I/O), so ``--dry-run`` shows the very commands a
+launch would run, and tests can read them.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from . import tls
+from .inventory import HostSpec, Inventory
+from .transport import agent_command, python_of
+
+RUN_ROOT = "~/.pyku-launch"
+
+
+def run_dir(name: str, spec: HostSpec, role: str) -> str:
+    """Per cluster, per host and per role: home may be one NFS share for all hosts."""
+    return f"{RUN_ROOT}/{name}/{spec.label}.{role}"
+
+
+def local_directory(name: str, spec: HostSpec) -> str:
+    """Worker spill space: local disk by default, never the (shared) home."""
+    return spec.local_directory or f"/tmp/pyku-launch-{{uid}}/{name}-{spec.label}"
+
+
+def process_env(inv: Inventory) -> dict[str, str]:
+    env = {
+        # One forkserver per host pays the import of distributed once, not per worker.
+        "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "forkserver",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if inv.protocol == "tls":
+        env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+    return env
+
+
+def scheduler_argv(inv: Inventory, listen: str) -> list[str]:
+    spec = inv.scheduler
+    argv = [python_of(spec), "-m", "distributed.cli.dask_scheduler",
+            "--host", listen, "--port", str(inv.port), "--protocol", inv.protocol,
+            "--scheduler-file", "{rundir}/scheduler.json"]
+    if inv.dashboard_port >= 0:
+        argv += ["--dashboard-address", f"{listen}:{inv.dashboard_port}"]
+    else:
+        argv += ["--no-dashboard"]
+    if inv.protocol == "tls":
+        argv += tls.cli_args()
+    return argv
+
+
+def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, memory_limit: int | str) -> list[str]:
+    argv = [python_of(spec), "-m", "distributed.cli.dask_worker", scheduler,
+            "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads),
+            "--memory-limit", str(memory_limit), "--nanny",
+            "--host", listen, "--protocol", inv.protocol,
+            # distributed appends "-<i>" to the name only when nworkers > 1.
+            "--name", spec.label if spec.nworkers > 1 else f"{spec.label}-0",
+            "--local-directory", local_directory(inv.name, spec),
+            "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
+    if inv.protocol == "tls":
+        argv += tls.cli_args()
+    return argv
+
+
+def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float) -> dict:
+    return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen),
+            "env": process_env(inv), "log": "scheduler.log", "files": files,
+            "wait_file": "scheduler.json", "wait_timeout": timeout}
+
+
+def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
+                    memory_limit: int | str, files: dict[str, str]) -> dict:
+    return {"rundir": run_dir(inv.name, spec, "workers"),
+            "argv": workers_argv(inv, spec, listen, scheduler, memory_limit),
+            "env": process_env(inv), "log": "workers.log", "files": files,
+            "mkdirs": [local_directory(inv.name, spec)]}
+
+
+def cleanup_paths(name: str, spec: HostSpec, role: str) -> tuple[list[str], list[str]]:
+    """What ``stop`` removes on a host (files), then prunes if empty (parents)."""
+    remove = [run_dir(name, spec, role)]
+    prune = [f"{RUN_ROOT}/{name}", RUN_ROOT]
+    if role == "workers" and not spec.local_directory:
+        remove.append(local_directory(name, spec))
+        prune.insert(0, "/tmp/pyku-launch-{uid}")
+    return remove, prune
+
+
+def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
+    """Human-readable form of one agent step, for --dry-run."""
+    via = "local" if spec.transport == "local" else f"ssh {spec.user + '@' if spec.user else ''}{spec.address}"
+    line = f"[{spec.address}] ({via}) {agent_command(spec)}  <<< agent {op}"
+    if payload and "argv" in payload:
+        line += f"\n    starts: {' '.join(shlex.quote(a) for a in payload['argv'])}"
+        line += f"\n    in {payload['rundir']} (log {payload['log']})"
+    return line

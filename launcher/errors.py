@@ -1,0 +1,23 @@
+"""Errors a user can cause, each with the exit code the CLI returns for it.
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``;
+anything that is not a :class:`LaunchError` is a bug and keeps its traceback.
+"""
+
+
+class LaunchError(Exception):
+    """A runtime failure: a host unreachable, a process that did not start."""
+
+    exit_code = 1
+
+
+class InventoryError(LaunchError):
+    """The inventory (or a command-line argument) is invalid; nothing was contacted."""
+
+    exit_code = 2
+
+
+class PreflightError(LaunchError):
+    """The hosts do not match the client (versions, memory, ports); nothing was started."""
+
+    exit_code = 3

@@ -1,0 +1,154 @@
+"""Refuse a cluster whose hosts do not match the client, before anything starts.
+
+Dask only warns about mismatched versions once workers have joined; a
+feature-branch pyku on the client and a release on the workers then fails
+in the middle of a computation, or silently computes something else. Here
+every host is probed (one round trip each, all at once) and compared with
+the machine running pyku-launch, where ``connect()`` will run: versions of
+the libraries that cross the wire, and a fingerprint of the installed pyku
+and launcher source, so an edited checkout differs from a release of the
+same version number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from . import agent
+from .errors import PreflightError
+from .inventory import HostSpec
+
+DISTRIBUTIONS = (
+    "dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy",
+    "pandas", "lz4", "xarray", "netCDF4", "pyproj", "pyku-launch",
+)
+FINGERPRINTED = ("pyku", "launcher")
+GiB = 2**30
+
+
+@dataclass
+class Probe:
+    """What one host reported, and what the launch will use there."""
+
+    spec: HostSpec
+    role: str                       # "scheduler" or "workers"
+    reply: dict
+    memory_limit: int | None = None  # per worker, bytes (workers only)
+    differences: dict[str, tuple] = field(default_factory=dict)  # key -> (host value, client value)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def listen(self) -> str:
+        return self.reply["listen"]
+
+
+def payload(inv, spec: HostSpec, role: str) -> dict:
+    ports = [inv.port, inv.dashboard_port] if role == "scheduler" else []
+    return {
+        "distributions": list(DISTRIBUTIONS) + list(inv.check),
+        "fingerprint": list(FINGERPRINTED),
+        "ports": [p for p in ports if p and p > 0],
+        "listen": spec.listen,
+        "address": spec.address,
+    }
+
+
+def local_reference(inv) -> dict:
+    """The client's own values, computed in-process by the same agent code."""
+    return agent.op_probe({"distributions": list(DISTRIBUTIONS) + list(inv.check),
+                           "fingerprint": list(FINGERPRINTED)})
+
+
+def _flatten(reply: dict) -> dict[str, str | None]:
+    flat = dict(reply["versions"])
+    for pkg, fp in reply["fingerprints"].items():
+        flat[f"{pkg} source"] = fp
+    return flat
+
+
+def auto_memory(spec: HostSpec, mem_total: int) -> int:
+    """(MemTotal - reserve) / nworkers; reserve defaults to max(2 GiB, 5 %)."""
+    reserve = spec.reserve if spec.reserve is not None else max(2 * GiB, mem_total // 20)
+    return max((mem_total - reserve) // spec.nworkers, 0)
+
+
+def assess(inv, probe: Probe, reference: dict) -> None:
+    """Fill in a probe's differences, problems, warnings and memory limit."""
+    ref, got = _flatten(reference), _flatten(probe.reply)
+    for key in ref:
+        if got.get(key) != ref[key]:
+            probe.differences[key] = (got.get(key), ref[key])
+    r, spec = probe.reply, probe.spec
+    if probe.role == "scheduler":
+        for port in r["busy_ports"]:
+            probe.problems.append(f"port {port} is in use on {r['listen']} (choose another port in [cluster])")
+        return
+    total = r["mem_total"]
+    if spec.memory_limit is None:
+        probe.memory_limit = auto_memory(spec, total)
+        if probe.memory_limit < 256 * 2**20:
+            probe.problems.append(
+                f"memory_limit auto gives {fmt_bytes(probe.memory_limit)} per worker "
+                f"({fmt_bytes(total)} RAM / {spec.nworkers} workers): lower nworkers")
+    else:
+        probe.memory_limit = spec.memory_limit
+        want = spec.memory_limit * spec.nworkers
+        if want > total:
+            probe.problems.append(
+                f"{spec.nworkers} workers x {fmt_bytes(spec.memory_limit)} = {fmt_bytes(want)} "
+                f"exceeds the host's {fmt_bytes(total)} RAM (lower nworkers or memory_limit, or use \"auto\")")
+    if spec.nworkers * spec.nthreads > r["cpus"]:
+        probe.warnings.append(
+            f"{spec.nworkers} workers x {spec.nthreads} threads > {r['cpus']} CPUs (oversubscribed)")
+
+
+def fmt_bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def mismatch_table(probes: list[Probe], reference: dict) -> str:
+    """Host x differing key, each cell the host's value; the client's in the header."""
+    keys = sorted({k for p in probes for k in p.differences})
+    if not keys:
+        return ""
+    ref = _flatten(reference)
+    header = ["host"] + [f"{k} (client {ref.get(k) or '-'})" for k in keys]
+    rows = [header]
+    for p in probes:
+        rows.append([f"{p.spec.address} ({p.role})"] + [
+            (str(p.differences[k][0] or "missing") if k in p.differences else "ok") for k in keys])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False):
+    """Probe every (spec, role, connection) at once; raise PreflightError on a refusal.
+
+    Returns the probes and the client's reference values. A version or
+    source difference is a refusal unless ``allow_mismatch``; a busy port or
+    an impossible memory limit is always one.
+    """
+    reference = local_reference(inv)
+
+    async def one(spec, role, conn):
+        reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
+        return Probe(spec, role, reply)
+
+    probes = await asyncio.gather(*(one(*t) for t in targets))
+    for p in probes:
+        assess(inv, p, reference)
+    problems = [f"{p.spec.address}: {msg}" for p in probes for msg in p.problems]
+    table = mismatch_table(probes, reference)
+    if table and not allow_mismatch:
+        bad = sorted({p.spec.address for p in probes if p.differences})
+        raise PreflightError(
+            f"refused: {', '.join(bad)} differ from this machine (install the same versions there, "
+            f"or pass --allow-mismatch):\n{table}")
+    if problems:
+        raise PreflightError("refused: " + "; ".join(problems))
+    return probes, reference, table

@@ -1,0 +1,76 @@
+"""Ask the scheduler itself which workers it has: readiness is never read from logs.
+
+Workers are named ``<host label>-<i>`` at launch, so the scheduler's own
+list tells, per host, how many of the expected workers have registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+
+_SUFFIX = re.compile(r"-\d+$")
+
+
+def label_of(worker_name) -> str:
+    return _SUFFIX.sub("", str(worker_name))
+
+
+async def identity(address: str, security, timeout: float = 5.0) -> dict:
+    """The scheduler's ``identity`` with every worker; raises OSError if unreachable."""
+    from distributed.core import rpc
+
+    args = security.get_connection_args("client") if security is not None else {}
+    r = rpc(address, connection_args=args, timeout=timeout)
+    try:
+        return await asyncio.wait_for(r.identity(n_workers=-1), timeout)
+    finally:
+        await r.close_rpc()
+
+
+def workers_by_label(info: dict) -> tuple[Counter, dict[str, list[dict]]]:
+    counts: Counter = Counter()
+    details: dict[str, list[dict]] = {}
+    for addr, w in info.get("workers", {}).items():
+        lab = label_of(w.get("name", addr))
+        counts[lab] += 1
+        details.setdefault(lab, []).append(dict(w, address=addr))
+    return counts, details
+
+
+async def scheduler_alive(address: str, security, timeout: float = 3.0) -> bool:
+    try:
+        await identity(address, security, timeout)
+        return True
+    except (OSError, asyncio.TimeoutError, TimeoutError):
+        return False
+    except Exception:
+        return False
+
+
+async def wait_for_workers(address: str, security, expected: dict[str, int], *, timeout: float,
+                           on_progress=None, interval: float = 0.1) -> Counter:
+    """Poll the scheduler until every host's expected workers are in, or ``timeout``.
+
+    Returns the counts per host label reached at the end (complete or not).
+    """
+    deadline = time.monotonic() + timeout
+    counts: Counter = Counter()
+    last = None
+    while True:
+        try:
+            info = await identity(address, security, timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+            counts, _ = workers_by_label(info)
+        except (OSError, asyncio.TimeoutError, TimeoutError):
+            pass
+        snapshot = tuple(sorted(counts.items()))
+        if on_progress is not None and snapshot != last:
+            on_progress(counts)
+            last = snapshot
+        if all(counts.get(lab, 0) >= n for lab, n in expected.items()):
+            return counts
+        if time.monotonic() >= deadline:
+            return counts
+        await asyncio.sleep(interval)

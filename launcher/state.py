@@ -1,0 +1,100 @@
+"""The local record of launched clusters: one JSON file per cluster name.
+
+Files live in ``$XDG_STATE_HOME/pyku-launch`` (``~/.local/state/pyku-launch``),
+the directory mode 0700 and every file 0600, because a state file holds the
+client's TLS key. Writes are atomic (temp file + rename), so a crash never
+leaves half a record; a record that cannot be read is reported as corrupt,
+not trusted. A lock file per name serialises launches and stops of the same
+cluster (``fcntl.flock``: released by the kernel if the holder dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from .errors import LaunchError
+
+VERSION = 1
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    d = Path(base) / "pyku-launch"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(d, 0o700)
+    return d
+
+
+def state_path(name: str) -> Path:
+    return state_dir() / f"{name}.json"
+
+
+def known_names() -> list[str]:
+    return sorted(p.stem for p in state_dir().glob("*.json"))
+
+
+class CorruptState(LaunchError):
+    pass
+
+
+def read(name: str) -> dict | None:
+    """The record of ``name``, None if there is none; CorruptState if unreadable."""
+    path = state_path(name)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != VERSION or "hosts" not in data:
+            raise ValueError("not a pyku-launch state record")
+    except ValueError as e:
+        raise CorruptState(f"{path}: corrupt state file ({e})") from None
+    return data
+
+
+def write(name: str, data: dict) -> Path:
+    path = state_path(name)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(dict(data, version=VERSION), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def remove(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        state_path(name).unlink()
+
+
+@contextlib.contextmanager
+def lock(name: str, what: str):
+    """Hold the cluster's lock; another holder → LaunchError, not a wait."""
+    path = state_dir() / f"{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
+            raise LaunchError(
+                f"cluster '{name}' is busy: {holder} is launching or stopping it; try again when it is done"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{what} (pid {os.getpid()})".encode())
+        try:
+            yield
+        finally:
+            # No cluster left under this name: drop the lock file too, still holding it.
+            if not state_path(name).exists():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+    finally:
+        os.close(fd)

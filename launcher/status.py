@@ -1,0 +1,44 @@
+"""``pyku-launch status``: what the scheduler itself says about a cluster."""
+
+from __future__ import annotations
+
+from . import readiness, state, tls
+
+
+async def status_async(name: str) -> dict:
+    """Per host expected and live workers and memory limit; ``state`` says up or down.
+
+    The keys are stable (``--json``): name, scheduler, dashboard, state,
+    hosts[{address, role, expected, live, memory_limit}], missing.
+    """
+    try:
+        rec = state.read(name)
+    except state.CorruptState as e:
+        return {"name": name, "state": "corrupt", "error": str(e), "scheduler": None,
+                "dashboard": None, "hosts": [], "missing": {}}
+    if rec is None:
+        return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
+                "hosts": [], "missing": {}}
+    sec = tls.security(**rec["tls"]) if rec.get("tls") else None
+    try:
+        info = await readiness.identity(rec["scheduler"], sec, timeout=5)
+        counts, details = readiness.workers_by_label(info)
+        up = True
+    except Exception:
+        counts, details, up = {}, {}, False
+    hosts = []
+    for r in rec["hosts"]:
+        entry = {"address": r["address"], "role": r["role"]}
+        if r["role"] == "workers":
+            live = counts.get(r["label"], 0) if up else 0
+            entry.update(expected=r["expected"], live=live, memory_limit=r["memory_limit"])
+        hosts.append(entry)
+    if not up:
+        st = "down"
+    elif all(h["live"] >= h["expected"] for h in hosts if h["role"] == "workers"):
+        st = "running"
+    else:
+        st = "degraded"
+    return {"name": name, "state": st, "scheduler": rec["scheduler"], "dashboard": rec["dashboard"],
+            "protocol": rec["protocol"], "inventory": rec["inventory"], "hosts": hosts,
+            "missing": rec.get("missing", {})}
