@@ -131,6 +131,8 @@ def op_probe(p):
         if not port:
             continue
         s = socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET)
+        # As the scheduler will: TIME_WAIT leftovers of a previous run do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((listen, port))
         except OSError:

@@ -72,7 +72,7 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     nothing started) or :class:`~launcher.errors.LaunchError` (a step
     failed; everything started was stopped again).
     """
-    from .launch import launch_async
+    from .start import launch_async
 
     inv = _inventory(inventory)
     reporter = reporter or Reporter(quiet=True)
@@ -90,7 +90,7 @@ def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
 
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
-    from .status import status_async
+    from .health import status_async
 
     return run(status_async(resolve_name(name)))
 
@@ -148,7 +148,7 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
-    from .launch import dry_run as plan
+    from .start import dry_run as plan
 
     return plan(_inventory(inventory))
 

@@ -172,3 +172,7 @@ def logs(host, name, lines):
     """Print the remote scheduler and worker logs, each line prefixed with its host."""
     for addr, fname, line in api.logs(name, host, lines):
         click.echo(f"{addr} {fname}: {line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ changed one still refused.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncssh
@@ -38,11 +39,10 @@ def _has_entry(spec: HostSpec, port: int) -> bool:
 
 async def _fingerprint(spec: HostSpec, opts: dict) -> tuple[str | None, object]:
     try:
-        key = await asyncssh.get_server_host_key(
-            spec.address, port=opts.get("port", ()), config=opts.get("config", ()),
-            connect_timeout=opts.get("connect_timeout", 10),
-        )
-    except (OSError, asyncssh.Error):
+        key = await asyncio.wait_for(asyncssh.get_server_host_key(
+            spec.address, port=opts.get("port", ()), config=opts.get("config", ())),
+            opts.get("connect_timeout", 10))
+    except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError):
         return None, None
     return (key.get_fingerprint() if key else None), key
 

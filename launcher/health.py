@@ -1,4 +1,4 @@
-"""``pyku-launch status``: what the scheduler itself says about a cluster."""
+"""``pyku-launch status``: what the scheduler itself says about a cluster's health."""
 
 from __future__ import annotations
 

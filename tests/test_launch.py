@@ -1,0 +1,164 @@
+"""The user's story on real OpenSSH hosts: launch, compute, status, stop, nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import launcher
+from launcher import state
+from clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory
+
+
+def _hosts_of_workers(client) -> set[str]:
+    """Which hosts' workers ran a batch of tasks."""
+    def where(i):
+        import time as _t
+        from distributed import get_worker
+        _t.sleep(0.05)
+        return get_worker().address
+
+    addrs = client.gather(client.map(where, range(40), pure=False))
+    return {a.split("://")[1].rsplit(":", 1)[0] for a in addrs}
+
+
+def test_launch_compute_status_stop(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="story")
+    rec = launcher.launch(inv)
+    assert rec["scheduler"].startswith("tls://127.0.0.2:")
+    assert len(session_members(rec)) >= 1 + 2 * 3  # scheduler; per host: nanny process, forkserver, workers
+
+    with launcher.connect() as client:
+        assert _hosts_of_workers(client) == {"127.0.0.3", "127.0.0.4"}
+        info = client.scheduler_info(n_workers=-1)
+        assert len(info["workers"]) == 4
+        assert {w["memory_limit"] for w in info["workers"].values()} == {2**30}
+
+    st = launcher.status()
+    assert st["state"] == "running"
+    workers = {h["address"]: h for h in st["hosts"] if h["role"] == "workers"}
+    assert {a: (h["expected"], h["live"]) for a, h in workers.items()} == {
+        "127.0.0.3": (2, 2), "127.0.0.4": (2, 2)}
+
+    mode = os.stat(state.state_path("story")).st_mode & 0o777
+    assert mode == 0o600
+
+    summary = launcher.stop()
+    assert summary["stopped"] >= 7
+    assert session_members(rec) == []
+    assert cluster_processes("story") == []
+    assert not state.state_path("story").exists()
+    assert not (state_dir / "pyku-launch" / "story.lock").exists()
+    assert not os.path.exists(os.path.expanduser("~/.pyku-launch/story"))
+
+
+def test_cluster_outlives_the_launching_process(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="outlive", workers=(1,))
+    r = cli(str(inv), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "scheduler  tls://127.0.0.2:" in r.stdout
+    assert "connect(" in r.stdout and "pyku-launch stop" in r.stdout
+    rec = state.read("outlive")
+    try:
+        # the launcher process is gone; the cluster computes
+        with launcher.connect("outlive") as client:
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+        r = cli("status", "--json")
+        assert r.returncode == 0
+        st = json.loads(r.stdout)
+        assert st["state"] == "running" and st["hosts"][1]["live"] == 2
+    finally:
+        r = cli("stop")
+    assert r.returncode == 0, r.stderr
+    assert "none left" in r.stdout
+    assert session_members(rec) == []
+
+
+def test_double_launch_and_double_stop(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="twice", workers=(1,))
+    first = launcher.launch(inv)
+    try:
+        r = cli(str(inv))
+        assert r.returncode == 0, r.stderr
+        assert "already running" in r.stdout
+        assert state.read("twice")["scheduler"] == first["scheduler"]  # nothing changed
+        assert len(session_members(first)) == len(session_members(state.read("twice")))
+    finally:
+        launcher.stop("twice")
+    r = cli("stop", "--name", "twice")
+    assert r.returncode == 0, r.stderr
+    assert "not running" in r.stderr + r.stdout
+    assert session_members(first) == []
+
+
+def test_stop_after_scheduler_killed(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="killed", workers=(1,))
+    rec = launcher.launch(inv)
+    sched = next(h for h in rec["hosts"] if h["role"] == "scheduler")
+    os.kill(sched["pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    assert launcher.status("killed")["state"] == "down"
+    summary = launcher.stop("killed")
+    assert session_members(rec) == []
+    assert not state.state_path("killed").exists()
+    # the name is free again
+    rec2 = launcher.launch(inv)
+    assert launcher.status("killed")["state"] == "running"
+    launcher.stop("killed")
+    assert session_members(rec2) == []
+    assert summary["unreachable"] == {}
+
+
+def test_unknown_host_key_refused_nothing_started(sshd, state_dir, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="hostkey", workers=(1, 2),
+                        host_extra={2: f'known_hosts = "{empty}"'})
+    r = cli(str(inv))
+    assert r.returncode == 1
+    line = r.stderr.strip().splitlines()[-1]
+    assert "127.0.0.4" in line and "unknown" in line and "SHA256:" in line
+    assert "Traceback" not in r.stderr
+    assert state.read("hostkey") is None
+    assert cluster_processes("hostkey") == []
+
+
+@pytest.mark.parametrize("body, key", [
+    ('[cluster]\nname = "x"\n[scheduler]\naddress = "127.0.0.2"\n[[host]]\naddress = "127.0.0.3"\nnworkers = "ten"\n',
+     "host[1].nworkers"),
+    ('[cluster]\nname = "x"\n[scheduler]\naddress = "127.0.0.2"\n[[host]]\naddress = "127.0.0.3; touch /tmp/x"\n',
+     "host[1].address"),
+    ('[cluster]\nnmae = "x"\n[scheduler]\naddress = "127.0.0.2"\n[[host]]\naddress = "127.0.0.3"\n',
+     "cluster.nmae"),
+    ('[cluster\n', "line 1"),
+    ("", "empty"),
+])
+def test_bad_inventory_is_one_line_exit_2(tmp_path, state_dir, body, key):
+    path = tmp_path / "hosts.toml"
+    path.write_text(body)
+    r = cli(str(path))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and str(path) in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_localhost_default_launches_and_computes(state_dir, tmp_path):
+    text = (ROOT / "hosts" / "localhost.toml").read_text()
+    # the shipped file with ports 0, so a user's own cluster on 8786 does not collide
+    text = text.replace("port = 8786", "port = 0").replace("dashboard_port = 8787", "dashboard_port = 0")
+    inv = tmp_path / "localhost.toml"
+    inv.write_text(text)
+    rec = launcher.launch(inv)
+    try:
+        assert all(h["spec"]["transport"] == "local" for h in rec["hosts"])
+        with launcher.connect() as client:
+            assert client.submit(lambda: 6 * 7).result() == 42
+            assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+    finally:
+        launcher.stop()
+    assert session_members(rec) == []
