@@ -16,7 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from . import agent
-from .errors import PreflightError
+from .errors import LaunchError, PreflightError
 from .inventory import HostSpec
 
 DISTRIBUTIONS = (
@@ -136,7 +136,10 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     reference = local_reference(inv)
 
     async def one(spec, role, conn):
-        reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
+        try:
+            reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
+        except LaunchError as e:  # env failing, python not found: the host's environment is broken
+            raise PreflightError(f"refused: {e}") from None
         return Probe(spec, role, reply)
 
     probes = await asyncio.gather(*(one(*t) for t in targets))
