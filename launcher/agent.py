@@ -179,7 +179,8 @@ def op_spawn(p):
         os.remove(wait_file)
 
     log = os.path.join(rundir, p["log"])
-    env = dict(os.environ, **p.get("env", {}))
+    env = dict(os.environ, **{k: _expand(v, rundir) if k.endswith("DIRECTORY") else v
+                              for k, v in p.get("env", {}).items()})
     argv = [a.replace("{rundir}", rundir).replace("{uid}", str(os.getuid())) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(

@@ -65,8 +65,10 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
 
 
 def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float) -> dict:
+    # The scheduler's scratch space too, or it makes /tmp/dask-scratch-space.
+    env = dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{rundir}")
     return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen),
-            "env": process_env(inv), "log": "scheduler.log", "files": files,
+            "env": env, "log": "scheduler.log", "files": files,
             "wait_file": "scheduler.json", "wait_timeout": timeout}
 
 
@@ -74,7 +76,8 @@ def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
                     memory_limit: int | str, files: dict[str, str]) -> dict:
     return {"rundir": run_dir(inv.name, spec, "workers"),
             "argv": workers_argv(inv, spec, listen, scheduler, memory_limit),
-            "env": process_env(inv), "log": "workers.log", "files": files,
+            "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY=local_directory(inv.name, spec)),
+            "log": "workers.log", "files": files,
             "mkdirs": [local_directory(inv.name, spec)]}
 
 
