@@ -98,7 +98,8 @@ def status(name: str | None = None) -> dict:
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
     """Validate and preflight an inventory, starting nothing.
 
-    Returns ``(probes, reference, table)``; raises PreflightError on a refusal.
+    Returns ``(probes, reference, table, dropped)`` (see :func:`launcher.preflight.run`);
+    raises PreflightError on a refusal.
     """
     inv = _inventory(inventory)
 

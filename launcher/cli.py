@@ -107,7 +107,7 @@ def _summary(rec: dict) -> None:
 @_guard
 def check(inventory, allow_mismatch):
     """Validate INVENTORY and run the preflight on every host; start nothing."""
-    probes, reference, table = api.check(inventory, allow_mismatch=allow_mismatch)
+    probes, reference, table, _ = api.check(inventory, allow_mismatch=allow_mismatch)
     click.echo(f"client     python {reference['versions']['python']}, "
                f"pyku source {reference['fingerprints'].get('pyku')}")
     for p in probes:

@@ -126,12 +126,18 @@ def mismatch_table(probes: list[Probe], reference: dict) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False):
+async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False,
+              drop_failed: bool = False):
     """Probe every (spec, role, connection) at once; raise PreflightError on a refusal.
 
-    Returns the probes and the client's reference values. A version or
-    source difference is a refusal unless ``allow_mismatch``; a busy port or
-    an impossible memory limit is always one.
+    A version or source difference is a refusal unless ``allow_mismatch``; a
+    broken environment, a busy port or an impossible memory limit is always
+    one. With ``drop_failed`` a worker host that would be refused is left out
+    instead (``--allow-partial``); the scheduler host never is.
+
+    Returns ``(probes, reference, table, dropped)``: the probes that passed,
+    the client's values, the mismatch table (empty if none) and the reasons
+    of the hosts left out, by address.
     """
     reference = local_reference(inv)
 
@@ -139,19 +145,34 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
         try:
             reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
         except LaunchError as e:  # env failing, python not found: the host's environment is broken
-            raise PreflightError(f"refused: {e}") from None
-        return Probe(spec, role, reply)
+            return Probe(spec, role, {}, problems=[str(e).removeprefix(f"{spec.address}: ")])
+        probe = Probe(spec, role, reply)
+        assess(inv, probe, reference)
+        return probe
 
-    probes = await asyncio.gather(*(one(*t) for t in targets))
-    for p in probes:
-        assess(inv, p, reference)
-    problems = [f"{p.spec.address}: {msg}" for p in probes for msg in p.problems]
+    probes = list(await asyncio.gather(*(one(*t) for t in targets)))
     table = mismatch_table(probes, reference)
-    if table and not allow_mismatch:
-        bad = sorted({p.spec.address for p in probes if p.differences})
-        raise PreflightError(
-            f"refused: {', '.join(bad)} differ from this machine (install the same versions there, "
-            f"or pass --allow-mismatch):\n{table}")
+    refused = [p for p in probes if p.problems or (p.differences and not allow_mismatch)]
+    dropped = {}
+    if drop_failed:
+        for p in refused:
+            if p.role == "workers":
+                dropped[p.spec.address] = "; ".join(p.problems) or "versions differ: " + ", ".join(
+                    f"{k} {v[0] or 'missing'} (client {v[1] or '-'})" for k, v in p.differences.items())
+        probes = [p for p in probes if p.spec.address not in dropped or p.role == "scheduler"]
+        refused = [p for p in refused if p.spec.address not in dropped or p.role == "scheduler"]
+    if refused:
+        raise PreflightError(_refusal(refused, table, allow_mismatch))
+    return probes, reference, table, dropped
+
+
+def _refusal(refused: list[Probe], table: str, allow_mismatch: bool) -> str:
+    problems = [f"{p.spec.address}: {msg}" for p in refused for msg in p.problems]
+    differ = sorted({p.spec.address for p in refused if p.differences}) if not allow_mismatch else []
+    lines = []
     if problems:
-        raise PreflightError("refused: " + "; ".join(problems))
-    return probes, reference, table
+        lines.append("refused: " + "; ".join(problems))
+    if differ:
+        lines.append(f"refused: {', '.join(differ)} differ from this machine (install the same versions "
+                     f"there, or pass --allow-mismatch):\n{table}")
+    return "\n".join(lines)

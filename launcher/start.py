@@ -64,121 +64,189 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
     ``already_running`` set and changes nothing.
     """
     _preimport_distributed()
-    timeout = inv.timeout if timeout is None else timeout
     existing = await _existing(inv.name, report)
     if existing is not None:
         return dict(existing, already_running=True)
     if inv.protocol == "tcp":
         report.warn("protocol = \"tcp\": anyone who can reach the scheduler's port can run code "
                     "on your workers; use \"tls\" (the default) on shared networks")
+    run = _Launch(inv, report, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
+                  timeout=inv.timeout if timeout is None else timeout)
+    return await run.go()
 
-    min_hosts = len(inv.hosts) if not (allow_partial or inv.min_hosts) else (inv.min_hosts or 1)
-    t0 = time.perf_counter()
-    report.step("connect", f"{1 + len(inv.hosts)} hosts")
-    conns, failed = await open_connections([inv.scheduler, *inv.hosts])
-    records: list[dict] = []
-    missing: dict[str, str] = {}
-    try:
+
+class _Launch:
+    """One launch: the open connections and what it started, for a rollback."""
+
+    def __init__(self, inv: Inventory, report: Reporter, *, allow_mismatch: bool, allow_partial: bool,
+                 timeout: float):
+        self.inv, self.report, self.timeout = inv, report, timeout
+        self.allow_mismatch = allow_mismatch
+        partial = allow_partial or inv.min_hosts is not None
+        self.min_hosts = (inv.min_hosts or 1) if partial else len(inv.hosts)
+        self.partial = partial
+        self.conns: dict = {}
+        self.records: list[dict] = []      # every process session started so far
+        self.missing: dict[str, str] = {}  # hosts left out, and why
+
+    def conn(self, spec: HostSpec):
+        return self.conns[connection_key(spec)]
+
+    async def go(self) -> dict:
+        t0 = time.perf_counter()
+        try:
+            hosts = await self._connect()
+            probes, material = await self._preflight(hosts)
+            address, dashboard = await self._scheduler(probes[0], material)
+            await self._workers(probes[1:], address, material)
+            record = {
+                "name": self.inv.name, "inventory": self.inv.path, "inventory_sha256": self.inv.sha256,
+                "protocol": self.inv.protocol, "scheduler": address, "dashboard": dashboard,
+                "started": time.time(), "launch_seconds": round(time.perf_counter() - t0, 3),
+                "hosts": self.records, "missing": self.missing,
+                "tls": _client_tls(material) if material else None,
+            }
+            state.write(self.inv.name, record)
+            return record
+        except BaseException:
+            # Roll back on every host: errors, Ctrl-C and SIGTERM alike.
+            if self.records:
+                await asyncio.shield(_rollback(self.conns, self.records, self.report))
+            raise
+        finally:
+            await close_all(self.conns)
+
+    def _leave_out(self, address: str, why: str) -> None:
+        self.missing[address] = why
+        self.report.host(address, f"left out: {why}")
+
+    def _check_enough(self, hosts: list) -> None:
+        if len(hosts) < self.min_hosts:
+            hint = "" if self.partial else " (pass --allow-partial to go on without " + (
+                "it)" if len(self.missing) == 1 else "them)")
+            raise LaunchError("; ".join(f"{a}: {w}" if not w.startswith(a) else w
+                                        for a, w in self.missing.items()) + hint)
+
+    async def _connect(self) -> list[HostSpec]:
+        inv, t = self.inv, time.perf_counter()
+        self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
+        self.conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         if inv.scheduler.address in failed:
             raise LaunchError(failed[inv.scheduler.address])
-        hosts = []
         for spec in inv.hosts:
             if spec.address in failed:
-                missing[spec.address] = failed[spec.address]
-                report.host(spec.address, f"left out: {failed[spec.address]}")
-            else:
-                hosts.append(spec)
-        _check_enough(hosts, min_hosts, missing)
-        report.done("connect", time.perf_counter() - t0)
+                self._leave_out(spec.address, failed[spec.address])
+        hosts = [s for s in inv.hosts if s.address not in failed]
+        self._check_enough(hosts)
+        self.report.done("connect", time.perf_counter() - t)
+        return hosts
 
-        report.step("preflight", "versions, pyku source, memory, ports")
-        t1 = time.perf_counter()
-        targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
-        targets += [(s, "workers", conns[connection_key(s)]) for s in hosts]
-        probes, _, table = await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
+    async def _preflight(self, hosts: list[HostSpec]):
+        inv, t = self.inv, time.perf_counter()
+        self.report.step("preflight", "versions, pyku source, memory, ports")
+        targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
+        targets += [(s, "workers", self.conn(s)) for s in hosts]
+        probes, _, table, dropped = await preflight.run(
+            inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
+        for address, why in dropped.items():
+            self._leave_out(address, f"preflight: {why}")
+        self._check_enough(probes[1:])
         if table:
-            report.warn("versions differ (--allow-mismatch):\n" + table)
+            self.report.warn("versions differ:\n" + table)
         for p in probes:
             for w in p.warnings:
-                report.warn(f"{p.spec.address}: {w}")
-        report.done("preflight", time.perf_counter() - t1)
-
-        report.step("scheduler", inv.scheduler.address)
-        t2 = time.perf_counter()
+                self.report.warn(f"{p.spec.address}: {w}")
         material = tls.make_cluster_material(inv.name) if inv.protocol == "tls" else None
-        sched_probe = probes[0]
-        files = tls.files_for(material["scheduler"]) if material else {}
-        payload = commands.scheduler_payload(inv, sched_probe.listen, files, timeout=min(timeout, 60))
-        sconn = conns[connection_key(inv.scheduler)]
-        reply = await sconn.agent("spawn", timeout=min(timeout, 60) + 30, **payload)
-        records.append(host_record(inv.scheduler, "scheduler", inv.name, reply, 0, None))
+        self.report.done("preflight", time.perf_counter() - t)
+        return probes, material
+
+    async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float, probe=None) -> dict:
+        """Start a process session and record it, even if we are cancelled meanwhile.
+
+        A cancellation (Ctrl-C, SIGTERM) waits for the spawn's reply so the
+        rollback knows the new session's pid and can stop it.
+        """
+        task = asyncio.ensure_future(self.conn(spec).agent("spawn", timeout=timeout, **payload))
+        try:
+            reply = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            try:
+                reply = await task
+            finally:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    self._record(spec, role, task.result(), probe)
+            raise
+        self._record(spec, role, reply, probe)
         if "error" in reply:
             tail = " | ".join(reply.get("log_tail", [])[-3:])
-            raise LaunchError(f"{inv.scheduler.address}: scheduler {reply['error']}: {tail}")
+            raise LaunchError(f"{spec.address}: {role} {reply['error']}: {tail}")
+        return reply
+
+    def _record(self, spec, role, reply, probe) -> None:
+        if reply.get("pid"):
+            self.records.append(host_record(
+                spec, role, self.inv.name, reply, spec.nworkers if role == "workers" else 0,
+                probe.memory_limit if probe is not None and role == "workers" else None))
+
+    async def _scheduler(self, probe, material) -> tuple[str, str | None]:
+        inv, t = self.inv, time.perf_counter()
+        self.report.step("scheduler", inv.scheduler.address)
+        files = tls.files_for(material["scheduler"]) if material else {}
+        wait = min(self.timeout, 60)
+        payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait)
+        reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + 30)
         address = reply["wait_file"]["address"]
-        dash_port = reply["wait_file"].get("services", {}).get("dashboard")
-        dashboard = f"http://{sched_probe.listen}:{dash_port}/status" if dash_port else None
-        report.done("scheduler", time.perf_counter() - t2, address)
+        port = reply["wait_file"].get("services", {}).get("dashboard")
+        dashboard = f"http://{probe.listen}:{port}/status" if port else None
+        self.report.done("scheduler", time.perf_counter() - t, address)
+        return address, dashboard
 
-        report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} hosts")
-        t3 = time.perf_counter()
-        wfiles = tls.files_for(material["worker"]) if material else {}
+    async def _workers(self, probes, address: str, material) -> None:
+        inv, t = self.inv, time.perf_counter()
+        hosts = [p.spec for p in probes]
+        self.report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} hosts")
+        files = tls.files_for(material["worker"]) if material else {}
 
-        async def start(p: preflight.Probe):
-            pl = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, wfiles)
-            r = await conns[connection_key(p.spec)].agent("spawn", timeout=60, **pl)
-            records.append(host_record(p.spec, "workers", inv.name, r, p.spec.nworkers, p.memory_limit))
-            if "error" in r:
-                raise LaunchError(f"{p.spec.address}: workers {r['error']}: {' | '.join(r.get('log_tail', [])[-3:])}")
+        async def start(p):
+            payload = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
+            try:
+                await self._spawn(p.spec, "workers", payload, 60, probe=p)
+            except LaunchError as e:
+                return p.spec, e
+            return p.spec, None
 
-        await asyncio.gather(*(start(p) for p in probes[1:]))
+        failures = [(s, e) for s, e in await asyncio.gather(*(start(p) for p in probes)) if e]
+        for spec, e in failures:
+            self._leave_out(spec.address, str(e).removeprefix(f"{spec.address}: "))
+        hosts = [s for s in hosts if s.address not in self.missing]
+        self._check_enough(hosts)
+
         sec = tls.security(**_client_tls(material)) if material else None
         expected = {s.label: s.nworkers for s in hosts}
         arrived = await readiness.wait_for_workers(
-            address, sec, expected, timeout=timeout,
-            on_progress=lambda counts: report.workers(counts, expected))
+            address, sec, expected, timeout=self.timeout,
+            on_progress=lambda counts: self.report.workers(counts, expected))
         late = [s for s in hosts if arrived.get(s.label, 0) < s.nworkers]
-        for s in late:
-            missing[s.address] = f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered within {timeout:g} s"
         if late:
-            logs = await _log_tails(conns, late, inv.name)
-            if len(hosts) - len(late) < min_hosts:
+            logs = await _log_tails(self.conns, late, inv.name)
+            for s in late:
+                self.missing[s.address] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
+                                           f"within {self.timeout:g} s{logs.get(s.address, '')}")
+            if len(hosts) - len(late) < self.min_hosts:
                 raise LaunchError("workers did not arrive: " + "; ".join(
-                    f"{s.address}: {missing[s.address]}{logs.get(s.address, '')}" for s in late))
+                    f"{s.address}: {self.missing[s.address]}" for s in late))
             for s in late:  # going on without them: stop what they did start
-                rec = next(r for r in records if r["address"] == s.address and r["role"] == "workers")
-                await stop_sessions(conns[connection_key(s)], [rec])
-                records.remove(rec)
-        report.done("workers", time.perf_counter() - t3)
-
-        record = {
-            "name": inv.name, "inventory": inv.path, "inventory_sha256": inv.sha256,
-            "protocol": inv.protocol, "scheduler": address, "dashboard": dashboard,
-            "started": time.time(), "launch_seconds": round(time.perf_counter() - t0, 3),
-            "hosts": records, "missing": missing,
-            "tls": _client_tls(material) if material else None,
-        }
-        state.write(inv.name, record)
-        return record
-    except BaseException:
-        # Roll back on every host: errors, Ctrl-C and SIGTERM alike.
-        if records:
-            await asyncio.shield(_rollback(conns, records, report))
-        raise
-    finally:
-        await close_all(conns)
+                recs = [r for r in self.records if r["address"] == s.address and r["role"] == "workers"]
+                await stop_sessions(self.conn(s), recs)
+                for r in recs:
+                    self.records.remove(r)
+                self.report.host(s.address, f"left out: {self.missing[s.address]}")
+        self.report.done("workers", time.perf_counter() - t)
 
 
 def _client_tls(material) -> dict:
     c = material["client"]
     return {"ca": c.ca, "cert": c.cert, "key": c.key}
-
-
-def _check_enough(hosts, min_hosts, missing):
-    if len(hosts) < min_hosts:
-        raise LaunchError("; ".join(missing.values())
-                          + (" (pass --allow-partial to go on without it)" if len(missing) == 1 else
-                             " (pass --allow-partial to go on without them)"))
 
 
 async def _rollback(conns, records, report) -> None:
