@@ -215,7 +215,13 @@ class _Launch:
                 return p.spec, e
             return p.spec, None
 
-        failures = [(s, e) for s, e in await asyncio.gather(*(start(p) for p in probes)) if e]
+        # return_exceptions: on a cancellation gather must still wait for every
+        # spawn, so that the rollback knows all the sessions they started.
+        results = await asyncio.gather(*(start(p) for p in probes), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        failures = [(s, e) for s, e in results if e]
         for spec, e in failures:
             self._leave_out(spec.address, str(e).removeprefix(f"{spec.address}: "))
         hosts = [s for s in hosts if s.address not in self.missing]

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: int = 2,
                   protocol: str = "tls", cluster_extra: str = "", ssh_extra: str = "",
                   workers_extra: str = "", host_extra: dict[int, str] | None = None,
-                  scheduler: int = 0) -> Path:
+                  scheduler: int = 0, extra_hosts: tuple[str, ...] = ()) -> Path:
     """Write an inventory: scheduler on testbed host ``scheduler``, workers on ``workers``.
 
     Ports are 0 (any free port) so tests never collide with each other or a
@@ -28,6 +28,7 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
     host_extra = host_extra or {}
     hosts = "\n".join(
         f'[[host]]\naddress = "{testbed.hosts[i].address}"\n{host_extra.get(i, "")}\n' for i in workers)
+    hosts += "".join(f'[[host]]\naddress = "{a}"\n' for a in extra_hosts)
     text = textwrap.dedent(f"""\
         [cluster]
         name = "{name}"

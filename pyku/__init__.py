@@ -1,0 +1,23 @@
+"""pyku: preprocessing of climate NetCDF collections.
+
+``import pyku`` registers the ``.pyku`` accessor on :class:`xarray.Dataset`:
+
+>>> ds = ds.pyku.project("HYR-LAEA-5")                  # pyku.geo
+>>> ds = ds.pyku.set_time_labels_from_time_bounds()     # pyku.timekit
+>>> ds = ds.pyku.to_cmor_varnames()                     # pyku.drs
+>>> ds = ds.pyku.to_cmor_units()                        # pyku.drs
+
+and :func:`pyku.compute.persistent_processing` runs such a chain over many
+files, on the current ``distributed`` client if there is one.  Grids and
+sample inputs are in :mod:`pyku.resources`.  pyku knows nothing about how a
+cluster was started: it only ever asks ``distributed`` for the current client.
+"""
+
+from pyku import accessor  # noqa: F401  (registers the accessor)
+from pyku.errors import GridError, ProcessingError, PykuError, TimeBoundsError, UnitsError
+from pyku.grids import Grid, get_grid, list_grids
+
+__version__ = "0.1.0"
+
+__all__ = ["Grid", "GridError", "ProcessingError", "PykuError", "TimeBoundsError", "UnitsError",
+           "get_grid", "list_grids", "__version__"]

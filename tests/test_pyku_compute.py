@@ -1,0 +1,216 @@
+"""persistent_processing: the seed's preprocessing of a file collection, kept on disk.
+
+The same outputs single-threaded and on a LocalCluster, re-runs that only
+redo what changed, and a run killed mid-write that a re-run completes.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+import xarray as xr
+
+import pyku
+import pyku.compute as compute
+import pyku.resources as resources
+from pyku import regrid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def preprocess(ds):
+    ds = ds.pyku.project("HYR-LAEA-5")
+    ds = ds.pyku.set_time_labels_from_time_bounds(how="lower")
+    ds = ds.pyku.to_cmor_varnames()
+    ds = ds.pyku.to_cmor_units()
+    return ds
+
+
+def counting(calls_dir):
+    """A cheap func that leaves one marker file per call, wherever it runs."""
+    def func(ds):
+        (Path(calls_dir) / uuid.uuid4().hex).touch()
+        return ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    return func
+
+
+def in_kelvin(celsius):
+    return (celsius.astype("f8") + 273.15).astype("f4")
+
+
+def sample_files(directory, **kwargs):
+    options = {"variables": ("tas", "pr"), "years": (1980, 1981), "days": 4, "coarsen": 8, **kwargs}
+    return resources.write_sample_files(directory, **options)
+
+
+def test_same_bytes_single_threaded_and_on_a_local_cluster(tmp_path):
+    import distributed
+
+    files = sample_files(tmp_path / "in")
+    sequential = compute.persistent_processing(preprocess, files, tmp_path / "seq")
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+            client.run(regrid.clear_cache)
+            parallel = compute.persistent_processing(preprocess, files, tmp_path / "par")
+            per_worker = client.run(regrid.cache_info)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+    # Each worker process built the neighbour index at most once for 4 files.
+    assert sum(info["builds"] for info in per_worker.values()) >= 1
+    assert all(info["builds"] <= 1 for info in per_worker.values())
+    assert sum(info["builds"] + info["hits"] for info in per_worker.values()) == len(files)
+    assert [Path(p).name for p in sequential] == [Path(p).name for p in parallel]
+    for a, b in zip(sequential, parallel):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
+    out = xr.open_dataset(sequential[1])
+    assert set(out.data_vars) >= {"pr", "crs"} and out.pr.attrs["units"] == "kg m-2 s-1"
+    assert out.time.values[0] == np.datetime64("1980-01-01T00:00")
+    assert out.pr.encoding["chunksizes"][0] == out.sizes["time"]  # whole series per chunk
+
+
+def test_rerun_skips_files_already_done(tmp_path):
+    files = sample_files(tmp_path / "in", years=(1980,))
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    first = compute.persistent_processing(counting(str(calls)), files, tmp_path / "out")
+    stamps = [os.stat(p).st_mtime_ns for p in first]
+    again = compute.persistent_processing(counting(str(calls)), files, tmp_path / "out")
+    assert again == first
+    assert len(list(calls.iterdir())) == len(files)  # the second run called func on nothing
+    assert [os.stat(p).st_mtime_ns for p in again] == stamps
+
+
+EDITABLE = """
+def preprocess(ds):
+    ds = ds.pyku.to_cmor_varnames()
+    return ds.assign(tas=ds.tas + {offset})  {comment}
+"""
+
+
+def edition(offset, comment=""):
+    namespace = {}
+    exec(EDITABLE.format(offset=offset, comment=comment), namespace)
+    return namespace["preprocess"]
+
+
+def test_edited_func_recomputes_and_cosmetic_edits_do_not(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980,))
+    out = tmp_path / "out"
+    one = compute.persistent_processing(edition(1), files, out)
+    two = compute.persistent_processing(edition(2), files, out)
+    assert one != two
+    a, b = xr.open_dataset(one[0]), xr.open_dataset(two[0])
+    np.testing.assert_allclose(b.tas.values - a.tas.values, 1.0, rtol=0, atol=1e-5)
+    stamp = os.stat(one[0]).st_mtime_ns
+    assert compute.persistent_processing(edition(1, "# a comment"), files, out) == one
+    assert os.stat(one[0]).st_mtime_ns == stamp
+
+
+def test_equal_headers_different_data_are_both_processed(tmp_path):
+    a, b = tmp_path / "a" / "tas_same.nc", tmp_path / "b" / "tas_same.nc"
+    for path, seed in ((a, 1), (b, 2)):
+        path.parent.mkdir()
+        resources.sample_dataset("tas", days=4, coarsen=8, seed=seed).to_netcdf(path)
+        os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    assert a.stat().st_size == b.stat().st_size
+    assert a.read_bytes()[:2000] == b.read_bytes()[:2000]  # pyku's old key could not tell them apart
+
+    func = counting(str(tmp_path))
+    outs = compute.persistent_processing(func, [a, b], tmp_path / "out")
+    assert outs[0] != outs[1]
+    for src, out in zip((a, b), outs):
+        np.testing.assert_array_equal(xr.open_dataset(out).tas.values,
+                                      in_kelvin(xr.open_dataset(src).T_2M.values))
+
+    # Same path, same size, same mtime, new content: recomputed.
+    resources.sample_dataset("tas", days=4, coarsen=8, seed=3).to_netcdf(a)
+    os.utime(a, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    [new] = compute.persistent_processing(func, [a], tmp_path / "out")
+    assert new != outs[0]
+    np.testing.assert_array_equal(xr.open_dataset(new).tas.values,
+                                  in_kelvin(xr.open_dataset(a).T_2M.values))
+
+
+def test_failing_file_is_named_and_others_are_kept(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",))
+    broken = tmp_path / "in" / "tas_broken.nc"
+    broken.write_text("not a NetCDF file")
+    inputs = [files[0], str(broken), files[1]]
+    with pytest.raises(pyku.ProcessingError, match="tas_broken.nc") as info:
+        compute.persistent_processing(counting(str(tmp_path)), inputs, tmp_path / "out")
+    outputs = info.value.outputs
+    assert outputs[1] is None and list(info.value.failures) == [str(broken)]
+    assert Path(outputs[0]).exists() and Path(outputs[2]).exists()
+
+
+CHILD = """
+import sys, time
+import pyku
+import pyku.compute as compute
+
+
+def _slow(block):
+    time.sleep(0.15)
+    return block
+
+
+def slow_preprocess(ds):
+    ds = ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    tas = ds.tas.chunk({"time": 1})
+    return ds.assign(tas=tas.copy(data=tas.data.map_blocks(_slow, dtype=tas.dtype)))
+
+
+if __name__ == "__main__":
+    compute.persistent_processing(slow_preprocess, sys.argv[2:], sys.argv[1])
+"""
+
+
+def test_killed_run_then_rerun_gives_complete_correct_outputs(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980, 1981, 1982, 1983), days=5)
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, str(script), str(out), *files]
+
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (list(out.glob("*.nc")) and list(out.glob(".*.part"))):  # mid-write of file 2+
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the child never got going"
+            time.sleep(0.02)
+        time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in out.glob("*.nc")}
+    assert 1 <= len(done_before) < len(files)
+    assert list(out.glob(".*.part"))  # the killed write left its temporary file...
+    for path in done_before:            # ...but every file under a final name is complete
+        assert xr.open_dataset(path).tas.sizes["time"] == 5
+
+    subprocess.run(command, env=env, check=True, timeout=120, capture_output=True)
+
+    assert not list(out.glob(".*.part"))  # the stale temporary file is gone
+    outputs = sorted(out.glob("*.nc"))
+    assert len(outputs) == len(files)
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # not redone
+    for src in files:
+        [dst] = out.glob(Path(src).stem + ".*.nc")
+        got, raw = xr.open_dataset(dst), xr.open_dataset(src)
+        np.testing.assert_array_equal(got.tas.values, in_kelvin(raw.T_2M.values))
+        assert got.tas.attrs["units"] == "K"
