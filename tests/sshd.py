@@ -57,7 +57,14 @@ def _sshd_binary() -> str | None:
     return shutil.which("sshd")
 
 
+# Addresses of test hosts living in network namespaces this process created
+# (tests/netns.py registers them): the only non-loopback targets allowed.
+NAMESPACED: dict[str, str] = {}
+
+
 def _check_loopback(address: str) -> None:
+    if address in NAMESPACED:
+        return
     if not ipaddress.ip_address(address).is_loopback:  # the network rule of this project
         raise ValueError(f"refusing non-loopback address {address!r}")
 
@@ -78,6 +85,8 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 def _port_free_on_all(addresses: list[str]) -> int:
     """A port that can be bound on every address at the same time."""
+    # A fresh namespace has every port free; only this namespace's addresses can be tried.
+    addresses = [a for a in addresses if a not in NAMESPACED] or ["127.0.0.1"]
     for _ in range(50):
         socks = []
         try:
@@ -408,6 +417,7 @@ def start_testbed(
     *,
     log_level: str = "VERBOSE",
     timeout: float = READY_TIMEOUT,
+    addresses: list[str] | None = None,
 ) -> SSHTestbed:
     """Start ``n_hosts`` sshd on 127.0.0.<first>... and return the testbed.
 
@@ -415,13 +425,19 @@ def start_testbed(
     address is picked, retried if another process takes it first.
     ``directory``: use this directory instead of a fresh temp dir; it is removed
     at close only if this function created it.
+    ``addresses``: explicit host addresses instead of 127.0.0.<first>...; an
+    address registered in :data:`NAMESPACED` gets its sshd started inside
+    that network namespace (``ip netns exec``).
     The result is a context manager (``with start_testbed() as tb:``).
     """
     t0 = time.monotonic()
     sshd = _sshd_binary()
     if sshd is None:
         raise SSHDError(f"no sshd binary ({SSHD})")
-    addresses = _addresses(n_hosts, first)
+    if addresses is None:
+        addresses = _addresses(n_hosts, first)
+    for a in addresses:
+        _check_loopback(a)
     if directory is None:
         directory = tempfile.mkdtemp(prefix="sshd-testbed-")
         remove = True
@@ -476,8 +492,9 @@ def _start(tb: SSHTestbed, sshd: str, addresses: list[str], port: int | None, lo
                 if check.returncode != 0:
                     raise SSHDError(f"sshd -t -f {config} failed ({check.returncode}): {check.stderr.strip()}")
             with open(log, "ab") as logf:
+                prefix = ["ip", "netns", "exec", NAMESPACED[address]] if address in NAMESPACED else []
                 proc = subprocess.Popen(
-                    [sshd, "-D", "-e", "-f", config],
+                    [*prefix, sshd, "-D", "-e", "-f", config],
                     stdin=subprocess.DEVNULL,
                     stdout=logf,
                     stderr=logf,
