@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,16 @@ def cluster_processes(name: str) -> list[str]:
         if marker in cmd:
             out.append(f"{pid} {cmd}")
     return out
+
+
+def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -12,18 +12,11 @@ import pytest
 
 import launcher
 from launcher import LaunchError, state
-from clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory
+from clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 NOBODY = "127.0.0.9"  # a loopback address where no sshd listens
 
 
-def _wait(pred, timeout, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 def _pids(client) -> dict:
@@ -87,7 +80,7 @@ def test_scheduler_killed_workers_exit_by_themselves(sshd, state_dir, tmp_path):
     assert session_members(workers)
     os.kill(sched["pid"], signal.SIGKILL)
     t0 = time.monotonic()
-    assert _wait(lambda: not session_members(workers), timeout=30), "workers outlived the scheduler"
+    assert wait_until(lambda: not session_members(workers), timeout=30), "workers outlived the scheduler"
     assert time.monotonic() - t0 < 5 + 15
     assert launcher.status("orphans")["state"] == "down"
     r = cli("status", "--name", "orphans")
@@ -107,7 +100,7 @@ def test_killed_worker_is_restarted_by_its_nanny(sshd, state_dir, tmp_path):
             pids = _pids(client)
             victim_addr, victim = sorted(pids.items())[0]
             os.kill(victim, signal.SIGKILL)
-            assert _wait(lambda: len(_pids(client)) == 2 and victim not in _pids(client).values(),
+            assert wait_until(lambda: len(_pids(client)) == 2 and victim not in _pids(client).values(),
                          timeout=30)
             assert client.submit(lambda: 5).result() == 5
     finally:
@@ -135,7 +128,7 @@ def test_worker_past_its_memory_limit_is_restarted_others_keep_computing(sshd, s
             hogging = client.submit(hog, workers=[hog_addr], allow_other_workers=False, pure=False)
             small = client.map(lambda x: x * 2, range(50), workers=[other_addr], pure=False)
             assert client.gather(small) == [x * 2 for x in range(50)]
-            assert _wait(lambda: hog_pid not in _pids(client).values()
+            assert wait_until(lambda: hog_pid not in _pids(client).values()
                          and len(_pids(client)) == 2, timeout=60), "the hog's worker was not restarted"
             hogging.cancel()
             assert client.submit(lambda: 3, pure=False).result() == 3
@@ -169,7 +162,7 @@ def test_stale_state_after_everything_died(sshd, state_dir, tmp_path):
     rec = launcher.launch(inv)
     for pid in session_members(rec):
         os.kill(pid, signal.SIGKILL)
-    assert _wait(lambda: not session_members(rec), 10)
+    assert wait_until(lambda: not session_members(rec), 10)
     assert launcher.status("stale")["state"] == "down"
     r = cli(str(inv))
     assert r.returncode == 0, r.stderr

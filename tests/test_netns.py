@@ -13,7 +13,7 @@ import pytest
 
 import launcher
 from launcher import state
-from clusters import session_members
+from clusters import session_members, wait_until
 
 netns = pytest.importorskip("netns")
 
@@ -38,13 +38,6 @@ def lab():
         lab.close()
 
 
-def _wait(pred, timeout, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
 
 
 def test_cut_off_host(lab, state_dir, tmp_path):
@@ -94,7 +87,7 @@ def test_cut_off_host(lab, state_dir, tmp_path):
             futures = client.map(lambda x: x + 1, range(40), pure=False)
             assert client.gather(futures) == list(range(1, 41))
             compute_s = time.monotonic() - t0
-        assert _wait(lambda: {h["address"]: h["live"] for h in launcher.status("cut")["hosts"]
+        assert wait_until(lambda: {h["address"]: h["live"] for h in launcher.status("cut")["hosts"]
                               if h["role"] == "workers"} == {lab.hosts[0]: 2, lab.hosts[1]: 0}, 30)
         assert launcher.status("cut")["state"] == "degraded"
         t1 = time.monotonic()
@@ -104,7 +97,7 @@ def test_cut_off_host(lab, state_dir, tmp_path):
         assert lab.hosts[1] in summary["unreachable"]
         assert not state.state_path("cut").exists()
         # the cut host's workers exit by themselves: the scheduler is gone
-        assert _wait(lambda: not session_members(cut_rec), 120), "workers of the cut host lived on"
+        assert wait_until(lambda: not session_members(cut_rec), 120), "workers of the cut host lived on"
         print(f"computing after the cut: {compute_s:.1f} s; stop: {stop_s:.1f} s")
     finally:
         left = session_members(rec)
