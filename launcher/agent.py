@@ -11,17 +11,19 @@ round trip.
 Only the standard library may be imported here, and only what an operation
 needs: a probe must not pay for importing dask.
 
-Processes are started with ``start_new_session=True``: the process id of the
-leader is also the session id of everything it forks (nanny, forkserver,
-workers). ``stop`` and ``status`` find a cluster's processes by that session
-id plus the leader's start time, so they end exactly the processes the
-launcher started and nothing else, even after the leader itself has died.
+Processes are started in a session of their own (detached from SSH) with a
+random token in their environment, inherited by everything they fork
+(nanny, forkserver, workers). ``stop`` and ``status`` find a cluster's
+processes by that token, so they end exactly the processes the launcher
+started and nothing else, even after the leader has died or a pid was
+reused.
 """
 
 import json
 import os
 import signal
 import socket
+import stat as _stat
 import subprocess
 import sys
 import time
@@ -34,34 +36,58 @@ def _reply(obj):
     sys.stdout.flush()
 
 
+def _subst(text, rundir=""):
+    """Fill in the placeholders ``{uid}`` and ``{rundir}``."""
+    return text.replace("{uid}", str(os.getuid())).replace("{rundir}", rundir)
+
+
 def _expand(path, rundir=""):
-    """Expand ``~`` and the placeholders ``{uid}`` and ``{rundir}`` of a path."""
-    path = path.replace("{uid}", str(os.getuid())).replace("{rundir}", rundir)
-    return os.path.abspath(os.path.expanduser(path))
+    """A path with ``~`` and the placeholders expanded."""
+    return os.path.abspath(os.path.expanduser(_subst(path, rundir)))
 
 
-def _proc_stat(pid):
-    """(session id, start time in clock ticks) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state) of proc(5): session is field 6, starttime 22.
-    if fields[0] == "Z":
-        return None
-    return int(fields[3]), int(fields[19])
+def _private_dir(path):
+    """Make ``path`` (and a missing parent under /tmp) a directory of ours, mode 0700.
+
+    In a shared /tmp another user could have made the directory, or a
+    symlink, first: refuse anything not owned by us or not a real directory.
+    """
+    parent = os.path.dirname(path)
+    for d in (parent, path):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(d)
+        if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise RuntimeError(f"{d} is not a directory owned by uid {os.getuid()}: refusing to use it")
+        os.chmod(d, 0o700)
 
 
-def _session_members(sid, start):
-    """Pids of live processes in session ``sid`` that began no earlier than ``start``."""
-    pids = []
+TOKEN_VAR = "PYKU_LAUNCH_TOKEN"
+
+
+def _members(token):
+    """Pids of this user's live processes that carry ``token`` in their environment.
+
+    Every process a launch starts gets a random token (one per host and
+    role) in its environment, and so do all the processes it forks (nanny,
+    forkserver, workers). Finding processes by token cannot mistake a reused
+    pid for ours, and finds them even when a spawn's reply was lost.
+    """
+    needle = f"{TOKEN_VAR}={token}".encode()
+    me, pids = os.getpid(), []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or int(name) == me:
             continue
-        st = _proc_stat(int(name))
-        if st is not None and st[0] == sid and st[1] >= start:
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:  # gone, or another user's
+            continue
+        if needle in env and state != b"Z":
             pids.append(int(name))
     return pids
 
@@ -122,7 +148,8 @@ def op_probe(p):
                 mem[key] = int(rest.split()[0]) * 1024
 
     # The address this host was reached on over SSH: what it should bind to.
-    ssh_conn = os.environ.get("SSH_CONNECTION", "").split()
+    # (Not for the local transport: there SSH_CONNECTION is the user's own login.)
+    ssh_conn = os.environ.get("SSH_CONNECTION", "").split() if p.get("over_ssh") else []
     reached = ssh_conn[2] if len(ssh_conn) == 4 else None
     listen = p.get("listen") or reached or p.get("address")
 
@@ -166,6 +193,8 @@ def op_spawn(p):
     rundir = _expand(p["rundir"])
     os.makedirs(rundir, mode=0o700, exist_ok=True)
     os.chmod(rundir, 0o700)
+    for d in p.get("private_dirs", []):
+        _private_dir(_expand(d, rundir))
     for d in p.get("mkdirs", []):
         os.makedirs(_expand(d, rundir), mode=0o700, exist_ok=True)
     for name, content in p.get("files", {}).items():
@@ -179,9 +208,9 @@ def op_spawn(p):
         os.remove(wait_file)
 
     log = os.path.join(rundir, p["log"])
-    env = dict(os.environ, **{k: _expand(v, rundir) if k.endswith("DIRECTORY") else v
-                              for k, v in p.get("env", {}).items()})
-    argv = [a.replace("{rundir}", rundir).replace("{uid}", str(os.getuid())) for a in p["argv"]]
+    env = dict(os.environ, **{k: _subst(v, rundir) for k, v in p.get("env", {}).items()})
+    env[TOKEN_VAR] = p["token"]
+    argv = [_subst(a, rundir) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,
@@ -194,8 +223,7 @@ def op_spawn(p):
         close_fds=True,
     )
     logf.close()
-    st = _proc_stat(proc.pid)
-    result = {"pid": proc.pid, "start": st[1] if st else 0, "log": log, "rundir": rundir}
+    result = {"pid": proc.pid, "log": log, "rundir": rundir}
 
     if wait_file:
         deadline = time.monotonic() + p.get("wait_timeout", 30)
@@ -216,43 +244,33 @@ def op_spawn(p):
                 result["log_tail"] = _tail(log, 15)
                 break
             time.sleep(0.05)
-    else:
-        # Catch a process that dies at once (bad interpreter, import error).
-        time.sleep(p.get("settle", 0.0))
-        if proc.poll() is not None:
-            result["error"] = f"exited with code {proc.returncode}"
-            result["log_tail"] = _tail(log, 15)
     return result
 
 
 def op_status(p):
-    """How many processes of each recorded session are alive."""
-    out = []
-    for s in p["sessions"]:
-        members = _session_members(s["pid"], s["start"])
-        out.append({"pid": s["pid"], "alive": len(members), "leader": s["pid"] in members})
-    return {"sessions": out}
+    """How many processes of each token are alive."""
+    return {"alive": {t: len(_members(t)) for t in p["tokens"]}}
 
 
 def op_stop(p):
-    """End every process of the recorded sessions, verify, remove run files.
+    """End every process carrying one of the tokens, verify, remove run files.
 
     SIGTERM first so nannies close their workers cleanly, SIGKILL for what is
-    left after ``grace`` seconds; returns only when no process of the sessions
-    is left (or reports the survivors).
+    left after ``grace`` seconds; returns only when none of them is left (or
+    reports the survivors).
     """
-    sessions = p["sessions"]
+    tokens = p["tokens"]
     grace = p.get("grace", 3.0)
 
     def members():
-        return [pid for s in sessions for pid in _session_members(s["pid"], s["start"])]
+        return [pid for t in tokens for pid in _members(t)]
 
     found = members()
     initial = len(found)
     for pid in found:
         try:
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
     deadline = time.monotonic() + grace
     left = members()
@@ -265,7 +283,7 @@ def op_stop(p):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + 5
         while left and time.monotonic() < deadline:

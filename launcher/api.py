@@ -14,32 +14,37 @@ from os import PathLike
 from . import commands, preflight, state
 from .client import resolve_name
 from .errors import LaunchError
-from .inventory import HostSpec, Inventory, load_inventory
+from .inventory import Inventory, load_inventory
 from .progress import Reporter
 from .transport import close_all, connection_key, open_connections
 
 
 class Interrupted(LaunchError):
-    """SIGTERM or Ctrl-C: what was started has been stopped again."""
+    """SIGTERM, SIGHUP or Ctrl-C: the work was cancelled (a launch rolled back)."""
 
     def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}: nothing left running")
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.exit_code = 128 + signum
 
 
 def run(coro):
-    """``asyncio.run`` with SIGTERM/SIGINT cancelling the work instead of killing us."""
+    """``asyncio.run`` with SIGTERM/SIGINT/SIGHUP cancelling the work instead of killing us.
+
+    Only the first signal cancels: later ones are ignored, so a second Ctrl-C
+    cannot cut a rollback short (each of its steps has its own timeout).
+    """
     async def main():
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         got: list[int] = []
 
         def on_signal(signum):
+            if not got:
+                task.cancel()
             got.append(signum)
-            task.cancel()
 
         installed = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             try:
                 loop.add_signal_handler(signum, on_signal, signum)
                 installed.append(signum)
@@ -107,7 +112,7 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
         conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         try:
             if failed:
-                raise LaunchError("; ".join(failed.values()))
+                raise LaunchError("; ".join(dict.fromkeys(failed.values())))
             targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
             targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
             return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
@@ -129,7 +134,7 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
                           f"(hosts: {', '.join(dict.fromkeys(r['address'] for r in rec['hosts']))})")
 
     async def go():
-        specs = [HostSpec(**r["spec"]) for r in recs]
+        specs = state.host_specs({"name": name, "hosts": recs})
         conns, failed = await open_connections(specs)
         try:
             out = []
@@ -139,8 +144,9 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
             for r, reply in zip([r for r, s in zip(recs, specs) if connection_key(s) in conns], replies):
                 for fname, flines in reply["logs"].items():
                     out += [(r["address"], fname, ln) for ln in flines]
-            for addr, why in failed.items():
-                out.append((addr, "-", f"unreachable: {why}"))
+            for r, s in zip(recs, specs):
+                if connection_key(s) in failed:
+                    out.append((r["address"], "-", f"unreachable: {failed[connection_key(s)]}"))
             return out
         finally:
             await close_all(conns)
@@ -149,9 +155,8 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
-    from .start import dry_run as plan
+    """Every remote step a launch would run, per host; touches nothing."""
+    return commands.dry_run(_inventory(inventory))
 
-    return plan(_inventory(inventory))
 
-
-__all__ = ["launch", "stop", "status", "check", "logs", "dry_run", "commands"]
+__all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]

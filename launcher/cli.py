@@ -1,11 +1,16 @@
 """``pyku-launch``: the command line, a thin layer over :mod:`launcher.api`.
 
+Progress goes to stderr (:mod:`launcher.progress`), results to stdout: rich
+tables on a terminal, plain aligned text otherwise, so scripts and CI logs
+never see control characters.
+
 Exit codes: 0 ok, 1 runtime failure, 2 usage or inventory error, 3 preflight
 refused, 130/143 interrupted (after rolling back).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -16,24 +21,28 @@ from .errors import LaunchError
 from .preflight import fmt_bytes
 from .progress import Reporter
 
+_ORDER = ("up", "check", "status", "logs", "stop")
+
 
 class _DefaultUp(click.Group):
-    """``pyku-launch HOSTS.toml`` means ``pyku-launch up HOSTS.toml``."""
+    """``pyku-launch [OPTIONS] HOSTS.toml`` means ``pyku-launch up [OPTIONS] HOSTS.toml``."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
             args = ["up", *args]
         return super().parse_args(ctx, args)
 
+    def list_commands(self, ctx):
+        return sorted(self.commands, key=lambda c: (_ORDER.index(c) if c in _ORDER else len(_ORDER), c))
+
 
 def _fail(e: LaunchError) -> None:
-    click.echo(f"pyku-launch: error: {e}", err=True)
+    click.echo(f"pyku-launch: {click.style('error:', fg='red', bold=True)} {e}", err=True)
     sys.exit(e.exit_code)
 
 
 def _guard(fn):
     """Print our own errors as one line with their exit code, never a traceback."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
@@ -47,8 +56,74 @@ def _guard(fn):
     return wrapper
 
 
-@click.group(cls=_DefaultUp, invoke_without_command=True,
-             epilog="Example: pyku-launch hosts/localhost.toml && pyku-launch status && pyku-launch stop")
+def _console():
+    """A rich console on stdout if it is a terminal, else None (plain text)."""
+    if not sys.stdout.isatty():
+        return None
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _mem(n) -> str:
+    return fmt_bytes(n) if n else "-"
+
+
+def _table(console, headers: list[str], rows: list[list[str]], right: set[int] = frozenset(),
+           styles: dict[int, str] | None = None) -> None:
+    """One table: rich on a terminal, aligned plain text otherwise.
+
+    ``right``: column indexes aligned right (numbers); ``styles``: row index -> rich style.
+    """
+    if console is not None:
+        from rich import box
+        from rich.table import Table
+
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="right" if i in right else "left",
+                         overflow="fold", no_wrap=i < len(headers) - 1)
+        for i, r in enumerate(rows):
+            t.add_row(*r, style=(styles or {}).get(i))
+        console.print(t)
+        return
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    for r in [headers, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        click.echo(("  " + "  ".join(cells)).rstrip())
+
+
+def _blank(console) -> None:
+    if console is None:
+        click.echo()
+    else:
+        console.print()
+
+
+def _line(console, key: str, value: str, style: str = "") -> None:
+    """``key        value``: the same words on a terminal (styled) and in a pipe."""
+    if console is None:
+        click.echo(f"{key:<10} {value}")
+    else:
+        from rich.text import Text
+
+        console.print(Text.assemble((f"{key:<10} ", "bold"), (value, style)))
+
+
+@click.group(cls=_DefaultUp, invoke_without_command=True, epilog="""\b
+Examples:
+  pyku-launch hosts/localhost.toml      # a small cluster on this machine, no SSH
+  pyku-launch check hosts/example.toml  # preflight only
+  pyku-launch hosts/example.toml        # launch; prints the address and dashboard
+  pyku-launch status                    # or: pyku-launch status --json
+  pyku-launch stop
+
+\b
+Exit codes: 0 ok, 1 runtime failure (rolled back), 2 usage or inventory
+error, 3 preflight refused, 130/143 interrupted (rolled back).
+The cluster name defaults to $PYKU_CLUSTER, else the only one known.
+Shell completion: eval "$(_PYKU_LAUNCH_COMPLETE=bash_source pyku-launch)"
+""")
 @click.version_option(package_name="pyku-launch")
 @click.pass_context
 def main(ctx):
@@ -67,7 +142,13 @@ def main(ctx):
         click.echo(f"\nKnown clusters: {', '.join(names) if names else 'none'}")
 
 
-@main.command(epilog="Example: pyku-launch up hosts/example.toml --timeout 300")
+@main.command(short_help="Launch: preflight, start scheduler and workers, print the summary.",
+              epilog="""\b
+Examples:
+  pyku-launch hosts/example.toml                 # "up" is the default command
+  pyku-launch up hosts/example.toml --timeout 300
+  pyku-launch --dry-run hosts/example.toml       # every remote command, per host
+""")
 @click.argument("inventory", type=click.Path(dir_okay=False))
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
 @click.option("--allow-mismatch", is_flag=True, help="Launch even if versions differ (the table is shown as a warning).")
@@ -76,32 +157,61 @@ def main(ctx):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary or the error.")
 @_guard
 def up(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
-    """Launch the cluster described by INVENTORY (a TOML hosts file)."""
+    """Launch the cluster described by INVENTORY (a TOML hosts file).
+
+    Connects to every host, runs the preflight, starts the scheduler and the
+    workers detached (they outlive this command), waits until the scheduler
+    has every worker, records the cluster and prints its summary.
+    """
     if dry_run:
         for line in api.dry_run(inventory):
             click.echo(line)
         return
-    rec = api.launch(inventory, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                     timeout=timeout, reporter=Reporter(quiet=quiet))
+    with Reporter(quiet=quiet) as reporter:
+        rec = api.launch(inventory, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
+                         timeout=timeout, reporter=reporter)
+    print_summary(rec, _console())
+
+
+def print_summary(rec: dict, console=None) -> None:
+    """Scheduler, dashboard, hosts x workers x memory, and how to connect and stop."""
+    if console is not None:  # apart from the progress above it
+        console.print()
     if rec.get("already_running"):
-        click.echo(f"cluster '{rec['name']}' is already running at {rec['scheduler']}: nothing changed")
-    _summary(rec)
-
-
-def _summary(rec: dict) -> None:
-    click.echo(f"cluster    {rec['name']}")
-    click.echo(f"scheduler  {rec['scheduler']}")
-    click.echo(f"dashboard  {rec['dashboard'] or 'disabled'}")
+        msg = f"cluster '{rec['name']}' is already running at {rec['scheduler']}: nothing changed"
+        if console is None:
+            click.echo(msg)
+        else:
+            console.print(msg, style="yellow")
+    _line(console, "cluster", rec["name"], "bold")
+    _line(console, "scheduler", rec["scheduler"], "cyan")
+    _line(console, "dashboard", rec["dashboard"] or "disabled",
+          f"underline blue link {rec['dashboard']}" if rec["dashboard"] else "")
+    rows, styles, workers, memory = [], {}, 0, 0
     for h in rec["hosts"]:
         if h["role"] == "workers":
-            click.echo(f"  {h['address']:<24} {h['expected']:>3} workers x {fmt_bytes(h['memory_limit'])}")
+            n, each = h["expected"], h["memory_limit"] or 0
+            threads = (h.get("spec") or {}).get("nthreads")
+            rows.append([h["address"], "workers", str(n), str(threads or "-"), _mem(each), _mem(n * each), "ok"])
+            workers, memory = workers + n, memory + n * each
+        else:
+            rows.append([h["address"], h["role"], "-", "-", "-", "-", "ok"])
     for addr, why in (rec.get("missing") or {}).items():
-        click.echo(f"  {addr:<24} MISSING: {why}")
-    click.echo(f"connect    python -c \"from launcher import connect; client = connect('{rec['name']}')\"")
-    click.echo(f"stop       pyku-launch stop --name {rec['name']}")
+        styles[len(rows)] = "red"
+        rows.append([addr, "workers", "0", "-", "-", "-", f"MISSING: {why.removeprefix(addr + ': ')}"])
+    rows.append(["total", "", str(workers), "", "", _mem(memory), ""])
+    styles[len(rows) - 1] = "bold"
+    _blank(console)
+    _table(console, ["host", "role", "workers", "threads", "memory/worker", "memory", "status"], rows,
+           right={2, 3, 4, 5}, styles=styles)
+    _blank(console)
+    name = rec["name"]
+    _line(console, "connect", f"from launcher import connect; client = connect({name!r})")
+    _line(console, "stop", f"pyku-launch stop --name {name}")
 
 
-@main.command(epilog="Example: pyku-launch check hosts/example.toml")
+@main.command(short_help="Preflight only: versions, pyku build, memory, ports; starts nothing.",
+              epilog="Example: pyku-launch check hosts/example.toml")
 @click.argument("inventory", type=click.Path(dir_okay=False))
 @click.option("--allow-mismatch", is_flag=True, help="Report version differences without failing.")
 @_guard
@@ -122,40 +232,89 @@ def check(inventory, allow_mismatch):
     click.echo("preflight passed: a launch would go ahead")
 
 
-@main.command(epilog="Example: pyku-launch status --json")
+def _stable(st: dict) -> dict:
+    """Every host entry with the same keys, so scripts need no role check."""
+    for h in st["hosts"]:
+        h.setdefault("expected", 0)
+        h.setdefault("live", 0)
+        h.setdefault("memory_limit", None)
+    return st
+
+
+@main.command(short_help="Hosts, live/expected workers, memory, dashboard (--json).",
+              epilog="""\b
+Examples:
+  pyku-launch status
+  pyku-launch status --name pyku --json | jq '.hosts[] | [.address, .live, .expected]'
+""")
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output with stable keys.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: name, scheduler, dashboard, state, "
+                   "hosts[{address, role, expected, live, memory_limit}], missing.")
 @_guard
 def status(name, as_json):
-    """Show hosts, expected and live workers, memory limits and the dashboard."""
-    st = api.status(name)
+    """Show hosts, expected and live workers, memory limits and the dashboard.
+
+    The scheduler itself is asked which workers it has; state is running,
+    degraded (workers missing), down (the scheduler does not answer), not
+    launched, half-launched or corrupt.
+    """
+    st = _stable(api.status(name))
     if as_json:
         click.echo(json.dumps(st, indent=1))
         return
-    click.echo(f"cluster    {st['name']}: {st['state']}")
-    if st["state"] in ("not launched", "corrupt"):
+    console = _console()
+    colour = {"running": "green", "degraded": "yellow"}.get(st["state"], "red")
+    _line(console, "cluster", f"{st['name']}: {st['state']}", colour)
+    if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way
         if st.get("error"):
             click.echo(st["error"])
         return
-    click.echo(f"scheduler  {st['scheduler']}")
-    click.echo(f"dashboard  {st['dashboard'] or 'disabled'}")
+    _line(console, "scheduler", st["scheduler"], "cyan")
+    _line(console, "dashboard", st["dashboard"] or "disabled",
+          f"underline blue link {st['dashboard']}" if st["dashboard"] else "")
+    alive = st["state"] != "down"
+    rows, styles = [], {}
     for h in st["hosts"]:
         if h["role"] == "workers":
-            click.echo(f"  {h['address']:<24} {h['live']:>3}/{h['expected']:<3} workers  "
-                       f"{fmt_bytes(h['memory_limit'])} each")
+            ok = h["live"] >= h["expected"]
+            if not ok:
+                styles[len(rows)] = "yellow" if alive else "red"
+            rows.append([h["address"], "workers", f"{h['live']}/{h['expected']}", _mem(h["memory_limit"]),
+                         _mem(h["expected"] * (h["memory_limit"] or 0)),
+                         "ok" if ok else ("down" if not alive else f"{h['expected'] - h['live']} missing")])
+        else:
+            rows.append([h["address"], h["role"], "-", "-", "-", "ok" if alive else "down"])
+            if not alive:
+                styles[len(rows) - 1] = "red"
     for addr, why in st["missing"].items():
-        click.echo(f"  {addr:<24} missing: {why}")
+        styles[len(rows)] = "red"
+        rows.append([addr, "workers", "0", "-", "-", f"MISSING: {why.removeprefix(addr + ': ')}"])
+    _blank(console)
+    _table(console, ["host", "role", "workers", "memory/worker", "memory", "status"], rows,
+           right={2, 3, 4}, styles=styles)
     if st["state"] == "down":
         click.echo("the scheduler does not answer: pyku-launch stop cleans up what is left")
 
 
-@main.command(epilog="Example: pyku-launch stop --name pyku")
+@main.command(short_help="Stop every process on every host, verify, forget the cluster.",
+              epilog="""\b
+Examples:
+  pyku-launch stop
+  pyku-launch stop --name pyku
+""")
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
 @_guard
 def stop(name, quiet):
-    """Stop every process of the cluster on every host, verify, forget it."""
-    s = api.stop(name, reporter=Reporter(quiet=quiet))
+    """Stop every process of the cluster on every host, verify, forget it.
+
+    Workers first, then the scheduler; each process session is checked gone
+    by its process id (SIGKILL if it outlives SIGTERM), run files and the
+    local state are removed. Stopping twice is not an error.
+    """
+    with Reporter(quiet=quiet) as reporter:
+        s = api.stop(name, reporter=reporter)
     if s.get("seconds") is not None:
         click.echo(f"cluster '{s['name']}' stopped: {s['stopped']} processes ended "
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
@@ -163,16 +322,26 @@ def stop(name, quiet):
         click.echo(f"  {addr}: not reached ({why})")
 
 
-@main.command(epilog="Example: pyku-launch logs 127.0.0.2 -n 50")
+@main.command(short_help="Remote scheduler and worker logs, each line prefixed by its host.",
+              epilog="""\b
+Examples:
+  pyku-launch logs                  # every host
+  pyku-launch logs 127.0.0.2 -n 50  # one host, 50 lines per log file
+""")
 @click.argument("host", required=False)
-@click.option("--name", default=None, help="Cluster name.")
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
 @click.option("-n", "--lines", default=20, show_default=True, help="Lines per log file.")
 @_guard
 def logs(host, name, lines):
-    """Print the remote scheduler and worker logs, each line prefixed with its host."""
-    for addr, fname, line in api.logs(name, host, lines):
-        click.echo(f"{addr} {fname}: {line}")
+    """Print the remote scheduler and worker logs, each line prefixed with its host.
+
+    HOST is an address (or label) of the inventory; without it, every host.
+    """
+    out = api.logs(name, host, lines)
+    width = max((len(a) for a, _, _ in out), default=0)
+    for addr, fname, line in out:
+        click.echo(f"{addr:<{width}} {fname}: {line}")
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="pyku-launch")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 
 from . import state, tls
-from .errors import LaunchError
+from .errors import InventoryError, LaunchError
+from .validate import NAME
 
 
 def resolve_name(name: str | None) -> str:
     """The cluster meant: ``name``, else ``$PYKU_CLUSTER``, else the only one known."""
     name = name or os.environ.get("PYKU_CLUSTER")
     if name:
+        if not re.fullmatch(NAME, name):
+            raise InventoryError(f"{name!r} is not a cluster name (a letter, then letters, digits, _ or -)")
         return name
     names = state.known_names()
     if len(names) == 1:
@@ -41,6 +45,8 @@ def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
     rec = state.read(name)
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
+    if rec.get("phase") != "running":
+        raise LaunchError(f"cluster '{name}' was left half-launched: pyku-launch stop --name {name}, then launch again")
     sec = tls.security(**rec["tls"]) if rec.get("tls") else None
     try:
         return Client(rec["scheduler"], security=sec, timeout=timeout, **client_kwargs)

@@ -25,6 +25,11 @@ def local_directory(name: str, spec: HostSpec) -> str:
     return spec.local_directory or f"/tmp/pyku-launch-{{uid}}/{name}-{spec.label}"
 
 
+def host_port(host: str, port: int | str) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def process_env(inv: Inventory) -> dict[str, str]:
     env = {
         # One forkserver per host pays the import of distributed once, not per worker.
@@ -41,10 +46,7 @@ def scheduler_argv(inv: Inventory, listen: str) -> list[str]:
     argv = [python_of(spec), "-m", "distributed.cli.dask_scheduler",
             "--host", listen, "--port", str(inv.port), "--protocol", inv.protocol,
             "--scheduler-file", "{rundir}/scheduler.json"]
-    if inv.dashboard_port >= 0:
-        argv += ["--dashboard-address", f"{listen}:{inv.dashboard_port}"]
-    else:
-        argv += ["--no-dashboard"]
+    argv += ["--dashboard-address", host_port(listen, inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args()
     return argv
@@ -64,21 +66,23 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
     return argv
 
 
-def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float) -> dict:
+def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float,
+                      token: str = "<token>") -> dict:
     # The scheduler's scratch space too, or it makes /tmp/dask-scratch-space.
     env = dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{rundir}")
     return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen),
-            "env": env, "log": "scheduler.log", "files": files,
+            "env": env, "log": "scheduler.log", "files": files, "token": token,
             "wait_file": "scheduler.json", "wait_timeout": timeout}
 
 
 def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
-                    memory_limit: int | str, files: dict[str, str]) -> dict:
-    return {"rundir": run_dir(inv.name, spec, "workers"),
+                    memory_limit: int | str, files: dict[str, str], token: str = "<token>") -> dict:
+    # The default spill directory sits in a shared /tmp: the agent checks it is ours.
+    dirs = {"mkdirs" if spec.local_directory else "private_dirs": [local_directory(inv.name, spec)]}
+    return {"rundir": run_dir(inv.name, spec, "workers"), "token": token, **dirs,
             "argv": workers_argv(inv, spec, listen, scheduler, memory_limit),
             "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY=local_directory(inv.name, spec)),
-            "log": "workers.log", "files": files,
-            "mkdirs": [local_directory(inv.name, spec)]}
+            "log": "workers.log", "files": files}
 
 
 def cleanup_paths(name: str, spec: HostSpec, role: str) -> tuple[list[str], list[str]]:
@@ -99,3 +103,19 @@ def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
         line += f"\n    starts: {' '.join(shlex.quote(a) for a in payload['argv'])}"
         line += f"\n    in {payload['rundir']} (log {payload['log']})"
     return line
+
+
+def dry_run(inv: Inventory) -> list[str]:
+    """Every remote step of a launch, per host, touching nothing."""
+    lines = []
+    sched = inv.scheduler
+    listen = sched.listen or f"<address {sched.address} is reached on>"
+    lines.append(describe(sched, "probe"))
+    lines.append(describe(sched, "spawn", scheduler_payload(inv, listen, {}, inv.timeout)))
+    for spec in inv.hosts:
+        listen = spec.listen or f"<address {spec.address} is reached on>"
+        mem = spec.memory_limit or "<auto: (MemTotal - reserve) / nworkers>"
+        lines.append(describe(spec, "probe"))
+        lines.append(describe(spec, "spawn", workers_payload(
+            inv, spec, listen, f"{inv.protocol}://<scheduler address>", mem, {})))
+    return lines

@@ -19,13 +19,17 @@ async def status_async(name: str) -> dict:
     if rec is None:
         return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
                 "hosts": [], "missing": {}}
+    if rec.get("phase") != "running":
+        return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
+                "hosts": [], "missing": rec.get("missing", {}),
+                "error": f"a launch of '{name}' was killed half-way: pyku-launch stop --name {name} cleans up"}
     sec = tls.security(**rec["tls"]) if rec.get("tls") else None
     try:
         info = await readiness.identity(rec["scheduler"], sec, timeout=5)
-        counts, details = readiness.workers_by_label(info)
+        counts, _ = readiness.workers_by_label(info)
         up = True
-    except Exception:
-        counts, details, up = {}, {}, False
+    except Exception:  # whatever the reason, the scheduler does not answer
+        counts, up = {}, False
     hosts = []
     for r in rec["hosts"]:
         entry = {"address": r["address"], "role": r["role"]}

@@ -5,11 +5,16 @@ fingerprint so the user can compare it out of band; a host whose key
 *changed* is always refused. With ``[ssh] accept_new = true`` an unknown
 host's key is recorded (like ``StrictHostKeyChecking=accept-new``), a
 changed one still refused.
+
+Names, ports and files are those asyncssh itself checks: after
+``~/.ssh/config`` has turned an alias into its HostName, Port and
+UserKnownHostsFile.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -17,65 +22,72 @@ import asyncssh
 from .inventory import HostSpec
 
 
-def _known_hosts_path(spec: HostSpec) -> Path:
-    return Path(spec.known_hosts or "~/.ssh/known_hosts").expanduser()
+@dataclass(frozen=True)
+class _Target:
+    host: str   # after the config's HostName
+    port: int
+    path: Path  # the known_hosts file checked (the first, if several)
+
+    @property
+    def pattern(self) -> str:
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
-def _host_pattern(spec: HostSpec, port: int) -> str:
-    return spec.address if port == 22 else f"[{spec.address}]:{port}"
+def _target(spec: HostSpec, opts: dict) -> _Target:
+    o = asyncssh.SSHClientConnectionOptions(
+        config=opts.get("config", ()), host=spec.address, port=opts.get("port", ()),
+        known_hosts=opts.get("known_hosts", ()))
+    files = [o.known_hosts] if isinstance(o.known_hosts, (str, Path)) else list(o.known_hosts or ())
+    path = Path(files[0] if files else "~/.ssh/known_hosts").expanduser()
+    return _Target(o.host, o.port or 22, path)
 
 
-def _has_entry(spec: HostSpec, port: int) -> bool:
-    path = _known_hosts_path(spec)
-    if not path.exists():
+def _has_entry(t: _Target) -> bool:
+    if not t.path.exists():
         return False
     try:
-        known = asyncssh.read_known_hosts(str(path))
+        known = asyncssh.read_known_hosts(str(t.path))
     except (OSError, ValueError):
         return False
-    trusted = known.match(spec.address, "", port)
+    trusted = known.match(t.host, "", t.port)
     return bool(trusted[0] or trusted[1])
 
 
-async def _fingerprint(spec: HostSpec, opts: dict) -> tuple[str | None, object]:
+async def _fingerprint(t: _Target, opts: dict) -> str | None:
     try:
         key = await asyncio.wait_for(asyncssh.get_server_host_key(
-            spec.address, port=opts.get("port", ()), config=opts.get("config", ())),
-            opts.get("connect_timeout", 10))
+            t.host, port=t.port, config=opts.get("config", ())), opts.get("connect_timeout", 10))
     except (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError):
-        return None, None
-    return (key.get_fingerprint() if key else None), key
+        return None
+    return key.get_fingerprint() if key else None
 
 
-async def describe_refusal(spec: HostSpec, opts: dict, exc: Exception) -> str:
+async def describe_refusal(spec: HostSpec, opts: dict) -> str:
     """One line: which host, which fingerprint, unknown or changed, what to do."""
-    port = opts.get("port") or 22
-    fp, _ = await _fingerprint(spec, opts)
-    path = _known_hosts_path(spec)
+    t = _target(spec, opts)
+    fp = await _fingerprint(t, opts)
     shown = f" {fp}" if fp else ""
-    if _has_entry(spec, port):
+    if _has_entry(t):
         return (
-            f"{spec.address}: host key{shown} does not match the one recorded in {path} "
+            f"{spec.address}: host key{shown} does not match the one recorded in {t.path} "
             f"(the host key CHANGED: verify the host, then remove its old line with "
-            f"ssh-keygen -R '{_host_pattern(spec, port)}' -f {path})"
+            f"ssh-keygen -R '{t.pattern}' -f {t.path})"
         )
     return (
-        f"{spec.address}: host key{shown} is unknown, not in {path} "
-        f"(verify it, then add it with ssh-keyscan -p {port} {spec.address} >> {path}, "
+        f"{spec.address}: host key{shown} is unknown, not in {t.path} "
+        f"(verify it, then add it with ssh-keyscan -p {t.port} {t.host} >> {t.path}, "
         f"or set accept_new = true under [ssh])"
     )
 
 
 async def accept_new(spec: HostSpec, opts: dict):
     """Connect to an unknown host and record its key; None if the key changed."""
-    port = opts.get("port") or 22
-    if _has_entry(spec, port):
+    t = _target(spec, opts)
+    if _has_entry(t):
         return None
     conn = await asyncssh.connect(spec.address, **dict(opts, known_hosts=None))
     key = conn.get_server_host_key()
-    path = _known_hosts_path(spec)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    line = f"{_host_pattern(spec, port)} {key.export_public_key().decode().strip()}\n"
-    with open(path, "a") as f:
-        f.write(line)
+    t.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(t.path, "a") as f:
+        f.write(f"{t.pattern} {key.export_public_key().decode().strip()}\n")
     return conn

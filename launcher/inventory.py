@@ -84,7 +84,8 @@ class Inventory:
     port: int                # 0: any free port
     dashboard_port: int      # 0: any free port
     death_timeout: float
-    timeout: float
+    timeout: float           # seconds for every worker to register
+    step_timeout: float      # seconds for one remote step (probe, start, stop) on one host
     check: tuple[str, ...]   # extra distributions compared in preflight
     min_hosts: int | None    # None: every host is required
     scheduler: HostSpec
@@ -114,6 +115,7 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "dashboard_port": v.port(allow_zero=True),
         "death_timeout": v.seconds,
         "timeout": v.seconds,
+        "step_timeout": v.seconds,
         "check": v.names(v.DISTRIBUTION, "distribution name"),
         "min_hosts": _POSITIVE,
         "transport": _TRANSPORT,
@@ -204,6 +206,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         dashboard_port=dashboard_port,
         death_timeout=cluster.get("death_timeout", 60.0),
         timeout=cluster.get("timeout", 120.0),
+        step_timeout=cluster.get("step_timeout", 60.0),
         check=cluster.get("check", ()),
         min_hosts=min_hosts,
         scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),

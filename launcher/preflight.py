@@ -52,6 +52,7 @@ def payload(inv, spec: HostSpec, role: str) -> dict:
         "ports": [p for p in ports if p and p > 0],
         "listen": spec.listen,
         "address": spec.address,
+        "over_ssh": spec.transport == "ssh",
     }
 
 
@@ -136,8 +137,8 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     instead (``--allow-partial``); the scheduler host never is.
 
     Returns ``(probes, reference, table, dropped)``: the probes that passed,
-    the client's values, the mismatch table (empty if none) and the reasons
-    of the hosts left out, by address.
+    the client's values, the mismatch table (empty if none) and the hosts
+    left out as (spec, reason) pairs.
     """
     reference = local_reference(inv)
 
@@ -153,14 +154,14 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     probes = list(await asyncio.gather(*(one(*t) for t in targets)))
     table = mismatch_table(probes, reference)
     refused = [p for p in probes if p.problems or (p.differences and not allow_mismatch)]
-    dropped = {}
+    dropped = []
     if drop_failed:
-        for p in refused:
-            if p.role == "workers":
-                dropped[p.spec.address] = "; ".join(p.problems) or "versions differ: " + ", ".join(
-                    f"{k} {v[0] or 'missing'} (client {v[1] or '-'})" for k, v in p.differences.items())
-        probes = [p for p in probes if p.spec.address not in dropped or p.role == "scheduler"]
-        refused = [p for p in refused if p.spec.address not in dropped or p.role == "scheduler"]
+        left_out = [p for p in refused if p.role == "workers"]
+        for p in left_out:
+            dropped.append((p.spec, "; ".join(p.problems) or "versions differ: " + ", ".join(
+                f"{k} {v[0] or 'missing'} (client {v[1] or '-'})" for k, v in p.differences.items())))
+        probes = [p for p in probes if p not in left_out]
+        refused = [p for p in refused if p not in left_out]
     if refused:
         raise PreflightError(_refusal(refused, table, allow_mismatch))
     return probes, reference, table, dropped

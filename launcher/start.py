@@ -9,15 +9,17 @@ running and no state behind.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import uuid
 from dataclasses import asdict
 
 from . import commands, preflight, readiness, state, tls
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
-from .teardown import stop_sessions
+from .teardown import stop_trees
 from .transport import close_all, connection_key, open_connections
 
 
@@ -31,29 +33,13 @@ def _preimport_distributed() -> None:
     threading.Thread(target=work, daemon=True).start()
 
 
-def dry_run(inv: Inventory) -> list[str]:
-    """Every remote step of a launch, per host, touching nothing."""
-    lines = []
-    sched = inv.scheduler
-    listen = sched.listen or f"<address {sched.address} is reached on>"
-    lines.append(commands.describe(sched, "probe"))
-    lines.append(commands.describe(sched, "spawn", commands.scheduler_payload(inv, listen, {}, inv.timeout)))
-    for spec in inv.hosts:
-        listen = spec.listen or f"<address {spec.address} is reached on>"
-        mem = spec.memory_limit or "<auto: (MemTotal - reserve) / nworkers>"
-        lines.append(commands.describe(spec, "probe"))
-        lines.append(commands.describe(spec, "spawn", commands.workers_payload(
-            inv, spec, listen, f"{inv.protocol}://<scheduler address>", mem, {})))
-    return lines
-
-
-def host_record(spec: HostSpec, role: str, name: str, started: dict | None, expected: int,
-                memory_limit: int | None) -> dict:
+def host_record(spec: HostSpec, role: str, name: str, expected: int, memory_limit: int | None) -> dict:
+    """What the state keeps of one process tree: enough to find, stop and clean it."""
     remove, prune = commands.cleanup_paths(name, spec, role)
     return {"address": spec.address, "label": spec.label, "role": role, "spec": asdict(spec),
-            "pid": started and started["pid"], "start": started and started["start"],
-            "log": started and started["log"], "rundir": commands.run_dir(name, spec, role),
-            "remove": remove, "prune": prune, "expected": expected, "memory_limit": memory_limit}
+            "token": f"{uuid.uuid4().hex}.{spec.label}.{role}", "pid": None, "log": None,
+            "rundir": commands.run_dir(name, spec, role), "remove": remove, "prune": prune,
+            "expected": expected, "memory_limit": memory_limit}
 
 
 async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool = False,
@@ -86,8 +72,8 @@ class _Launch:
         self.min_hosts = (inv.min_hosts or 1) if partial else len(inv.hosts)
         self.partial = partial
         self.conns: dict = {}
-        self.records: list[dict] = []      # every process session started so far
-        self.missing: dict[str, str] = {}  # hosts left out, and why
+        self.records: list[dict] = []      # every process tree started (or being started)
+        self.missing: dict[str, str] = {}  # hosts left out (by label), and why
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
@@ -99,44 +85,42 @@ class _Launch:
             probes, material = await self._preflight(hosts)
             address, dashboard = await self._scheduler(probes[0], material)
             await self._workers(probes[1:], address, material)
-            record = {
-                "name": self.inv.name, "inventory": self.inv.path, "inventory_sha256": self.inv.sha256,
-                "protocol": self.inv.protocol, "scheduler": address, "dashboard": dashboard,
-                "started": time.time(), "launch_seconds": round(time.perf_counter() - t0, 3),
-                "hosts": self.records, "missing": self.missing,
-                "tls": _client_tls(material) if material else None,
-            }
-            state.write(self.inv.name, record)
-            return record
+            self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
+                       launch_seconds=round(time.perf_counter() - t0, 3),
+                       tls=_client_tls(material) if material else None)
+            return state.read(self.inv.name)
         except BaseException:
-            # Roll back on every host: errors, Ctrl-C and SIGTERM alike.
-            if self.records:
-                await asyncio.shield(_rollback(self.conns, self.records, self.report))
+            # Roll back on every host: errors, Ctrl-C, SIGTERM and SIGHUP alike.
+            if not self.records or await _rollback(self.conns, self.records, self.report,
+                                                   self.inv.step_timeout):
+                state.remove(self.inv.name)
+            else:
+                self.report.warn(f"state kept: pyku-launch stop --name {self.inv.name} retries the cleanup")
             raise
         finally:
             await close_all(self.conns)
 
-    def _leave_out(self, address: str, why: str) -> None:
-        self.missing[address] = why
-        self.report.host(address, f"left out: {why}")
+    def _leave_out(self, spec: HostSpec, why: str) -> None:
+        why = why.removeprefix(f"{spec.address}: ")
+        self.missing[spec.label] = why
+        self.report.host(spec.address, f"left out: {why}")
 
     def _check_enough(self, hosts: list) -> None:
         if len(hosts) < self.min_hosts:
             hint = "" if self.partial else " (pass --allow-partial to go on without " + (
                 "it)" if len(self.missing) == 1 else "them)")
-            raise LaunchError("; ".join(f"{a}: {w}" if not w.startswith(a) else w
-                                        for a, w in self.missing.items()) + hint)
+            raise LaunchError("; ".join(f"{a}: {w}" for a, w in self.missing.items()) + hint)
 
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
         self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
         self.conns, failed = await open_connections([inv.scheduler, *inv.hosts])
-        if inv.scheduler.address in failed:
-            raise LaunchError(failed[inv.scheduler.address])
+        if connection_key(inv.scheduler) in failed:
+            raise LaunchError(failed[connection_key(inv.scheduler)])
         for spec in inv.hosts:
-            if spec.address in failed:
-                self._leave_out(spec.address, failed[spec.address])
-        hosts = [s for s in inv.hosts if s.address not in failed]
+            if connection_key(spec) in failed:
+                self._leave_out(spec, failed[connection_key(spec)])
+        hosts = [s for s in inv.hosts if connection_key(s) not in failed]
         self._check_enough(hosts)
         self.report.done("connect", time.perf_counter() - t)
         return hosts
@@ -148,8 +132,8 @@ class _Launch:
         targets += [(s, "workers", self.conn(s)) for s in hosts]
         probes, _, table, dropped = await preflight.run(
             inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
-        for address, why in dropped.items():
-            self._leave_out(address, f"preflight: {why}")
+        for spec, why in dropped:
+            self._leave_out(spec, f"preflight: {why}")
         self._check_enough(probes[1:])
         if table:
             self.report.warn("versions differ:\n" + table)
@@ -160,44 +144,52 @@ class _Launch:
         self.report.done("preflight", time.perf_counter() - t)
         return probes, material
 
-    async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float, probe=None) -> dict:
-        """Start a process session and record it, even if we are cancelled meanwhile.
+    async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
+                     expected: int = 0, memory_limit: int | None = None) -> dict:
+        """Start one process tree, recorded *before* it starts.
 
-        A cancellation (Ctrl-C, SIGTERM) waits for the spawn's reply so the
-        rollback knows the new session's pid and can stop it.
+        The record's token lets a rollback find the processes even when the
+        reply is lost (a timeout, a dropped connection); a cancellation
+        (Ctrl-C, SIGTERM) still waits for the reply, so what the rollback
+        stops is all that was started.
         """
-        task = asyncio.ensure_future(self.conn(spec).agent("spawn", timeout=timeout, **payload))
+        rec = host_record(spec, role, self.inv.name, expected, memory_limit)
+        self.records.append(rec)
+        self._save("starting")
+        task = asyncio.ensure_future(self.conn(spec).agent(
+            "spawn", timeout=timeout, **dict(payload, token=rec["token"])))
         try:
             reply = await asyncio.shield(task)
         except asyncio.CancelledError:
-            try:
-                reply = await task
-            finally:
-                if task.done() and not task.cancelled() and task.exception() is None:
-                    self._record(spec, role, task.result(), probe)
+            await asyncio.wait([task])  # bounded by the step's own timeout
+            if not task.cancelled() and task.exception() is None:
+                rec.update(pid=task.result().get("pid"), log=task.result().get("log"))
             raise
-        self._record(spec, role, reply, probe)
+        rec.update(pid=reply.get("pid"), log=reply.get("log"))
         if "error" in reply:
             tail = " | ".join(reply.get("log_tail", [])[-3:])
             raise LaunchError(f"{spec.address}: {role} {reply['error']}: {tail}")
         return reply
 
-    def _record(self, spec, role, reply, probe) -> None:
-        if reply.get("pid"):
-            self.records.append(host_record(
-                spec, role, self.inv.name, reply, spec.nworkers if role == "workers" else 0,
-                probe.memory_limit if probe is not None and role == "workers" else None))
+    def _save(self, phase: str, **extra) -> None:
+        """Write the state as it is now: a launch killed outright (SIGKILL,
+        OOM) leaves a record that ``stop`` and the next launch can clean up."""
+        state.write(self.inv.name, {
+            "name": self.inv.name, "phase": phase, "launcher_pid": os.getpid(),
+            "inventory": self.inv.path, "inventory_sha256": self.inv.sha256,
+            "protocol": self.inv.protocol, "scheduler": None, "dashboard": None,
+            "hosts": self.records, "missing": self.missing, "tls": None, **extra})
 
     async def _scheduler(self, probe, material) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
         self.report.step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) if material else {}
-        wait = min(self.timeout, 60)
+        wait = min(self.timeout, inv.step_timeout)
         payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait)
-        reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + 30)
+        reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
         address = reply["wait_file"]["address"]
         port = reply["wait_file"].get("services", {}).get("dashboard")
-        dashboard = f"http://{probe.listen}:{port}/status" if port else None
+        dashboard = f"http://{commands.host_port(probe.listen, port)}/status" if port else None
         self.report.done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
@@ -210,22 +202,24 @@ class _Launch:
         async def start(p):
             payload = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
             try:
-                await self._spawn(p.spec, "workers", payload, 60, probe=p)
+                await self._spawn(p.spec, "workers", payload, inv.step_timeout,
+                                  expected=p.spec.nworkers, memory_limit=p.memory_limit)
             except LaunchError as e:
                 return p.spec, e
             return p.spec, None
 
         # return_exceptions: on a cancellation gather must still wait for every
-        # spawn, so that the rollback knows all the sessions they started.
+        # spawn, so that the rollback knows all of them.
         results = await asyncio.gather(*(start(p) for p in probes), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        failures = [(s, e) for s, e in results if e]
-        for spec, e in failures:
-            self._leave_out(spec.address, str(e).removeprefix(f"{spec.address}: "))
-        hosts = [s for s in hosts if s.address not in self.missing]
+        for spec, e in results:
+            if e is not None:
+                self._leave_out(spec, str(e))
+        hosts = [s for s in hosts if s.label not in self.missing]
         self._check_enough(hosts)
+        self._save("starting")
 
         sec = tls.security(**_client_tls(material)) if material else None
         expected = {s.label: s.nworkers for s in hosts}
@@ -234,19 +228,19 @@ class _Launch:
             on_progress=lambda counts: self.report.workers(counts, expected))
         late = [s for s in hosts if arrived.get(s.label, 0) < s.nworkers]
         if late:
-            logs = await _log_tails(self.conns, late, inv.name)
+            logs = await _log_tails(self.conns, late, inv.name, inv.step_timeout)
             for s in late:
-                self.missing[s.address] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
-                                           f"within {self.timeout:g} s{logs.get(s.address, '')}")
+                self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
+                                         f"within {self.timeout:g} s{logs.get(s.label, '')}")
             if len(hosts) - len(late) < self.min_hosts:
                 raise LaunchError("workers did not arrive: " + "; ".join(
-                    f"{s.address}: {self.missing[s.address]}" for s in late))
+                    f"{s.address}: {self.missing[s.label]}" for s in late))
             for s in late:  # going on without them: stop what they did start
-                recs = [r for r in self.records if r["address"] == s.address and r["role"] == "workers"]
-                await stop_sessions(self.conn(s), recs)
+                recs = [r for r in self.records if r["label"] == s.label and r["role"] == "workers"]
+                await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
                 for r in recs:
                     self.records.remove(r)
-                self.report.host(s.address, f"left out: {self.missing[s.address]}")
+                self.report.host(s.address, f"left out: {self.missing[s.label]}")
         self.report.done("workers", time.perf_counter() - t)
 
 
@@ -255,44 +249,83 @@ def _client_tls(material) -> dict:
     return {"ca": c.ca, "cert": c.cert, "key": c.key}
 
 
-async def _rollback(conns, records, report) -> None:
+async def _rollback(conns, records, report, step_timeout: float) -> bool:
+    """Stop every recorded process tree; False (and say so) if any could not be stopped."""
     report.warn("launch failed: stopping what it started on every host")
     by_conn: dict[tuple, list[dict]] = {}
     for rec in records:
-        spec = HostSpec(**rec["spec"])
-        by_conn.setdefault(connection_key(spec), []).append(rec)
-    await asyncio.gather(*(stop_sessions(conns[k], recs) for k, recs in by_conn.items() if k in conns),
-                         return_exceptions=True)
+        by_conn.setdefault(connection_key(HostSpec(**rec["spec"])), []).append(rec)
+    keys = [k for k in by_conn if k in conns]
+    replies = await asyncio.gather(*(stop_trees(conns[k], by_conn[k], timeout=step_timeout) for k in keys),
+                                   return_exceptions=True)
+    ok = len(keys) == len(by_conn)
+    for k, reply in zip(keys, replies):
+        address = by_conn[k][0]["address"]
+        if isinstance(reply, BaseException):
+            report.warn(f"{address}: could not stop what the launch started there: {reply}")
+            ok = False
+        elif reply["left"]:
+            report.warn(f"{address}: processes {reply['left']} survived SIGKILL")
+            ok = False
+    return ok
 
 
-async def _log_tails(conns, specs, name) -> dict[str, str]:
-    out = {}
-    for s in specs:
-        try:
-            r = await conns[connection_key(s)].agent("logs", timeout=15, rundir=commands.run_dir(name, s, "workers"), n=3)
-            lines = [ln for v in r["logs"].values() for ln in v]
-            if lines:
-                out[s.address] = " (log: " + " | ".join(lines[-3:]) + ")"
-        except LaunchError:
-            pass
-    return out
+async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
+    """The last log lines of each host's workers, by label (all hosts at once)."""
+    async def one(s):
+        r = await conns[connection_key(s)].agent(
+            "logs", timeout=step_timeout, rundir=commands.run_dir(name, s, "workers"), n=3)
+        lines = [ln for v in r["logs"].values() for ln in v]
+        return " (log: " + " | ".join(lines[-3:]) + ")" if lines else ""
+
+    tails = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
+    return {s.label: t for s, t in zip(specs, tails) if isinstance(t, str)}
 
 
 async def _existing(name: str, report: Reporter) -> dict | None:
-    """The running cluster of this name, or None after cleaning up a dead one."""
+    """The running cluster of this name, or None after cleaning up a dead one.
+
+    A scheduler that does not answer is not taken for dead on that alone: a
+    busy scheduler can be slow. Its process is looked for on its host; only
+    if it is gone (or the record is of a launch that was killed half-way)
+    is the old cluster stopped.
+    """
     try:
         rec = state.read(name)
     except state.CorruptState as e:
-        report.warn(f"{e}: removing it (any processes it described die by their death timeout)")
+        report.warn(f"{e}: removing it; processes it described are no longer tracked")
         state.remove(name)
         return None
     if rec is None:
         return None
-    sec = tls.security(**rec["tls"]) if rec.get("tls") else None
-    if await readiness.scheduler_alive(rec["scheduler"], sec):
-        return rec
-    report.warn(f"cluster '{name}' was recorded but its scheduler is gone: cleaning up before launching")
+    if rec.get("phase") == "running":
+        sec = tls.security(**rec["tls"]) if rec.get("tls") else None
+        if await readiness.scheduler_alive(rec["scheduler"], sec):
+            return rec
+        if await _scheduler_process_alive(rec):
+            raise LaunchError(f"cluster '{name}' is recorded and its scheduler process runs, but it does "
+                              f"not answer at {rec['scheduler']}: wait, or pyku-launch stop --name {name}")
+        report.warn(f"cluster '{name}' was recorded but its scheduler is gone: cleaning up before launching")
+    else:
+        report.warn(f"cluster '{name}' was left half-launched (launcher pid {rec.get('launcher_pid')}): "
+                    f"cleaning up before launching")
     from .teardown import stop_async
     await stop_async(name, report=report, locked=True)
     return None
 
+
+async def _scheduler_process_alive(rec: dict) -> bool:
+    srec = next((h for h in rec["hosts"] if h["role"] == "scheduler"), None)
+    if srec is None:
+        return False
+    spec = HostSpec(**srec["spec"])
+    conns, failed = await open_connections([spec])
+    try:
+        if failed:
+            return False
+        reply = await conns[connection_key(spec)].agent("status", timeout=30, tokens=[srec["token"]])
+        return reply["alive"][srec["token"]] > 0
+    except LaunchError:
+        return False
+    finally:
+        await close_all(conns)

@@ -57,15 +57,30 @@ def read(name: str) -> dict | None:
     return data
 
 
+def host_specs(record: dict) -> list:
+    """The HostSpec of every process tree in a record (CorruptState if malformed)."""
+    from .inventory import HostSpec
+
+    try:
+        return [HostSpec(**h["spec"]) for h in record["hosts"]]
+    except (KeyError, TypeError) as e:
+        raise CorruptState(f"{state_path(record.get('name', '?'))}: corrupt state file "
+                           f"(host record: {e})") from None
+
+
 def write(name: str, data: dict) -> Path:
     path = state_path(name)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(dict(data, version=VERSION), f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(data, version=VERSION), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # only left if the write failed: it holds the client key
     return path
 
 
@@ -78,15 +93,25 @@ def remove(name: str) -> None:
 def lock(name: str, what: str):
     """Hold the cluster's lock; another holder → LaunchError, not a wait."""
     path = state_dir() / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise LaunchError(
                 f"cluster '{name}' is busy: {holder} is launching or stopping it; try again when it is done"
             ) from None
+        # The previous holder may have unlinked the file after we opened it:
+        # then our lock is on a dead inode and a newcomer could lock a new one.
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{what} (pid {os.getpid()})".encode())
         try:

@@ -1,12 +1,13 @@
 """``pyku-launch stop``: end every process of a cluster, prove it, forget it.
 
 Workers go first (so the scheduler does not reschedule onto dying workers),
-then the scheduler. On each host the agent ends the process sessions the
-launch recorded, escalating from SIGTERM to SIGKILL, and returns only when
-none of their processes is left; then run files go. A host that cannot be
-reached is named; its workers exit by themselves once the scheduler is gone
-(their death timeout). Stopping twice, or a cluster that already died, is
-not an error.
+then the scheduler. On each host the agent ends the processes carrying the
+launch's tokens, escalating from SIGTERM to SIGKILL, and returns only when
+none is left; then run files go. A worker host that cannot be reached is
+named: its workers exit by themselves once the scheduler is gone (their
+death timeout). A scheduler host that cannot be reached keeps the state,
+since nothing else would ever stop that scheduler. Stopping twice, or a
+cluster that already died, is not an error.
 """
 
 from __future__ import annotations
@@ -16,23 +17,20 @@ import time
 
 from . import state
 from .errors import LaunchError
-from .inventory import HostSpec
 from .progress import Reporter
 from .transport import Connection, close_all, connection_key, open_connections
 
 
-async def stop_sessions(conn: Connection, records: list[dict], grace: float = 3.0) -> dict:
-    """Stop the recorded sessions of one host (one round trip); ``left`` lists survivors."""
-    sessions = [{"pid": r["pid"], "start": r["start"]} for r in records if r.get("pid")]
-    remove = [p for r in records for p in r["remove"]]
-    prune = [p for r in records for p in r["prune"]]
-    reply = await conn.agent("stop", timeout=grace + 30, sessions=sessions, remove=remove,
-                             prune=list(dict.fromkeys(prune)), grace=grace)
-    return reply
+async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.0, grace: float = 3.0) -> dict:
+    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors."""
+    return await conn.agent(
+        "stop", timeout=timeout + grace, tokens=[r["token"] for r in records],
+        remove=[p for r in records for p in r["remove"]],
+        prune=list(dict.fromkeys(p for r in records for p in r["prune"])), grace=grace)
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> dict:
-    """Stop cluster ``name``. Returns a summary; raises only if a process survives.
+    """Stop cluster ``name``. Returns a summary; raises if anything may still run.
 
     ``locked``: the caller already holds the cluster's lock (a launch
     cleaning up a dead cluster of the same name).
@@ -43,29 +41,36 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     try:
         rec = state.read(name)
     except state.CorruptState as e:
-        report.warn(f"{e}: removed; processes it described exit by their death timeout")
+        report.warn(f"{e}: removed; processes it described are no longer tracked")
         state.remove(name)
-        return {"name": name, "stopped": 0, "unreachable": {}, "corrupt": True}
+        return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}, "corrupt": True}
     if rec is None:
         report.info(f"cluster '{name}' is not running (nothing recorded): nothing to stop")
-        return {"name": name, "stopped": 0, "unreachable": {}}
+        return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
 
     t0 = time.perf_counter()
-    specs = [HostSpec(**r["spec"]) for r in rec["hosts"]]
+    specs = state.host_specs(rec)
     conns, failed = await open_connections(specs)
-    summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": dict(failed)}
-    survivors = {}
+    summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
+    survivors, unstopped_roles = {}, set()
     try:
         for role in ("workers", "scheduler"):
             groups: dict[tuple, list[dict]] = {}
             for r, spec in zip(rec["hosts"], specs):
-                if r["role"] == role and connection_key(spec) in conns:
-                    groups.setdefault(connection_key(spec), []).append(r)
+                if r["role"] != role:
+                    continue
+                key = connection_key(spec)
+                if key in failed:
+                    summary["unreachable"][r["address"]] = failed[key]
+                    unstopped_roles.add(role)
+                else:
+                    groups.setdefault(key, []).append(r)
             replies = await asyncio.gather(
-                *(stop_sessions(conns[k], recs) for k, recs in groups.items()), return_exceptions=True)
+                *(stop_trees(conns[k], recs) for k, recs in groups.items()), return_exceptions=True)
             for (k, recs), reply in zip(groups.items(), replies):
                 if isinstance(reply, LaunchError):
                     summary["unreachable"][recs[0]["address"]] = str(reply)
+                    unstopped_roles.add(role)
                 elif isinstance(reply, BaseException):
                     raise reply
                 elif reply["left"]:
@@ -78,8 +83,11 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     if survivors:
         raise LaunchError("processes survived SIGKILL, state kept: " + "; ".join(
             f"{a}: pids {p}" for a, p in survivors.items()))
-    for addr, why in summary["unreachable"].items():
-        report.warn(f"{why} — its processes exit by their death timeout once the scheduler is gone")
+    if "scheduler" in unstopped_roles:
+        raise LaunchError("the scheduler host could not be reached, state kept (run stop again when it "
+                          "answers): " + "; ".join(summary["unreachable"].values()))
+    for why in summary["unreachable"].values():
+        report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
     state.remove(name)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary

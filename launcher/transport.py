@@ -13,15 +13,14 @@ import asyncio
 import json
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .agent import MARK
 from .errors import LaunchError
 from .inventory import HostSpec
 
 _AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
-MARK = "@@pyku-launch@@ "
 
 
 def python_of(spec: HostSpec) -> str:
@@ -84,9 +83,18 @@ class Connection:
             res = await asyncio.wait_for(self.run(agent_command(self.spec), program, timeout), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise LaunchError(f"{self.name}: step '{op}' timed out after {timeout:g} s") from None
+        except (OSError, EOFError) as e:
+            raise LaunchError(f"{self.name}: step '{op}' lost the connection: {e}") from None
+        except Exception as e:  # asyncssh.Error: channel refused, connection lost
+            if type(e).__module__.startswith("asyncssh"):
+                raise LaunchError(f"{self.name}: step '{op}' failed over SSH: {e}") from None
+            raise
         for line in reversed(res.stdout.splitlines()):
             if line.startswith(MARK):
-                reply = json.loads(line[len(MARK):])
+                try:
+                    reply = json.loads(line[len(MARK):])
+                except ValueError:
+                    raise LaunchError(f"{self.name}: step '{op}' sent a garbled reply") from None
                 if "error" in reply and len(reply) == 1:
                     raise LaunchError(f"{self.name}: step '{op}' failed: {reply['error']}")
                 return reply
@@ -106,8 +114,9 @@ class LocalConnection(Connection):
     """The machine running pyku-launch, through local subprocesses."""
 
     async def run(self, command: str, input: str | None, timeout: float) -> Result:
+        # exec: the shell becomes the agent, so killing it on a timeout kills the agent.
         proc = await asyncio.create_subprocess_shell(
-            command,
+            f"exec {command}",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -151,6 +160,9 @@ def connect_options(spec: HostSpec) -> dict:
         opts["client_keys"] = [spec.identity]
     if spec.known_hosts:
         opts["known_hosts"] = spec.known_hosts
+    if spec.ssh_config and not Path(spec.ssh_config).is_file():
+        raise LaunchError(f"{spec.address}: ssh config file {spec.ssh_config} does not exist "
+                          f"(fix [ssh] config in the inventory)")
     config = spec.ssh_config or str(Path("~/.ssh/config").expanduser())
     opts["config"] = [config] if Path(config).exists() else []
     return opts
@@ -159,17 +171,16 @@ def connect_options(spec: HostSpec) -> dict:
 async def _ssh_connect(spec: HostSpec) -> Connection:
     import asyncssh
 
+    from .hostkeys import accept_new, describe_refusal
+
     opts = connect_options(spec)
     try:
-        conn = await asyncssh.connect(spec.address, **opts)
-    except asyncssh.HostKeyNotVerifiable as e:
-        from .hostkeys import describe_refusal, accept_new
-
-        if spec.accept_new:
-            conn = await accept_new(spec, opts)
-            if conn is not None:
-                return SSHConnection(spec, conn)
-        raise LaunchError(await describe_refusal(spec, opts, e)) from None
+        try:
+            conn = await asyncssh.connect(spec.address, **opts)
+        except asyncssh.HostKeyNotVerifiable:
+            conn = await accept_new(spec, opts) if spec.accept_new else None
+            if conn is None:
+                raise LaunchError(await describe_refusal(spec, opts)) from None
     except asyncssh.PermissionDenied:
         who = f"{spec.user}@" if spec.user else ""
         key = spec.identity or "the agent/default keys"
@@ -184,15 +195,17 @@ async def _ssh_connect(spec: HostSpec) -> Connection:
 
 
 def connection_key(spec: HostSpec) -> tuple:
-    return (spec.transport, spec.address, spec.user, spec.port)
+    """Specs with equal keys share one connection: everything a step depends on."""
+    return (spec.transport, spec.address, spec.user, spec.port, spec.identity, spec.known_hosts,
+            spec.ssh_config, spec.env, spec.python, spec.shell)
 
 
-async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connection], dict[str, str]]:
+async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connection], dict[tuple, str]]:
     """Open one connection per distinct host, all at once.
 
-    Returns the open connections by :func:`connection_key` and the failures
-    by host address (the message). The caller decides whether a failure is
-    fatal; it must close the connections either way.
+    Returns the open connections and the failures (the message), both by
+    :func:`connection_key`. The caller decides whether a failure is fatal;
+    it must close the connections either way.
     """
     unique: dict[tuple, HostSpec] = {}
     for s in specs:
@@ -207,18 +220,17 @@ async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connectio
     results = await asyncio.gather(*(one(unique[k]) for k in keys), return_exceptions=True)
     conns, failed = {}, {}
     for k, r in zip(keys, results):
-        if isinstance(r, LaunchError):
-            failed[unique[k].address] = str(r)
-        elif isinstance(r, BaseException):
-            raise r
-        else:
+        if isinstance(r, Connection):
             conns[k] = r
+        elif isinstance(r, LaunchError):
+            failed[k] = str(r)
+    others = [r for r in results if isinstance(r, BaseException) and not isinstance(r, LaunchError)]
+    if others:  # a bug or a cancellation: close what did open, then raise
+        await close_all(conns)
+        raise others[0]
     return conns, failed
 
 
 async def close_all(conns) -> None:
     await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
 
-
-def elapsed(t0: float) -> str:
-    return f"{time.perf_counter() - t0:.1f} s"

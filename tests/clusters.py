@@ -65,11 +65,10 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
 
 
 def session_members(record: dict) -> list[int]:
-    """Live pids of every process session the launch recorded (all hosts are local)."""
-    from launcher.agent import _session_members
+    """Live pids of every process tree the launch recorded (all hosts are this machine)."""
+    from launcher.agent import _members
 
-    return [pid for h in record["hosts"] if h.get("pid")
-            for pid in _session_members(h["pid"], h["start"])]
+    return [pid for h in record["hosts"] for pid in _members(h["token"])]
 
 
 def cluster_processes(name: str) -> list[str]:

@@ -106,7 +106,7 @@ def test_changed_host_key_refused_even_with_accept_new(sshd, state_dir, tmp_path
         f"{h} {key_of[f'[127.0.0.4]:{port}'] if h == f'[127.0.0.3]:{port}' else k}\n" for h, k in key_of.items()))
     for extra in ("", "accept_new = true"):
         inv = ssh_inventory(tmp_path / "h.toml", sshd, name="changed", workers=(1,),
-                            ssh_extra=extra + f'\n', host_extra={1: f'known_hosts = "{forged}"'})
+                            ssh_extra=extra, host_extra={1: f'known_hosts = "{forged}"'})
         with pytest.raises(LaunchError) as e:
             launcher.launch(inv)
         assert "127.0.0.3" in str(e.value) and "CHANGED" in str(e.value) and "SHA256:" in str(e.value)
@@ -172,3 +172,29 @@ def test_injection_inert_where_values_are_quoted(sshd, state_dir, tmp_path, key,
             launcher.stop("inert")
     assert not os.path.exists(MARKER)
     assert cluster_processes("inert") == []
+
+
+def test_changed_key_of_an_ssh_config_alias_refused_with_accept_new(sshd, state_dir, tmp_path):
+    """The key is checked (and never re-accepted) under the name, port and file the config gives."""
+    port = sshd.port
+    lines = Path(sshd.known_hosts).read_text().splitlines()
+    key_of = {ln.split()[0]: ln.split(None, 1)[1] for ln in lines if ln.strip()}
+    forged = tmp_path / "known_hosts"
+    forged.write_text("".join(
+        f"{h} {key_of[f'[127.0.0.4]:{port}'] if h == f'[127.0.0.3]:{port}' else k}\n" for h, k in key_of.items()))
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host walias\n    HostName 127.0.0.3\n    Port {port}\n    UserKnownHostsFile {forged}\n")
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="aliaskey", workers=(1,), ssh_extra="accept_new = true")
+    text = inv.read_text().replace('address = "127.0.0.3"', 'address = "walias"')
+    # walias's known_hosts comes from the config; the scheduler keeps the testbed's
+    text = text.replace(f'known_hosts = "{sshd.known_hosts}"\n', "").replace(
+        f'config = "{sshd.ssh_config}"', f'config = "{config}"').replace(
+        'address = "127.0.0.2"', f'address = "127.0.0.2"\nknown_hosts = "{sshd.known_hosts}"')
+    inv.write_text(text)
+    before = forged.read_text()
+    with pytest.raises(LaunchError) as e:
+        launcher.check(inv)
+    assert "walias" in str(e.value) and "CHANGED" in str(e.value) and str(forged) in str(e.value)
+    assert forged.read_text() == before  # nothing recorded
+    assert not os.path.exists(os.path.expanduser("~/.ssh/known_hosts")) or "127.0.0." not in Path(
+        os.path.expanduser("~/.ssh/known_hosts")).read_text()
