@@ -32,7 +32,7 @@ async def status_async(name: str) -> dict:
         counts, up = {}, False
     hosts = []
     for r in rec["hosts"]:
-        entry = {"address": r["address"], "role": r["role"]}
+        entry = {"address": r["address"], "role": r["role"], "expected": 0, "live": 0, "memory_limit": None}
         if r["role"] == "workers":
             live = counts.get(r["label"], 0) if up else 0
             entry.update(expected=r["expected"], live=live, memory_limit=r["memory_limit"])

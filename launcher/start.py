@@ -196,7 +196,9 @@ class _Launch:
     async def _workers(self, probes, address: str, material) -> None:
         inv, t = self.inv, time.perf_counter()
         hosts = [p.spec for p in probes]
-        self.report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} hosts")
+        self.report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
+                                    f"host{'s' if len(hosts) != 1 else ''}")
+        self.report.expect({s.label: s.nworkers for s in hosts})
         files = tls.files_for(material["worker"]) if material else {}
 
         async def start(p):
