@@ -218,3 +218,28 @@ def test_soak_tasks_while_workers_are_killed(sshd, state_dir, tmp_path):
     finally:
         launcher.stop("soak")
     assert session_members(rec) == [] and cluster_processes("soak") == []
+
+
+def test_launcher_killed_outright_leaves_a_record_that_stop_cleans(sshd, state_dir, tmp_path):
+    """SIGKILL (or the OOM killer) mid-launch: no rollback can run, but nothing is lost track of."""
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="sigkill")
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", str(inv)], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    for line in proc.stderr:
+        if "[4/4] workers" in line:
+            break
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    rec = state.read("sigkill")
+    assert rec is not None and rec["phase"] == "starting"
+    assert session_members(rec)  # the scheduler (at least) is running, and known
+    assert launcher.status("sigkill")["state"] == "half-launched"
+    r = cli(str(inv))  # a new launch cleans up the half-launched one first
+    assert r.returncode == 0, r.stderr
+    assert "half-launched" in r.stderr
+    assert session_members(rec) == []
+    rec2 = state.read("sigkill")
+    launcher.stop("sigkill")
+    assert session_members(rec2) == [] and cluster_processes("sigkill") == []
