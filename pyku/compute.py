@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import sys
 import time
 import uuid
@@ -24,11 +23,12 @@ import numpy as np
 import xarray as xr
 
 from pyku.errors import ProcessingError, PykuError
-from pyku.fingerprint import cache_key, func_token
+from pyku.fingerprint import cache_key, func_token, host_tag
 
 CHUNK_BYTES = 4 * 1024 * 1024
 STALE_PART_SECONDS = 24 * 3600
-# Encodings describing how the input was stored; the output chooses its own.
+# Encodings of the input that still describe the values (storage type, packing,
+# fill value, time units); the layout (chunks, compression) is chosen anew.
 _KEEP_ENCODING = ("dtype", "_FillValue", "missing_value", "scale_factor", "add_offset",
                   "units", "calendar")
 
@@ -77,8 +77,12 @@ def persistent_processing(func, files, tmpdir, chunks=None, *, compression=1, op
     The key hashes the input's absolute path, size, mtime and whole content
     with a token of ``func`` and of the settings above (see
     :mod:`pyku.fingerprint`): its bytecode, constants, closure and the
-    globals it uses, recursively for functions, plus pyku's own source.
-    Global objects of other types (a Dataset, a client) count by type only.
+    globals it uses, recursively for functions and ``module.attr`` of the
+    user's own modules; other captured values (a Grid, a path, a dataclass,
+    ``functools.partial`` arguments) by value, plus pyku's own source.  The
+    content hash is remembered in a hidden ``.<input>.*.hash`` sidecar in
+    ``tmpdir`` per stat identity (path, size, mtime, ctime, inode), so a
+    re-run of finished work stats the inputs instead of reading them.
     Outputs of older keys are left in ``tmpdir``.
     """
     paths = [os.path.abspath(os.fspath(f)) for f in files]
@@ -132,7 +136,7 @@ def process_file(path, func, outdir, token, chunks=None, compression=1, open_kwa
     ``.part`` file, flushed to disk and renamed atomically.
     """
     outdir = Path(outdir)
-    key = cache_key(path, token)
+    key = cache_key(path, token, cache_dir=outdir)  # a stat, not a read, once hashed
     final = outdir / f"{Path(path).stem}.{key}.nc"
     if final.exists():
         return str(final)
@@ -184,19 +188,55 @@ def _write(ds, path, encoding):
 
 
 def _prepare(ds, chunks, compression):
-    """Copy of ``ds`` with input-layout encodings dropped, and the output encoding."""
+    """Copy of ``ds`` and the complete ``to_netcdf`` encoding of every variable.
+
+    xarray replaces a variable's encoding by the entry passed to
+    ``to_netcdf``, so each entry is built whole: the kept part of the
+    original encoding (on-disk dtype, packing, fill value, time units) plus
+    the chunking and compression chosen here, with the chunk budget counted
+    in the dtype actually written.  Coordinates and bounds get no fill value
+    (CF), where xarray would otherwise add ``_FillValue = NaN`` to floats.
+    """
     ds = ds.copy(deep=False)
+    no_fill = _coordinate_like(ds)
     encoding = {}
     for name, var in ds.variables.items():
-        var.encoding = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
-        if name in ds.dims or var.ndim == 0 or var.dtype.kind not in "biuf":
-            continue
-        itemsize = np.dtype(var.encoding.get("dtype", var.dtype)).itemsize
-        entry = {"chunksizes": _chunk_shape(var, chunks, itemsize)}
-        if compression:
-            entry.update(zlib=True, complevel=int(compression), shuffle=True)
+        entry = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
+        if name in ds.dims or (name in no_fill and "_FillValue" not in entry):
+            entry["_FillValue"] = None
+        elif _integer_dtype(entry) and var.dtype.kind == "f" and not {"_FillValue", "missing_value"} & set(entry):
+            # Float data (NaN outside a projected domain) packed into integers
+            # needs a fill value, or NaN would be cast to an arbitrary integer.
+            entry["_FillValue"] = _default_fill(entry["dtype"])
+        if name not in ds.dims and var.ndim > 0 and var.dtype.kind in "biuf":
+            itemsize = np.dtype(entry.get("dtype", var.dtype)).itemsize
+            entry["chunksizes"] = _chunk_shape(var, chunks, itemsize)
+            if compression:
+                entry.update(zlib=True, complevel=int(compression), shuffle=True)
         encoding[name] = entry
     return ds, encoding
+
+
+def _coordinate_like(ds):
+    """Coordinates and the bounds of any variable: values that must not be missing."""
+    names = set(ds.coords)
+    for var in ds.variables.values():
+        bounds = var.attrs.get("bounds") or var.encoding.get("bounds")
+        if bounds in ds.variables:
+            names.add(bounds)
+    return names
+
+
+def _integer_dtype(entry):
+    return "dtype" in entry and np.dtype(entry["dtype"]).kind in "iu"
+
+
+def _default_fill(dtype):
+    """netCDF's default fill value of ``dtype`` (e.g. -32767 for int16)."""
+    import netCDF4
+
+    dtype = np.dtype(dtype)
+    return dtype.type(netCDF4.default_fillvals[f"{dtype.kind}{dtype.itemsize}"])
 
 
 def _normalise_chunks(chunks):
@@ -237,9 +277,7 @@ def _remove_stale_parts(outdir, pattern):
             part.unlink(missing_ok=True)
 
 
-def _host():
-    """This host's name, without dots so that it is one field of a part name."""
-    return socket.gethostname().replace(".", "_")
+_host = host_tag
 
 
 def _alive(pid):

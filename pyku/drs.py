@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from pyku.errors import PykuError, UnitsError
-from pyku.timekit import time_bounds_name
+from pyku.timekit import is_datetime, time_bounds_name
 
 WATER_DENSITY = "1000 kg m-3"
 
@@ -154,7 +154,7 @@ def convert_units(ds, name, target, water_equivalent=False, standard_name=None):
         dtype = var.dtype if np.issubdtype(var.dtype, np.floating) else np.float64
         new = (var.astype(np.float64) * factor + offset).astype(dtype)
         new.attrs = dict(var.attrs)
-        new.encoding = dict(var.encoding)
+        new.encoding = _without_packing(var.encoding)
     if per_step:  # an amount per step became a flux: its metadata must say so
         if standard_name:
             new.attrs["standard_name"] = standard_name
@@ -163,6 +163,18 @@ def convert_units(ds, name, target, water_equivalent=False, standard_name=None):
     new.attrs["units"] = target
     new.encoding.pop("units", None)
     return new
+
+
+def _without_packing(encoding):
+    """``encoding`` minus integer packing, which was chosen for the old units' values.
+
+    An int16 with scale_factor 0.01 holds hPa, not the 100 times larger Pa;
+    float storage (dtype, fill value) still fits the converted values.
+    """
+    packed = "scale_factor" in encoding or "add_offset" in encoding or (
+        "dtype" in encoding and np.dtype(encoding["dtype"]).kind in "iu")
+    drop = ("scale_factor", "add_offset", "dtype", "_FillValue", "missing_value") if packed else ()
+    return {k: v for k, v in encoding.items() if k not in drop}
 
 
 def _normalise(units):
@@ -180,12 +192,23 @@ def time_step_seconds(ds, name, time="time"):
     var = ds[name]
     if time not in var.dims:
         raise UnitsError(f"variable {name!r} is an amount per time step but has no {time!r} dimension")
+    if not is_datetime(ds[time]):
+        raise UnitsError(f"variable {name!r} is an amount per time step, but {time!r} holds "
+                         f"undecoded {ds[time].dtype} values ({ds[time].attrs.get('units', 'no units')}); "
+                         "open the file with decode_times=True (the default) to get the step length")
     bounds = time_bounds_name(ds, time)
     if bounds is not None:
         b = ds[bounds].transpose(time, ...)
+        if not is_datetime(b):
+            raise UnitsError(f"variable {name!r}: time bounds {bounds!r} hold undecoded "
+                             f"{b.dtype} values; open the file with decode_times=True")
         other = [d for d in b.dims if d != time][0]
         delta = b.isel({other: 1}, drop=True) - b.isel({other: 0}, drop=True)
         seconds = xr.DataArray(_to_seconds(delta.values), dims=(time,), coords={time: ds[time]})
+    elif ds.sizes[time] < 2:
+        raise UnitsError(f"variable {name!r} is an amount per time step, but {time!r} has "
+                         f"{ds.sizes[time]} step(s) and no bounds: cannot infer the time step "
+                         "from one step without bounds; add time bounds")
     else:
         steps = np.unique(_to_seconds(np.diff(ds[time].values)))
         if steps.size != 1:

@@ -62,9 +62,10 @@ def project(ds, target, method="nearest_neighbor"):
     spatial = set(source.dims)
     target_ds = grid.to_dataset()
 
+    replaced = {mapping_name, *aux_names, *target_ds.variables}  # the source grid's description
     variables = {}
     for name, var in ds.data_vars.items():
-        if name == mapping_name or name in aux_names:
+        if name in replaced:
             continue
         if spatial <= set(var.dims):
             variables[name] = _regrid_variable(var, source, grid, index)
@@ -72,21 +73,27 @@ def project(ds, target, method="nearest_neighbor"):
             warnings.warn(f"project: dropping {name!r}, which has only one horizontal dimension",
                           stacklevel=2)
         else:
-            variables[name] = var
-    coords = {name: c for name, c in ds.coords.items()
-              if not (spatial & set(c.dims)) and name != mapping_name and name not in aux_names}
-    out = xr.Dataset(variables, coords=coords, attrs=ds.attrs)
-    out = out.assign_coords(target_ds.coords)
-    out[grid.mapping_name] = target_ds[grid.mapping_name]
-    # Keep the source's variable order, grid mapping last.
-    return out[[n for n in ds.data_vars if n in variables] + [grid.mapping_name]]
+            variables[name] = var.variable  # time_bnds, station counts, ...: kept as they are
+    # Every non-spatial coordinate stays (time_bnds opened with decode_coords="all",
+    # scalar height, ...); coordinates on the source grid are replaced by the target's.
+    coords = {name: c.variable for name, c in ds.coords.items()
+              if not (spatial & set(c.dims)) and name not in replaced}
+    coords.update(target_ds.coords.variables)
+    # Built in one go rather than subset afterwards: ``ds[[names]]`` would drop
+    # coordinates with a dimension of their own, such as time_bnds' "bnds".
+    variables[grid.mapping_name] = target_ds[grid.mapping_name].variable
+    return xr.Dataset(variables, coords=coords, attrs=ds.attrs)
 
 
 def _regrid_variable(var, source, grid, index):
     ydim, xdim = source.dims
     tydim, txdim = grid.dims
+    attrs, encoding = dict(var.attrs), dict(var.encoding)
     var = var.transpose(..., ydim, xdim)
-    var = var.drop_vars([c for c in var.coords if {ydim, xdim} & set(var[c].dims)])
+    # Only the variable itself: its coordinates are the dataset's (project() keeps
+    # the non-spatial ones and replaces the source grid's, including a grid
+    # mapping that decode_coords="all" made a coordinate).
+    var = xr.DataArray(var.variable, dims=var.dims, name=var.name)
     core = ("_pyku_src_y", "_pyku_src_x")
     var = var.rename({ydim: core[0], xdim: core[1]})
     if var.chunks is not None:
@@ -99,9 +106,9 @@ def _regrid_variable(var, source, grid, index):
         dask_gufunc_kwargs={"output_sizes": {tydim: grid.ny, txdim: grid.nx}},
         keep_attrs=True,
     )
-    out.attrs = {k: v for k, v in var.attrs.items() if k != "coordinates"}
+    out.attrs = {k: v for k, v in attrs.items() if k != "coordinates"}
     out.attrs["grid_mapping"] = grid.mapping_name
-    out.encoding = {k: v for k, v in var.encoding.items() if k not in _STALE_ENCODING}
+    out.encoding = {k: v for k, v in encoding.items() if k not in _STALE_ENCODING}
     return out
 
 

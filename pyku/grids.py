@@ -52,6 +52,15 @@ class Grid:
         Names of the output (y, x) dimensions, e.g. ``("rlat", "rlon")``.
     name : str, optional
         Catalogue name, for messages and attributes.
+    description : str
+        One line for catalogue listings.
+    decimals : int, optional
+        Round the cell centres to this many decimals.  Catalogue grids are
+        defined by decimal numbers (CORDEX: rlon = -28.375 + i * 0.11), and
+        ``x0 + i * dx`` in binary floating point drifts off them (e.g.
+        -28.375 + 34 * 0.11 gives -24.634999999999998); rounding gives the double nearest to
+        the decimal value, which is what real files store, so coordinates
+        align exactly.  None (default for user grids): no rounding.
     """
 
     crs: str
@@ -64,6 +73,7 @@ class Grid:
     dims: tuple[str, str] = ("y", "x")
     name: str | None = None
     description: str = ""
+    decimals: int | None = None
 
     @classmethod
     def from_extent(cls, crs, shape, extent, name=None, dims=None):
@@ -103,12 +113,16 @@ class Grid:
     @property
     def x(self):
         """Cell-centre x coordinates (1-D)."""
-        return self.x0 + self.dx * np.arange(self.nx)
+        return self._centres(self.x0, self.dx, self.nx)
 
     @property
     def y(self):
         """Cell-centre y coordinates (1-D)."""
-        return self.y0 + self.dy * np.arange(self.ny)
+        return self._centres(self.y0, self.dy, self.ny)
+
+    def _centres(self, start, step, n):
+        values = start + step * np.arange(n)
+        return values if self.decimals is None else np.round(values, self.decimals)
 
     @functools.cached_property
     def pyproj_crs(self):
@@ -117,7 +131,8 @@ class Grid:
     @functools.cached_property
     def fingerprint(self):
         """Stable digest of everything that places the cells (not the name)."""
-        text = repr((self.pyproj_crs.to_wkt(), self.x0, self.dx, self.nx, self.y0, self.dy, self.ny))
+        text = repr((self.pyproj_crs.to_wkt(), self.x0, self.dx, self.nx, self.y0, self.dy, self.ny,
+                     self.decimals))
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def lonlat(self):
@@ -187,7 +202,8 @@ def _catalogue():
         grids[name] = Grid(crs=crs_obj.to_wkt(), x0=float(spec["x0"]), dx=float(spec["dx"]),
                            nx=int(spec["nx"]), y0=float(spec["y0"]), dy=float(spec["dy"]),
                            ny=int(spec["ny"]), dims=tuple(spec.get("dims", ("y", "x"))),
-                           name=name, description=spec.get("description", ""))
+                           name=name, description=spec.get("description", ""),
+                           decimals=spec.get("decimals"))
     return grids
 
 

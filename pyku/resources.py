@@ -49,7 +49,8 @@ def sample_grid(coarsen=1):
         return base
     nx, ny = -(-base.nx // coarsen), -(-base.ny // coarsen)
     return Grid(crs=base.crs, x0=base.x0, dx=base.dx * coarsen, nx=nx, y0=base.y0,
-                dy=base.dy * coarsen, ny=ny, dims=base.dims, name=f"{SAMPLE_GRID}/{coarsen}")
+                dy=base.dy * coarsen, ny=ny, dims=base.dims, name=f"{SAMPLE_GRID}/{coarsen}",
+                decimals=base.decimals)
 
 
 def sample_dataset(variable="tas", year=1980, days=None, coarsen=1, seed=0):

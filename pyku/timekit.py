@@ -7,6 +7,7 @@ makes collections from different sources line up.
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 
 import numpy as np
@@ -62,6 +63,7 @@ def set_time_labels_from_time_bounds(ds, how="lower", time="time"):
     values = np.asarray(bounds.transpose(time, ...).values)
     if values.shape[1] != 2:
         raise TimeBoundsError(f"time bounds {name!r} need 2 values per step, have {values.shape[1]}")
+    values = _comparable_bounds(ds[time], bounds, values)
     lower, upper = values[:, 0], values[:, 1]
     if how == "lower":
         labels = lower
@@ -72,3 +74,52 @@ def set_time_labels_from_time_bounds(ds, how="lower", time="time"):
     old = ds[time].variable
     new = xr.Variable(old.dims, labels, attrs=old.attrs, encoding=old.encoding)
     return ds.assign_coords({time: new})
+
+
+def is_datetime(var):
+    """True if ``var`` holds decoded times (datetime64 or cftime), False for raw numbers."""
+    if np.issubdtype(var.dtype, np.datetime64):
+        return True
+    if var.dtype != object or var.size == 0:
+        return False
+    first = np.asarray(var.values).ravel()[0]
+    return hasattr(first, "calendar") or isinstance(first, dt.datetime)
+
+
+def _comparable_bounds(time_var, bounds, values):
+    """Bound values in the same representation as the time labels they replace.
+
+    xarray decodes bounds only when the time coordinate's ``bounds``
+    attribute names them; bounds found by their conventional name may still
+    be raw numbers in the time coordinate's units (CF: bounds share their
+    coordinate's units).  Those are decoded with the bounds' own
+    units/calendar, else the coordinate's; putting raw numbers in place of
+    dates would silently corrupt the time axis.
+    """
+    time_decoded, bounds_decoded = is_datetime(time_var), is_datetime(bounds)
+    if time_decoded == bounds_decoded:
+        if not time_decoded:  # both raw: fine if they count in the same units
+            t_units, b_units = time_var.attrs.get("units"), bounds.attrs.get("units")
+            if t_units and b_units and t_units != b_units:
+                raise TimeBoundsError(f"time bounds {bounds.name!r} are in {b_units!r} but "
+                                      f"{time_var.name!r} is in {t_units!r}; decode them first")
+        return values
+    if not time_decoded:
+        raise TimeBoundsError(f"{time_var.name!r} holds raw {time_var.dtype} values but its bounds "
+                              f"{bounds.name!r} are dates; open the file with decode_times=True")
+    source = bounds.attrs if "units" in bounds.attrs else time_var.encoding
+    units, calendar = source.get("units"), source.get("calendar", "standard")
+    if not units or "since" not in str(units):
+        raise TimeBoundsError(f"time bounds {bounds.name!r} were not decoded (raw {bounds.dtype} "
+                              f"values) and neither they nor {time_var.name!r} say in which units; "
+                              "give them a units attribute such as 'days since 1949-12-01' "
+                              "and decode them (xarray.decode_cf)")
+    raw = xr.Dataset({"b": (("n", "two"), values, {"units": units, "calendar": calendar})})
+    try:
+        decoded = xr.decode_cf(raw)["b"].values
+    except Exception as exc:  # xarray raises several types for bad units
+        raise TimeBoundsError(f"cannot decode time bounds {bounds.name!r} with units {units!r} "
+                              f"and calendar {calendar!r}: {exc}") from exc
+    if np.issubdtype(time_var.dtype, np.datetime64) and np.issubdtype(decoded.dtype, np.datetime64):
+        decoded = decoded.astype(time_var.dtype)
+    return decoded

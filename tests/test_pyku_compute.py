@@ -11,9 +11,11 @@ import sys
 import textwrap
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import cloudpickle
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
@@ -60,10 +62,17 @@ def test_same_bytes_single_threaded_and_on_a_local_cluster(tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+                                      dashboard_address=":0", local_directory=tmp_path / "dask") as cluster, \
+                distributed.Client(cluster) as client:
             client.run(regrid.clear_cache)
             parallel = compute.persistent_processing(preprocess, files, tmp_path / "par")
             per_worker = client.run(regrid.cache_info)
+            # A file that fails on a worker is named; the others' results are kept.
+            broken = tmp_path / "in" / "tas_broken.nc"
+            broken.write_text("not a NetCDF file")
+            with pytest.raises(pyku.ProcessingError, match="tas_broken.nc") as info:
+                compute.persistent_processing(counting(str(tmp_path)), [files[0], str(broken), files[2]],
+                                              tmp_path / "failing")
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
@@ -78,6 +87,48 @@ def test_same_bytes_single_threaded_and_on_a_local_cluster(tmp_path):
     assert set(out.data_vars) >= {"pr", "crs"} and out.pr.attrs["units"] == "kg m-2 s-1"
     assert out.time.values[0] == np.datetime64("1980-01-01T00:00")
     assert out.pr.encoding["chunksizes"][0] == out.sizes["time"]  # whole series per chunk
+    outputs = info.value.outputs
+    assert list(info.value.failures) == [str(broken)] and outputs[1] is None
+    assert Path(outputs[0]).exists() and Path(outputs[2]).exists()
+    assert xr.open_dataset(outputs[2]).tas.attrs["units"] == "K"
+
+
+def project_only(ds):
+    """The seed's chain without the units step, so the stored packing still fits the values."""
+    ds = ds.pyku.project("HYR-LAEA-5")
+    ds = ds.pyku.set_time_labels_from_time_bounds(how="lower")
+    return ds.pyku.to_cmor_varnames()
+
+
+def test_packed_input_stays_packed_and_coordinates_have_no_fill_value(tmp_path, monkeypatch):
+    src = resources.sample_dataset("tas", days=4, coarsen=8)
+    src["T_2M_nofill"] = src.T_2M.assign_attrs(long_name="packed without a fill value")
+    src.T_2M.encoding.update(dtype="int16", scale_factor=0.01, add_offset=0.0, _FillValue=np.int16(-9999))
+    src.T_2M_nofill.encoding = {"dtype": "int16", "scale_factor": 0.01}
+    path = tmp_path / "tas_packed.nc"
+    with warnings.catch_warnings():  # "... as an integer dtype without any _FillValue": no NaN here
+        warnings.simplefilter("ignore", xr.SerializationWarning)
+        src.to_netcdf(path)
+    budget = 64 * 1024
+    monkeypatch.setattr(compute, "CHUNK_BYTES", budget)
+
+    [out] = compute.persistent_processing(project_only, [path], tmp_path / "out")
+
+    with netCDF4.Dataset(out) as nc:
+        for name, fill in (("tas", -9999), ("T_2M_nofill", netCDF4.default_fillvals["i2"])):
+            var = nc[name]
+            assert var.dtype == np.int16 and var.scale_factor == 0.01, name
+            assert var._FillValue == fill, name  # NaN outside the source domain needs one
+            chunk_bytes = np.prod(var.chunking()) * var.dtype.itemsize
+            assert budget / 4 < chunk_bytes <= budget, (name, var.chunking())
+            assert var.chunking()[0] == nc.dimensions["time"].size
+        for name in ("time", "time_bnds", "x", "y", "lat", "lon"):
+            assert "_FillValue" not in nc[name].ncattrs(), name
+    expected = project_only(xr.open_dataset(path))
+    got = xr.open_dataset(out)
+    assert np.isnan(got.tas.values).any() and np.isfinite(got.tas.values).any()
+    np.testing.assert_array_equal(got.tas.values, expected.tas.values)
+    np.testing.assert_array_equal(got.T_2M_nofill.values, expected.T_2M_nofill.values)
 
 
 def test_rerun_skips_files_already_done(tmp_path):

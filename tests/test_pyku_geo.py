@@ -6,6 +6,8 @@ bilinear must be clearly better, and cells outside the source domain are
 NaN, never a far-away edge value.
 """
 
+import warnings
+
 import numpy as np
 import pyproj
 import pytest
@@ -221,3 +223,77 @@ def test_global_regular_source_across_the_greenwich_seam():
         assert np.isfinite(out.t2m.values).all(), method
     err = np.abs(out.t2m.values - field(out.lat.values, out.lon.values)[0])  # bilinear, 1° source
     assert err.max() < 0.05
+
+
+def test_hyr_lcc_5_grid_shape_and_edges():
+    grid = pyku.get_grid("HYR-LCC-5")
+    assert grid.shape == (220, 240)
+    # Outer edges (3500000, 2100000)-(4700000, 3200000): centres half a cell inside.
+    assert grid.x[[0, -1]].tolist() == [3502500.0, 4697500.0]
+    assert grid.y[[0, -1]].tolist() == [3197500.0, 2102500.0]
+    assert (grid.x[0] - 2500, grid.y[-1] - 2500, grid.x[-1] + 2500, grid.y[0] + 2500) == (
+        3500000.0, 2100000.0, 4700000.0, 3200000.0)
+    lcc = "+proj=lcc +lat_0=52 +lon_0=10 +lat_1=35 +lat_2=65 +x_0=4000000 +y_0=2800000 +ellps=GRS80"
+    assert grid.pyproj_crs.equals(pyproj.CRS(lcc))
+    out = rotated_source(coarsen=8, days=1).pyku.project("HYR-LCC-5")
+    assert dict(out.T_2M.sizes) == {"time": 1, "y": 220, "x": 240}
+    assert out.crs.attrs["grid_mapping_name"] == "lambert_conformal_conic"
+
+
+def decimal_exact(values, decimals):
+    """Each value is the double nearest to its decimal rounding."""
+    return all(float(f"{v:.{decimals}f}") == v for v in values)
+
+
+def test_eur44_follows_the_official_cordex_table():
+    # WCRP-CORDEX domain-tables, CORDEX-CMIP5_rotated_grids.csv:
+    # EUR-44,106,103,-28.21,17.99,-23.21,21.67,0.44,0.44,-162.0,39.25
+    grid = pyku.get_grid("EUR-44")
+    assert grid.shape == (103, 106) and grid.dims == ("rlat", "rlon")
+    assert grid.x[[0, -1]].tolist() == [-28.21, 17.99]
+    assert grid.y[[0, -1]].tolist() == [-23.21, 21.67]
+    assert decimal_exact(grid.x, 2) and decimal_exact(grid.y, 2)
+    np.testing.assert_allclose(np.diff(grid.x), 0.44, atol=1e-12)
+    cf = grid.to_dataset().rotated_pole.attrs
+    assert (cf["grid_north_pole_latitude"], cf["grid_north_pole_longitude"]) == (39.25, -162.0)
+
+
+def test_eur11_centres_are_exact_decimals():
+    grid = pyku.get_grid("EUR-11")
+    assert grid.x[[0, -1]].tolist() == [-28.375, 18.155]
+    assert grid.y[[0, -1]].tolist() == [-23.375, 21.835]
+    assert decimal_exact(grid.x, 3) and decimal_exact(grid.y, 3)  # as real EUR-11 files store them
+    assert -24.635 in grid.x  # -28.375 + 34 * 0.11 in floating point is -24.634999999999998
+
+
+@pytest.mark.parametrize("how_bounds_are_coords", ["decode_coords_all", "set_coords"])
+def test_project_keeps_non_spatial_coordinates(tmp_path, how_bounds_are_coords):
+    path = tmp_path / "tas.nc"
+    src = resources.sample_dataset("tas", days=3, coarsen=8)
+    src.coords["height"] = ((), 2.0, {"standard_name": "height", "units": "m"})
+    src.to_netcdf(path)
+    if how_bounds_are_coords == "decode_coords_all":  # also makes rotated_pole a coordinate
+        ds = xr.open_dataset(path, decode_coords="all")
+    else:
+        ds = xr.open_dataset(path).set_coords("time_bnds")
+    assert "time_bnds" in ds.coords
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no time bounds" warning
+        out = ds.pyku.project("HYR-LAEA-5")
+        assert "time_bnds" in out.coords and out.height.item() == 2.0
+        assert "rotated_pole" not in out.variables  # the old grid mapping is gone
+        out = out.pyku.set_time_labels_from_time_bounds(how="lower")
+        out = out.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    np.testing.assert_array_equal(out.time.values, src.time_bnds.values[:, 0])
+    assert out.time.values[0] == np.datetime64("1980-01-01T00:00")
+    assert out.tas.attrs["grid_mapping"] == "crs" and set(out.data_vars) == {"tas", "crs"}
+    np.testing.assert_array_equal(out.time_bnds.values, src.time_bnds.values)
+
+
+def test_project_to_rotated_target_replaces_the_source_grid_mapping():
+    ds = rotated_source(coarsen=8, days=1)
+    ds.rotated_pole.attrs["note"] = "source"
+    out = ds.pyku.project("EUR-44")
+    assert "note" not in out.rotated_pole.attrs and out.rotated_pole.dtype == np.int32
+    assert list(out.data_vars) == ["T_2M", "time_bnds", "rotated_pole"]

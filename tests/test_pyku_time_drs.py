@@ -141,3 +141,58 @@ def test_units_errors_name_the_variable():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         daily("mystery", "furlong").pyku.to_cmor_units()  # not a CMOR variable: left alone
+
+
+def test_undecoded_time_bounds_are_decoded_with_the_time_units_or_refused():
+    # time_bnds found by its name only (no "bounds" attribute): xarray leaves it raw.
+    ds = daily()
+    ds.time.attrs.pop("bounds")
+    ds.time.encoding.update(units="days since 1980-01-01", calendar="proleptic_gregorian")
+    raw = (ds.time_bnds.values - np.datetime64("1980-01-01")) / np.timedelta64(1, "D")
+    ds["time_bnds"] = (("time", "bnds"), raw)
+    assert ds.time_bnds.dtype == np.float64
+    out = ds.pyku.set_time_labels_from_time_bounds(how="lower")
+    assert out.time.dtype == ds.time.dtype
+    np.testing.assert_array_equal(out.time.values, daily().time_bnds.values[:, 0])
+
+    ds.time.encoding.clear()  # no units anywhere: refuse rather than put floats on the time axis
+    with pytest.raises(pyku.TimeBoundsError, match="time_bnds.*not decoded"):
+        ds.pyku.set_time_labels_from_time_bounds(how="lower")
+
+
+def test_undecoded_times_in_units_conversion_name_the_variable(tmp_path):
+    def write(ds, name):
+        ds.time.encoding["units"] = "hours since 1980-01-01"
+        ds.to_netcdf(tmp_path / name)
+        return xr.open_dataset(tmp_path / name, decode_times=False).pyku.to_cmor_varnames()
+
+    ds = write(daily("TOT_PREC", "mm", values=[86.4, 0.0]), "pr.nc")
+    assert ds.time.dtype.kind in "if"  # raw numbers
+    with pytest.raises(pyku.UnitsError, match="'pr'.*'time'.*decode_times"):
+        ds.pyku.to_cmor_units()
+    with pytest.raises(pyku.UnitsError, match="'pr'.*'time'.*decode_times"):
+        ds.drop_vars("time_bnds").pyku.to_cmor_units()
+    # Without a time step to find, undecoded times do not matter.
+    tas = write(daily(units="degC"), "tas.nc")
+    assert tas.pyku.to_cmor_units().tas.attrs["units"] == "K"
+
+
+def test_one_step_without_bounds_is_a_clear_error():
+    ds = daily("TOT_PREC", "mm", values=[86.4]).drop_vars("time_bnds")
+    with pytest.raises(pyku.UnitsError, match="'pr'.*cannot infer the time step from one step without bounds"):
+        ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    # With bounds, one step is enough.
+    one = daily("TOT_PREC", "mm", values=[86.4]).pyku.to_cmor_varnames().pyku.to_cmor_units()
+    np.testing.assert_allclose(one.pr.values, [1e-3], rtol=1e-6)
+
+
+def test_converted_values_drop_the_old_packing():
+    ds = daily("PS", "hPa", values=[1013.2, 980.1])
+    ds.PS.encoding.update(dtype="int16", scale_factor=0.1, add_offset=0.0, _FillValue=np.int16(-32767))
+    out = ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    assert out.ps.attrs["units"] == "Pa"
+    # 101320 Pa does not fit int16 packed with scale 0.1: the packing was for hPa.
+    assert not {"dtype", "scale_factor", "add_offset", "_FillValue"} & set(out.ps.encoding)
+    kept = daily("PS", "Pa").rename(PS="ps")
+    kept.ps.encoding.update(dtype="int16", scale_factor=2.0)
+    assert kept.pyku.to_cmor_units().ps.encoding["scale_factor"] == 2.0  # no conversion: kept
