@@ -94,6 +94,10 @@ def main(argv=None):
     files = resources.write_sample_files(workdir / "input", variables=("tas", "pr"),
                                          years=range(1980, 1980 + args.years), days=args.days,
                                          overwrite=False)
+    # Dask's scratch space (LocalCluster, spilling) in our temporary directory, not /tmp.
+    import dask
+
+    dask.config.set({"temporary-directory": tempdir.name})
     client, mode = start_client(args)
     try:
         started = time.perf_counter()

@@ -80,9 +80,10 @@ def persistent_processing(func, files, tmpdir, chunks=None, *, compression=1, op
     globals it uses, recursively for functions and ``module.attr`` of the
     user's own modules; other captured values (a Grid, a path, a dataclass,
     ``functools.partial`` arguments) by value, plus pyku's own source.  The
-    content hash is remembered in a hidden ``.<input>.*.hash`` sidecar in
-    ``tmpdir`` per stat identity (path, size, mtime, ctime, inode), so a
-    re-run of finished work stats the inputs instead of reading them.
+    content hash is remembered in a hidden ``.<input>.<path hash>.hash``
+    sidecar in ``tmpdir`` with the stat identity it holds for (path, size,
+    mtime, ctime, inode), so a re-run of finished work stats the inputs
+    instead of reading them.
     Outputs of older keys are left in ``tmpdir``.
     """
     paths = [os.path.abspath(os.fspath(f)) for f in files]
@@ -202,9 +203,14 @@ def _prepare(ds, chunks, compression):
     encoding = {}
     for name, var in ds.variables.items():
         entry = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
+        for key in ("bounds", "grid_mapping"):  # links decode_coords="all" moved to the encoding
+            ref = var.encoding.get(key)
+            if ref and key not in var.attrs and str(ref).split(":")[0].split()[0] in ds.variables:
+                entry[key] = ref
         if name in ds.dims or (name in no_fill and "_FillValue" not in entry):
             entry["_FillValue"] = None
-        elif _integer_dtype(entry) and var.dtype.kind == "f" and not {"_FillValue", "missing_value"} & set(entry):
+        elif (_integer_dtype(entry) and var.dtype.kind == "f"
+              and not {"_FillValue", "missing_value"} & set(entry)):
             # Float data (NaN outside a projected domain) packed into integers
             # needs a fill value, or NaN would be cast to an arbitrary integer.
             entry["_FillValue"] = _default_fill(entry["dtype"])

@@ -187,7 +187,8 @@ def time_step_seconds(ds, name, time="time"):
     """Length of each time step of ``ds[name]`` in seconds, along ``time``.
 
     From the time bounds if there are any, else from the spacing of the time
-    labels if it is constant.
+    labels if it is constant.  Undecoded times (``decode_times=False``) and a
+    single step without bounds raise :class:`UnitsError` naming ``name``.
     """
     var = ds[name]
     if time not in var.dims:

@@ -6,8 +6,8 @@ same processing code.  The key therefore covers
 * the input: its absolute path, size, mtime and a blake2b hash of its whole
   content (sampling would let two files that differ only in the middle
   collide).  The hash is remembered in a small sidecar file next to the
-  outputs, keyed by the input's stat identity (path, size, mtime_ns,
-  ctime_ns, inode), so a re-run of a finished collection costs one ``stat``
+  outputs together with the stat identity it holds for (path, size,
+  mtime_ns, ctime_ns, inode), so a re-run of a finished collection costs one ``stat``
   and one tiny read per input instead of reading every input again;
 * the function: its bytecode, constants, defaults, closure values and the
   globals it uses — recursively for functions, following ``mod.attr`` for
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dis
 import functools
-import glob
 import hashlib
 import importlib.resources
 import json
@@ -68,28 +67,28 @@ def cache_key(path, token, cache_dir=None):
 def content_digest(path, st=None, cache_dir=None):
     """blake2b hex digest of the whole content of ``path``, remembered in ``cache_dir``.
 
-    The sidecar ``.<name>.<path hash>.<stat hash>.hash`` holds the digest
-    for one stat identity (path, size, mtime_ns, ctime_ns, inode).  A write
-    to the file changes mtime_ns and ctime_ns (ctime also when mtime is
-    forged with ``os.utime``), a replacement changes the inode, so a
-    changed file never matches an old sidecar.  As in git's "racy" check, a
-    sidecar not written strictly after the file's last change (same clock
-    tick) is not trusted: the file could have changed again within that tick.
-    Sidecars are written to a temporary name and renamed, so concurrent
-    writers of one input (which write the same digest) cannot corrupt them.
+    The sidecar ``.<name>.<path hash>.hash`` (one per input path, so nothing
+    accumulates and no directory listing is needed) holds the digest with
+    the stat identity it was taken at: path, size, mtime_ns, ctime_ns and
+    inode.  A write to the file changes mtime_ns and ctime_ns (ctime also
+    when mtime is forged with ``os.utime``), a replacement changes the
+    inode, so a changed file never matches the sidecar and is hashed again.
+    As in git's "racy" check, a sidecar not written strictly after the
+    file's last change (same clock tick) is not trusted: the file could have
+    changed again within that tick.  Sidecars are written to a temporary
+    name and renamed, so concurrent writers never leave a torn one.
     """
     path = os.path.abspath(path)
     st = st or os.stat(path)
     if cache_dir is None:
         return _hash_content(path)
     ident = _stat_identity(path, st)
-    prefix = f".{os.path.basename(path)}.{_short_hash(path, 6)}."
-    sidecar = Path(cache_dir) / f"{prefix}{_short_hash(json.dumps(ident, sort_keys=True), 10)}.hash"
+    sidecar = Path(cache_dir) / f".{os.path.basename(path)}.{_short_hash(path, 8)}.hash"
     digest = _read_sidecar(sidecar, ident, st)
     if digest is None:
         digest = _hash_content(path)
         if _stat_identity(path, os.stat(path)) == ident:  # unchanged while we read it
-            _write_sidecar(sidecar, ident, digest, prefix)
+            _write_sidecar(sidecar, ident, digest)
     return digest
 
 
@@ -117,31 +116,26 @@ def _short_hash(text, size):
 
 
 def _read_sidecar(sidecar, ident, st):
+    """The digest in ``sidecar`` if it is for ``ident`` and was written after the file changed."""
     try:
-        side_mtime = sidecar.stat().st_mtime_ns
-        record = json.loads(sidecar.read_text())
+        with open(sidecar, "rb") as f:
+            written = os.fstat(f.fileno()).st_mtime_ns
+            record = json.loads(f.read())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("ident") != ident:
+    if not isinstance(record, dict) or record.get("ident") != ident or written <= st.st_ctime_ns:
         return None
     digest = record.get("digest")
-    if not isinstance(digest, str) or side_mtime <= st.st_ctime_ns:
-        return None
-    return digest
+    return digest if isinstance(digest, str) else None
 
 
-def _write_sidecar(sidecar, ident, digest, prefix):
-    """Write atomically, then drop this input's sidecars of older stat identities."""
+def _write_sidecar(sidecar, ident, digest):
     part = sidecar.with_name(f"{sidecar.name}.{host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
         part.write_text(json.dumps({"ident": ident, "digest": digest}))
         os.replace(part, sidecar)
     except OSError:  # a read-only or full directory only costs the next run a read
         part.unlink(missing_ok=True)
-        return
-    for old in sidecar.parent.glob(glob.escape(prefix) + "*.hash"):
-        if old.name != sidecar.name:
-            old.unlink(missing_ok=True)
 
 
 def host_tag():
@@ -154,8 +148,9 @@ def host_tag():
 def func_token(func, *extra):
     """Hex token of ``func``'s code and the values it depends on, plus ``extra``."""
     h = hashlib.blake2b(digest_size=16)
-    _feed(h, func, set())
-    _feed(h, extra, set())
+    seen = {}  # id -> object: holding the object keeps its id from being reused
+    _feed(h, func, seen)
+    _feed(h, extra, seen)
     h.update(library_token().encode())
     return h.hexdigest()
 
@@ -181,7 +176,7 @@ def _feed(h, obj, seen):
     if id(obj) in seen:
         h.update(b"<cycle>")
         return
-    seen.add(id(obj))
+    seen[id(obj)] = obj
     if isinstance(obj, functools.partial):
         h.update(b"partial")
         for part in (obj.func, obj.args, obj.keywords):
@@ -222,12 +217,13 @@ def _feed_container(h, obj, seen):
 
 def _tokenize(obj):
     """dask's deterministic token of a value, or its type if it has none."""
+    import dask
     from dask.base import tokenize
-    from dask.tokenize import TokenizationError
 
     try:
-        return tokenize(obj, ensure_deterministic=True)
-    except TokenizationError:
+        with dask.config.set({"tokenize.ensure-deterministic": True}):
+            return tokenize(obj)
+    except Exception:  # TokenizationError (a RuntimeError); older dask raised others
         name = f"{type(obj).__module__}.{type(obj).__qualname__}"
         warnings.warn(f"persistent_processing: a {name} used by func cannot be hashed "
                       "deterministically; it counts by its type only, so changing it "

@@ -48,6 +48,13 @@ def set_time_labels_from_time_bounds(ds, how="lower", time="time"):
     xarray.Dataset
         A copy with new time labels (attributes and on-disk encoding kept);
         unchanged, with a warning, if there are no time bounds.
+
+    Raises
+    ------
+    TimeBoundsError
+        For an unknown ``how``, malformed bounds, or bounds xarray left as
+        raw numbers that cannot be decoded (no units on them or on ``time``);
+        raw bounds with known units are decoded first.
     """
     if how not in HOWS:
         raise TimeBoundsError(f"how={how!r} is not one of {', '.join(HOWS)}")
@@ -108,15 +115,21 @@ def _comparable_bounds(time_var, bounds, values):
         raise TimeBoundsError(f"{time_var.name!r} holds raw {time_var.dtype} values but its bounds "
                               f"{bounds.name!r} are dates; open the file with decode_times=True")
     source = bounds.attrs if "units" in bounds.attrs else time_var.encoding
-    units, calendar = source.get("units"), source.get("calendar", "standard")
+    units = source.get("units")
+    calendar = source.get("calendar") or time_var.encoding.get("calendar") or "standard"
     if not units or "since" not in str(units):
         raise TimeBoundsError(f"time bounds {bounds.name!r} were not decoded (raw {bounds.dtype} "
                               f"values) and neither they nor {time_var.name!r} say in which units; "
                               "give them a units attribute such as 'days since 1949-12-01' "
                               "and decode them (xarray.decode_cf)")
     raw = xr.Dataset({"b": (("n", "two"), values, {"units": units, "calendar": calendar})})
+    options = {}
+    if time_var.dtype == object:  # cftime labels: cftime bounds, whatever the calendar
+        coders = getattr(xr, "coders", None)  # xarray >= 2025.01
+        options = ({"decode_times": coders.CFDatetimeCoder(use_cftime=True)} if coders
+                   else {"use_cftime": True})
     try:
-        decoded = xr.decode_cf(raw)["b"].values
+        decoded = xr.decode_cf(raw, **options)["b"].values
     except Exception as exc:  # xarray raises several types for bad units
         raise TimeBoundsError(f"cannot decode time bounds {bounds.name!r} with units {units!r} "
                               f"and calendar {calendar!r}: {exc}") from exc

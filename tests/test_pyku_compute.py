@@ -54,6 +54,7 @@ def sample_files(directory, **kwargs):
 
 
 def test_same_bytes_single_threaded_and_on_a_local_cluster(tmp_path):
+    import dask
     import distributed
 
     files = sample_files(tmp_path / "in")
@@ -61,8 +62,10 @@ def test_same_bytes_single_threaded_and_on_a_local_cluster(tmp_path):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import tests/
     try:
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=":0", local_directory=tmp_path / "dask") as cluster, \
+        # Worker and scheduler scratch space under tmp_path, not /tmp/dask-scratch-space.
+        with dask.config.set({"temporary-directory": str(tmp_path / "dask")}), \
+                distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                         dashboard_address=":0", local_directory=tmp_path / "dask") as cluster, \
                 distributed.Client(cluster) as client:
             client.run(regrid.clear_cache)
             parallel = compute.persistent_processing(preprocess, files, tmp_path / "par")
@@ -91,6 +94,27 @@ def test_same_bytes_single_threaded_and_on_a_local_cluster(tmp_path):
     assert list(info.value.failures) == [str(broken)] and outputs[1] is None
     assert Path(outputs[0]).exists() and Path(outputs[2]).exists()
     assert xr.open_dataset(outputs[2]).tas.attrs["units"] == "K"
+
+
+def units_only(ds):
+    return ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+
+
+def test_decode_coords_all_keeps_time_bounds_and_their_links(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980,))
+    opened = {"decode_coords": "all"}  # time_bnds and rotated_pole become coordinates
+    [seed] = compute.persistent_processing(preprocess, files, tmp_path / "seed", open_kwargs=opened)
+    [plain] = compute.persistent_processing(units_only, files, tmp_path / "plain", open_kwargs=opened)
+    src = xr.open_dataset(files[0])
+    with netCDF4.Dataset(seed) as nc:
+        assert nc["time"].getncattr("bounds") == "time_bnds"
+        assert nc["tas"].getncattr("grid_mapping") == "crs" and "rotated_pole" not in nc.variables
+    out = xr.open_dataset(seed)
+    np.testing.assert_array_equal(out.time.values, src.time_bnds.values[:, 0])  # lower bounds
+    np.testing.assert_array_equal(out.time_bnds.values, src.time_bnds.values)
+    with netCDF4.Dataset(plain) as nc:  # not projected: the source's links are written back
+        assert nc["time"].getncattr("bounds") == "time_bnds"
+        assert nc["tas"].getncattr("grid_mapping") == "rotated_pole" and "rotated_pole" in nc.variables
 
 
 def project_only(ds):

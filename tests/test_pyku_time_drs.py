@@ -155,6 +155,14 @@ def test_undecoded_time_bounds_are_decoded_with_the_time_units_or_refused():
     assert out.time.dtype == ds.time.dtype
     np.testing.assert_array_equal(out.time.values, daily().time_bnds.values[:, 0])
 
+    # cftime labels get cftime bounds, in the calendar of the time coordinate.
+    labels = [cftime.DatetimeNoLeap(2001, 3, 1, 12), cftime.DatetimeNoLeap(2001, 3, 2, 12)]
+    noleap = xr.Dataset({"tas": ("time", [1.0, 2.0]),
+                         "time_bnds": (("time", "bnds"), [[0.0, 1.0], [1.0, 2.0]])}, coords={"time": labels})
+    noleap.time.encoding.update(units="days since 2001-02-28", calendar="noleap")
+    out = noleap.pyku.set_time_labels_from_time_bounds(how="upper")
+    assert list(out.time.values) == [cftime.DatetimeNoLeap(2001, 3, 1), cftime.DatetimeNoLeap(2001, 3, 2)]
+
     ds.time.encoding.clear()  # no units anywhere: refuse rather than put floats on the time axis
     with pytest.raises(pyku.TimeBoundsError, match="time_bnds.*not decoded"):
         ds.pyku.set_time_labels_from_time_bounds(how="lower")
@@ -179,7 +187,8 @@ def test_undecoded_times_in_units_conversion_name_the_variable(tmp_path):
 
 def test_one_step_without_bounds_is_a_clear_error():
     ds = daily("TOT_PREC", "mm", values=[86.4]).drop_vars("time_bnds")
-    with pytest.raises(pyku.UnitsError, match="'pr'.*cannot infer the time step from one step without bounds"):
+    with pytest.raises(pyku.UnitsError,
+                       match="'pr'.*cannot infer the time step from one step without bounds"):
         ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
     # With bounds, one step is enough.
     one = daily("TOT_PREC", "mm", values=[86.4]).pyku.to_cmor_varnames().pyku.to_cmor_units()
