@@ -153,15 +153,17 @@ def op_probe(p):
     reached = ssh_conn[2] if len(ssh_conn) == 4 else None
     listen = p.get("listen") or reached or p.get("address")
 
-    busy = []
+    busy, free_port = [], None
+    # Port 0 in "ports" asks for a free port: the launch then knows the
+    # scheduler's address before starting it, and starts the workers at once.
     for port in p.get("ports", []):
-        if not port:
-            continue
         s = socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET)
         # As the scheduler will: TIME_WAIT leftovers of a previous run do not count.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((listen, port))
+            if port == 0 and free_port is None:
+                free_port = s.getsockname()[1]
         except OSError:
             busy.append(port)
         finally:
@@ -180,6 +182,7 @@ def op_probe(p):
             "hostname": socket.gethostname(),
             "listen": listen,
             "busy_ports": busy,
+            "free_port": free_port,
             "executable": sys.executable,
     }
 

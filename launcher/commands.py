@@ -41,10 +41,10 @@ def process_env(inv: Inventory) -> dict[str, str]:
     return env
 
 
-def scheduler_argv(inv: Inventory, listen: str) -> list[str]:
+def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list[str]:
     spec = inv.scheduler
     argv = [python_of(spec), "-m", "distributed.cli.dask_scheduler",
-            "--host", listen, "--port", str(inv.port), "--protocol", inv.protocol,
+            "--host", listen, "--port", str(inv.port if port is None else port), "--protocol", inv.protocol,
             "--scheduler-file", "{rundir}/scheduler.json"]
     argv += ["--dashboard-address", host_port(listen, inv.dashboard_port)]
     if inv.protocol == "tls":
@@ -67,10 +67,10 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
 
 
 def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float,
-                      token: str = "<token>") -> dict:
+                      token: str = "<token>", port: int | None = None) -> dict:
     # The scheduler's scratch space too, or it makes /tmp/dask-scratch-space.
     env = dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{rundir}")
-    return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen),
+    return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen, port),
             "env": env, "log": "scheduler.log", "files": files, "token": token,
             "wait_file": "scheduler.json", "wait_timeout": timeout}
 

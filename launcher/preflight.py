@@ -45,11 +45,12 @@ class Probe:
 
 
 def payload(inv, spec: HostSpec, role: str) -> dict:
-    ports = [inv.port, inv.dashboard_port] if role == "scheduler" else []
+    # The scheduler's port (0: pick a free one now) and a fixed dashboard port.
+    ports = [inv.port] + ([inv.dashboard_port] if inv.dashboard_port else []) if role == "scheduler" else []
     return {
         "distributions": list(DISTRIBUTIONS) + list(inv.check),
         "fingerprint": list(FINGERPRINTED),
-        "ports": [p for p in ports if p and p > 0],
+        "ports": ports,
         "listen": spec.listen,
         "address": spec.address,
         "over_ssh": spec.transport == "ssh",

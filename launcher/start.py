@@ -83,8 +83,7 @@ class _Launch:
         try:
             hosts = await self._connect()
             probes, material = await self._preflight(hosts)
-            address, dashboard = await self._scheduler(probes[0], material)
-            await self._workers(probes[1:], address, material)
+            address, dashboard = await self._start(probes, material)
             self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
                        launch_seconds=round(time.perf_counter() - t0, 3),
                        tls=_client_tls(material) if material else None)
@@ -180,12 +179,43 @@ class _Launch:
             "protocol": self.inv.protocol, "scheduler": None, "dashboard": None,
             "hosts": self.records, "missing": self.missing, "tls": None, **extra})
 
-    async def _scheduler(self, probe, material) -> tuple[str, str | None]:
+    async def _start(self, probes, material) -> tuple[str, str | None]:
+        """Start the scheduler and, at the same time, the workers.
+
+        The scheduler's port is fixed before it starts (the inventory's, or a
+        free one the probe found), so its address is known and the workers
+        need not wait for it: their start (importing distributed, forking
+        the nannies) overlaps the scheduler's, and they connect as soon as
+        it listens. A failure of either stops the other at once.
+        """
+        sprobe = probes[0]
+        port = self.inv.port or sprobe.reply.get("free_port")
+        if not port:
+            raise LaunchError(f"{sprobe.spec.address}: no free port for the scheduler on {sprobe.listen}")
+        predicted = f"{self.inv.protocol}://{commands.host_port(sprobe.listen, port)}"
+        sched = asyncio.ensure_future(self._scheduler(sprobe, material, port))
+        workers = asyncio.ensure_future(self._workers(probes[1:], predicted, material))
+        try:
+            await asyncio.wait([sched, workers], return_when=asyncio.FIRST_EXCEPTION)
+            for task in (sched, workers):
+                if task.done():
+                    task.result()  # the first failure, if any
+            address, dashboard = await sched
+            await workers
+        finally:
+            for task in (sched, workers):
+                task.cancel()  # no-op when done; spawns in flight still finish and are recorded
+            await asyncio.gather(sched, workers, return_exceptions=True)
+        if address != predicted:
+            self.report.warn(f"the scheduler reports {address}, the workers were given {predicted}")
+        return address, dashboard
+
+    async def _scheduler(self, probe, material, port: int) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
         self.report.step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) if material else {}
         wait = min(self.timeout, inv.step_timeout)
-        payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait)
+        payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
         address = reply["wait_file"]["address"]
         port = reply["wait_file"].get("services", {}).get("dashboard")
