@@ -281,6 +281,12 @@ def op_stop(p):
         time.sleep(0.05)
         left = members()
     killed = 0
+    if not left and p.get("settle"):
+        # A launcher that died mid-spawn may have agents still starting
+        # processes with these tokens: look again after they had time to.
+        time.sleep(p["settle"])
+        left = members()
+        initial += len(left)
     if left:
         for pid in left:
             try:

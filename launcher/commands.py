@@ -52,8 +52,38 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     return argv
 
 
+# Workers start while the scheduler is still starting. This runs `dask worker`
+# with its (slow) import done at once, but its first connection attempt only
+# once the scheduler's port accepts: so the workers' death timeout counts from
+# a listening scheduler, not from a scheduler still importing distributed.
+WAIT_THEN_WORKER = """\
+import socket, sys, time
+from distributed.cli import dask_worker
+host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+deadline = time.monotonic() + limit
+while True:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit(f"the scheduler at {host}:{port} did not listen within {limit:g} s")
+        time.sleep(0.1)
+sys.argv = ["dask worker"] + sys.argv[4:]
+dask_worker.main()
+"""
+
+
+def scheduler_host_port(address: str) -> tuple[str, str]:
+    """("host", "port") of ``proto://host:port`` (IPv6 in brackets allowed)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), port
+
+
 def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, memory_limit: int | str) -> list[str]:
-    argv = [python_of(spec), "-m", "distributed.cli.dask_worker", scheduler,
+    host, port = scheduler_host_port(scheduler)
+    argv = [python_of(spec), "-c", WAIT_THEN_WORKER, host, port, f"{inv.step_timeout:g}", scheduler,
             "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads),
             "--memory-limit", str(memory_limit), "--nanny",
             "--host", listen, "--protocol", inv.protocol,
@@ -100,7 +130,9 @@ def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
     via = "local" if spec.transport == "local" else f"ssh {spec.user + '@' if spec.user else ''}{spec.address}"
     line = f"[{spec.address}] ({via}) {agent_command(spec)}  <<< agent {op}"
     if payload and "argv" in payload:
-        line += f"\n    starts: {' '.join(shlex.quote(a) for a in payload['argv'])}"
+        argv = ["'<wait until the scheduler listens, then run distributed.cli.dask_worker>'"
+                if a == WAIT_THEN_WORKER else shlex.quote(a) for a in payload["argv"]]
+        line += f"\n    starts: {' '.join(argv)}"
         line += f"\n    in {payload['rundir']} (log {payload['log']})"
     return line
 

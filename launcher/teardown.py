@@ -21,10 +21,15 @@ from .progress import Reporter
 from .transport import Connection, close_all, connection_key, open_connections
 
 
-async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.0, grace: float = 3.0) -> dict:
-    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors."""
+async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.0, grace: float = 3.0,
+                     settle: float = 0.0) -> dict:
+    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
+
+    ``settle``: look again after that many seconds (a half-launched cluster:
+    its dead launcher's agents may still be starting processes).
+    """
     return await conn.agent(
-        "stop", timeout=timeout + grace, tokens=[r["token"] for r in records],
+        "stop", timeout=timeout + grace + settle, tokens=[r["token"] for r in records], settle=settle,
         remove=[p for r in records for p in r["remove"]],
         prune=list(dict.fromkeys(p for r in records for p in r["prune"])), grace=grace)
 
@@ -49,6 +54,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
 
     t0 = time.perf_counter()
+    settle = 0.0 if rec.get("phase") == "running" else 2.0
     specs = state.host_specs(rec)
     conns, failed = await open_connections(specs)
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
@@ -66,7 +72,8 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
                 else:
                     groups.setdefault(key, []).append(r)
             replies = await asyncio.gather(
-                *(stop_trees(conns[k], recs) for k, recs in groups.items()), return_exceptions=True)
+                *(stop_trees(conns[k], recs, settle=settle) for k, recs in groups.items()),
+                return_exceptions=True)
             for (k, recs), reply in zip(groups.items(), replies):
                 if isinstance(reply, LaunchError):
                     summary["unreachable"][recs[0]["address"]] = str(reply)

@@ -20,11 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: int = 2,
                   protocol: str = "tls", cluster_extra: str = "", ssh_extra: str = "",
                   workers_extra: str = "", host_extra: dict[int, str] | None = None,
-                  scheduler: int = 0, extra_hosts: tuple[str, ...] = ()) -> Path:
+                  scheduler: int = 0, extra_hosts: tuple[str, ...] = (), death_timeout: float = 20) -> Path:
     """Write an inventory: scheduler on testbed host ``scheduler``, workers on ``workers``.
 
     Ports are 0 (any free port) so tests never collide with each other or a
     user's cluster; the PATH line makes the hosts use this interpreter.
+    ``death_timeout`` also bounds a worker's start (the nanny gives up after
+    it): keep it well above the start time of a loaded machine.
     """
     host_extra = host_extra or {}
     hosts = "\n".join(
@@ -38,7 +40,7 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
         protocol = "{protocol}"
         port = 0
         dashboard_port = 0
-        death_timeout = 5
+        death_timeout = {death_timeout:g}
         timeout = 60
         {cluster_extra}
 

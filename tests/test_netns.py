@@ -50,7 +50,7 @@ def test_cut_off_host(lab, state_dir, tmp_path):
         python = "{tb.python()}"
         port = 0
         dashboard_port = 0
-        death_timeout = 5
+        death_timeout = 10
 
         [ssh]
         user = "{tb.user}"
