@@ -1,0 +1,479 @@
+"""Shared helpers of the bench scripts (not a benchmark itself).
+
+Every bench script is standalone: it starts its own real OpenSSH testbed on
+127.0.0.N (tests/sshd.py), keeps the launcher's state in a private
+``XDG_STATE_HOME``, and cleans up what it started.  Only loopback addresses
+are bound or connected to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT), str(ROOT / "tests")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from sshd import start_testbed, sshd_available, free_port  # noqa: E402,F401
+from clusters import cluster_processes, session_members  # noqa: E402,F401
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def fmt_runs(xs, unit="s"):
+    return " ".join(f"{x:.2f}" for x in xs) + (f" {unit}" if unit else "")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def machine_line() -> str:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    load = os.getloadavg()
+    return (f"machine: {os.cpu_count()} CPUs, {mem / 2**30:.0f} GiB RAM, "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared with other work: noisy)")
+
+
+# --------------------------------------------------------------------------- private state
+
+
+@contextlib.contextmanager
+def private_state(prefix: str):
+    """A temp dir used as XDG_STATE_HOME (launcher state) and dask's temporary directory."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = os.path.join(d, "state")
+    os.makedirs(os.environ["XDG_STATE_HOME"], exist_ok=True)
+    try:
+        yield Path(d)
+    finally:
+        if old is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = old
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- inventories
+
+
+def write_inventory(path: Path, tb, *, name: str, workers, nworkers: int, memory_limit: str = "512MiB",
+                    protocol: str = "tls", timeout: float = 120, ports: dict[int, int] | None = None,
+                    known_hosts: str | None = None, scheduler: int = 0) -> Path:
+    """An inventory on testbed hosts: scheduler on host ``scheduler``, workers on hosts ``workers``.
+
+    ``ports`` maps a host index to the SSH port to use for it (e.g. a delaying
+    proxy in front of its sshd); ``known_hosts`` replaces the testbed's.
+    """
+    ports = ports or {}
+
+    def port_line(i):
+        return f"port = {ports[i]}\n" if i in ports else ""
+
+    hosts = "".join(f'[[host]]\naddress = "{tb.hosts[i].address}"\n{port_line(i)}\n' for i in workers)
+    text = textwrap.dedent(f"""\
+        [cluster]
+        name = "{name}"
+        env = '{tb.env_line()}'
+        python = "{tb.python()}"
+        protocol = "{protocol}"
+        port = 0
+        dashboard_port = 0
+        death_timeout = 60
+        timeout = {timeout:g}
+
+        [ssh]
+        user = "{tb.user}"
+        port = {tb.port}
+        identity = "{tb.identity}"
+        known_hosts = "{known_hosts or tb.known_hosts}"
+        config = "{tb.ssh_config}"
+        connect_timeout = 30
+
+        [scheduler]
+        address = "{tb.hosts[scheduler].address}"
+        {port_line(scheduler).strip()}
+
+        [workers]
+        nworkers = {nworkers}
+        nthreads = 1
+        memory_limit = "{memory_limit}"
+
+        """) + hosts
+    path.write_text(text)
+    return path
+
+
+# --------------------------------------------------------------------------- launch profile
+
+
+def _reporter_base():
+    from launcher.progress import Reporter
+
+    return Reporter
+
+
+def _phases(events) -> dict[str, float]:
+    """Seconds per step (connect, preflight, scheduler, workers) and to the first registered worker."""
+    start, out = {}, {}
+    for t, kind, what in events:
+        if kind == "step":
+            start[what] = t
+        elif kind == "done" and what in start:
+            out[what] = t - start[what]
+        elif kind == "workers" and what != "0" and "first_worker" not in out and "workers" in start:
+            out["first_worker"] = t - start["workers"]
+    return out
+
+
+def make_timing_reporter():
+    """A quiet launcher Reporter that records when each step starts and ends (perf_counter).
+
+    A subclass of the launcher's own Reporter, so callbacks added to it later
+    still work (they fall through to the quiet base class).
+    """
+    Reporter = _reporter_base()
+
+    class _Timing(Reporter):
+        def __init__(self):
+            super().__init__(quiet=True)
+            self.t0 = time.perf_counter()
+            self.events: list[tuple[float, str, str]] = []
+
+        def _ev(self, kind, what):
+            self.events.append((time.perf_counter() - self.t0, kind, what))
+
+        def step(self, name, detail=""):
+            self._ev("step", name)
+            super().step(name, detail)
+
+        def done(self, name, seconds, detail=""):
+            self._ev("done", name)
+            super().done(name, seconds, detail)
+
+        def workers(self, counts, expected):
+            self._ev("workers", str(sum(counts.get(k, 0) for k in expected)))
+            super().workers(counts, expected)
+
+        def phases(self):
+            return _phases(self.events)
+
+    return _Timing()
+
+
+class RoundTripCounter:
+    """Counts the launcher's agent steps per connection (``Connection.round_trips``).
+
+    Wraps ``open_connections`` where ``launcher.start`` and ``launcher.teardown``
+    imported it, so the connections of a launch/stop can be read after they
+    are closed.  Bench-side only: nothing of the launcher changes.
+    """
+
+    def __init__(self):
+        self.connections = []
+        self.steps = []  # (address, op, start, end) of every agent step, perf_counter
+
+    def __enter__(self):
+        import launcher.start as start
+        import launcher.teardown as teardown
+        from launcher.transport import Connection
+
+        self._agent = Connection.agent
+        steps = self.steps
+        orig_agent = self._agent
+
+        async def agent(conn, op, *a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return await orig_agent(conn, op, *a, **kw)
+            finally:
+                steps.append((conn.spec.address, op, t0, time.perf_counter()))
+
+        Connection.agent = agent
+
+        self._mods = [start, teardown]
+        self._orig = [m.open_connections for m in self._mods]
+        counter = self
+
+        def wrap(orig):
+            async def open_connections(specs):
+                conns, failed = await orig(specs)
+                counter.connections.extend(conns.values())
+                return conns, failed
+            return open_connections
+
+        for m, o in zip(self._mods, self._orig):
+            m.open_connections = wrap(o)
+        return self
+
+    def __exit__(self, *exc):
+        from launcher.transport import Connection
+
+        Connection.agent = self._agent
+        for m, o in zip(self._mods, self._orig):
+            m.open_connections = o
+
+    def take_steps(self) -> list[tuple[str, str, float, float]]:
+        out, self.steps[:] = list(self.steps), []
+        return out
+
+    def take(self) -> dict[str, int]:
+        out = {c.spec.address: c.round_trips for c in self.connections}
+        self.connections = []
+        return out
+
+
+# --------------------------------------------------------------------------- process checks
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds consumed so far by these processes (not their dead children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / tick
+
+
+def proc_start(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if rest[0] == "Z" else rest[19]
+
+
+def descendants(pids) -> list[tuple[int, str]]:
+    """(pid, starttime) of every live descendant of the given pids."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [c for p in pids for c in children.get(p, [])]
+    while todo:
+        p = todo.pop()
+        s = proc_start(p)
+        if s is not None:
+            out.append((p, s))
+        todo.extend(children.get(p, []))
+    return out
+
+
+def alive(procs) -> list[int]:
+    return [p for p, s in procs if proc_start(p) == s]
+
+
+def kill_procs(procs, sig=signal.SIGKILL) -> None:
+    for p in alive(procs):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+
+
+def pgrep_distributed() -> list[str]:
+    r = subprocess.run(["pgrep", "-af", "distributed"], capture_output=True, text=True)
+    return [ln for ln in r.stdout.splitlines() if ln.strip()]
+
+
+def leftovers(names=(), markers=(), tracked=()) -> list[str]:
+    """Our processes still alive: launcher clusters by name, pgrep lines with a marker, tracked pids."""
+    out = []
+    for n in names:
+        out += cluster_processes(n)
+    for line in pgrep_distributed():
+        pid = int(line.split()[0])
+        if pid == os.getpid():
+            continue
+        if any(m in line for m in markers):
+            out.append(line)
+    out += [f"{p} (tracked)" for p in alive(tracked)]
+    return sorted(set(out))
+
+
+def final_check(names=(), markers=(), tracked=(), dirs=()) -> bool:
+    """Print and return whether anything of ours is left (processes, run dirs)."""
+    left = leftovers(names, markers, tracked)
+    rundirs = [str(Path("~/.pyku-launch").expanduser() / n) for n in names
+               if (Path("~/.pyku-launch").expanduser() / n).exists()]
+    rundirs += [str(d) for d in dirs if Path(d).exists()]
+    others = len(pgrep_distributed())
+    print(f"cleanup: {len(left)} process(es) of ours left, {len(rundirs)} run dir(s) left "
+          f"(pgrep -af distributed: {others} line(s), none of them ours)" if not left and not rundirs else
+          f"cleanup: LEFT {left} {rundirs}")
+    return not left and not rundirs
+
+
+# --------------------------------------------------------------------------- delaying proxy
+
+
+def _loopback(address: str) -> None:
+    if not ipaddress.ip_address(address).is_loopback:
+        raise ValueError(f"refusing non-loopback address {address!r}")
+
+
+class DelayProxy:
+    """TCP proxies on loopback that delay every chunk by ``delay`` s in each direction.
+
+    One asyncio loop in a background thread.  ``add(listen_addr, target_addr,
+    target_port)`` returns the listening port.  A chunk read at time t is
+    written at t + delay, in order, without serialising the delays (so
+    throughput is unchanged and the round-trip time grows by 2 x delay).
+    Per connection it counts "turns": client->server data followed by
+    server->client data, i.e. protocol round trips on the wire.
+    """
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.loop = asyncio.new_event_loop()
+        self.servers = []
+        self.tasks = set()
+        self.writers = set()
+        self.turns: dict[tuple[str, int], list[int]] = {}  # (addr, port) -> turns per connection
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, listen: str, target: str, target_port: int) -> int:
+        _loopback(listen)
+        _loopback(target)
+        port = free_port(listen)
+
+        async def start():
+            srv = await asyncio.start_server(
+                lambda r, w: self._handle(r, w, target, target_port, (listen, port)), listen, port)
+            self.servers.append(srv)
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        return port
+
+    def reset_counts(self) -> None:
+        self.loop.call_soon_threadsafe(self.turns.clear)
+
+    def counts(self) -> dict:
+        return asyncio.run_coroutine_threadsafe(self._counts(), self.loop).result(10)
+
+    async def _counts(self):
+        return {k: list(v) for k, v in self.turns.items()}
+
+    async def _handle(self, cr, cw, target, port, key):
+        try:
+            sr, sw = await asyncio.open_connection(target, port)
+        except OSError:
+            cw.close()
+            return
+        self.writers.update((cw, sw))
+        state = {"last": None, "turns": 0}
+        idx = len(self.turns.setdefault(key, []))
+        self.turns[key].append(0)
+
+        def note(direction):
+            if direction == "s2c" and state["last"] == "c2s":
+                state["turns"] += 1
+                self.turns[key][idx] = state["turns"]
+            state["last"] = direction
+
+        t1 = asyncio.ensure_future(self._pump(cr, sw, "c2s", note))
+        t2 = asyncio.ensure_future(self._pump(sr, cw, "s2c", note))
+        self.tasks.update((t1, t2))
+        try:
+            await asyncio.gather(t1, t2, return_exceptions=True)
+        finally:
+            self.tasks.difference_update((t1, t2))
+            for w in (cw, sw):
+                w.close()
+                self.writers.discard(w)
+
+    async def _pump(self, reader, writer, direction, note):
+        q: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def deliver():
+            while True:
+                due, data = await q.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        if writer.can_write_eof():
+                            writer.write_eof()
+                    return
+                note(direction)
+                writer.write(data)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+
+        d = asyncio.ensure_future(deliver())
+        try:
+            while True:
+                try:
+                    data = await reader.read(65536)
+                except ConnectionError:
+                    data = b""
+                q.put_nowait((loop.time() + self.delay, data or None))
+                if not data:
+                    break
+            await d
+        finally:
+            d.cancel()
+
+    def close(self) -> None:
+        async def stop():
+            for s in self.servers:
+                s.close()
+            for w in list(self.writers):
+                w.close()
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.sleep(0.05)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def proxy_known_hosts(tb, ports: dict[int, int], path: Path) -> Path:
+    """known_hosts lines ``[addr]:port key`` for proxy ports, with the hosts' real keys."""
+    lines = []
+    for i, port in ports.items():
+        h = tb.hosts[i]
+        key = Path(h.host_key_pub).read_text().split()
+        lines.append(f"[{h.address}]:{port} {key[0]} {key[1]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
