@@ -56,6 +56,9 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
     if inv.protocol == "tcp":
         report.warn("protocol = \"tcp\": anyone who can reach the scheduler's port can run code "
                     "on your workers; use \"tls\" (the default) on shared networks")
+    if inv.death_timeout < 20:
+        report.warn(f"death_timeout = {inv.death_timeout:g} s also bounds how long a worker may take to "
+                    f"start (distributed's nanny kills it after): a loaded host may need more")
     run = _Launch(inv, report, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
                   timeout=inv.timeout if timeout is None else timeout)
     return await run.go()
