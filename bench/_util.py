@@ -325,6 +325,17 @@ def leftovers(names=(), markers=(), tracked=()) -> list[str]:
     return sorted(set(out))
 
 
+def stop_all(names) -> None:
+    """Stop every cluster a bench recorded under ``names``; a failed run may have left one."""
+    import launcher
+
+    for name in names:
+        try:
+            launcher.stop(name)
+        except Exception:
+            pass
+
+
 def final_check(names=(), markers=(), tracked=(), dirs=()) -> bool:
     """Print and return whether anything of ours is left (processes, run dirs)."""
     left = leftovers(names, markers, tracked)

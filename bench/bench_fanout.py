@@ -115,13 +115,7 @@ def main(argv=None) -> int:
             crashed = True
             traceback.print_exc()
         finally:
-            import launcher
-
-            for name in names:
-                try:
-                    launcher.stop(name)
-                except Exception:
-                    pass
+            u.stop_all(names)  # anything a failed run left recorded
             for p in proxies.values():
                 p.close()
             tb.close()

@@ -231,13 +231,7 @@ def main(argv=None) -> int:
             crashed = True
             traceback.print_exc()
         finally:
-            import launcher
-
-            for name in names:  # anything a failed run left recorded
-                try:
-                    launcher.stop(name)
-                except Exception:
-                    pass
+            u.stop_all(names)  # anything a failed run left recorded
             tb.close()
         report(counts, ours_rows, peer_rows, args.png, cli_rows)
     u.final_check(names=names, markers=[f"bl{os.getpid()}"], dirs=[tmp])

@@ -139,13 +139,7 @@ def main(argv=None) -> int:
             crashed = True
             traceback.print_exc()
         finally:
-            import launcher
-
-            for name in names:
-                try:
-                    launcher.stop(name)
-                except Exception:
-                    pass
+            u.stop_all(names)  # anything a failed run left recorded
             tb.close()
         base = {m: baseline(m) for m in ("sys", "distributed", "launcher.start")}
         report(rows, base)
