@@ -1,12 +1,17 @@
-"""The remote half of the launcher: one short Python program per step and host.
+"""The remote half of the launcher: one small Python program per host and command.
 
 The launcher never relies on the launcher package being installed on a host.
-It sends this file's source on the SSH channel's standard input to the host's
-interpreter (``python -``), followed by one call ``main("<json>")``; the
-program does one operation and prints one result line prefixed with
-:data:`MARK`. Sending everything on stdin keeps secrets (TLS keys) out of
-command lines, process listings and logs, and makes each step exactly one
-round trip.
+It starts the host's interpreter once per command and host, in a login shell
+after the inventory's ``env`` line, with a fixed one-line bootstrap
+(:data:`BOOTSTRAP`) that reads this file's source as the first line of
+standard input and runs :func:`serve`. From then on each step is one request
+line (JSON, with an id) on standard input and one reply line prefixed with
+:data:`MARK` on standard output: one round trip on a channel that is already
+open, so the SSH session, the login shell (``module load``, ``conda
+activate``, ``pyenv init`` …) and the interpreter's start are paid once per
+host, not once per step. Requests run in threads, so a slow one (a scheduler
+being waited for) does not hold up the next. Sending everything on stdin
+keeps secrets (TLS keys) out of command lines, process listings and logs.
 
 Only the standard library may be imported here, and only what an operation
 needs: a probe must not pay for importing dask.
@@ -26,14 +31,24 @@ import socket
 import stat as _stat
 import subprocess
 import sys
+import threading
 import time
 
 MARK = "@@pyku-launch@@ "
 
+# What the host runs (``python -c BOOTSTRAP``): read the agent's source from
+# the first line of stdin, then serve. The trailing comment names the process
+# in ``ps``.
+BOOTSTRAP = "import sys,json;exec(json.loads(sys.stdin.readline()));serve()  # pyku-launch agent"
 
-def _reply(obj):
-    sys.stdout.write(MARK + json.dumps(obj) + "\n")
-    sys.stdout.flush()
+_out = threading.Lock()
+
+
+def _reply(rid, reply):
+    line = MARK + json.dumps({"id": rid, "reply": reply}) + "\n"
+    with _out:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def _subst(text, rundir=""):
@@ -240,11 +255,11 @@ def op_spawn(p):
                     pass  # being written
             if proc.poll() is not None:
                 result["error"] = f"exited with code {proc.returncode}"
-                result["log_tail"] = _tail(log, 15)
+                result["log_tail"] = _tail(log, 60)
                 break
             if time.monotonic() > deadline:
                 result["error"] = f"did not write {p['wait_file']} within {p.get('wait_timeout', 30)} s"
-                result["log_tail"] = _tail(log, 15)
+                result["log_tail"] = _tail(log, 60)
                 break
             time.sleep(0.05)
     return result
@@ -333,10 +348,30 @@ def op_logs(p):
 OPS = {"probe": op_probe, "spawn": op_spawn, "status": op_status, "stop": op_stop, "logs": op_logs}
 
 
-def main(payload):
-    p = json.loads(payload)
+def _answer(request):
     try:
-        reply = OPS[p["op"]](p)
+        reply = OPS[request["op"]](request)
     except Exception as e:  # reported to the launcher, which names the host
         reply = {"error": f"{type(e).__name__}: {e}"}
-    _reply(reply)
+    try:
+        _reply(request.get("id"), reply)
+    except (OSError, ValueError):
+        pass  # the launcher has gone: nobody to tell
+
+
+def serve():
+    """Answer request lines from stdin, each in a thread of its own, until EOF.
+
+    EOF means the launcher closed the channel (or died): the agent exits,
+    and with it any request still running; whatever that request had
+    already started carries its token and is found by the next ``stop``.
+    Terminal signals (Ctrl-C reaches the whole foreground process group of a
+    local launch) are ignored so that the launcher's rollback can still use
+    this agent; a Python handler, unlike SIG_IGN, is not inherited by the
+    processes the agent starts.
+    """
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+    for line in sys.stdin:
+        if line.strip():
+            threading.Thread(target=_answer, args=(json.loads(line),), daemon=True).start()

@@ -52,12 +52,23 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     return argv
 
 
-# Workers start while the scheduler is still starting. This runs `dask worker`
-# with its (slow) import done at once, but its first connection attempt only
-# once the scheduler's port accepts: so the workers' death timeout counts from
-# a listening scheduler, not from a scheduler still importing distributed.
+# distributed's nannies fork their workers from a forkserver that preloads
+# these (distributed.utils.get_mp_context: "distributed", then its required
+# and optional packages that import). tests/test_commands.py checks the list
+# against the installed distributed; a missing one only costs speed.
+FORKSERVER_PRELOAD = ["distributed", "dask", "msgpack", "cloudpickle", "tornado", "toolz",
+                      "numpy", "pandas", "lz4"]
+
+# Workers start while the scheduler is still starting. This starts the
+# forkserver first (its imports run alongside this process's), imports
+# `dask worker` (slow) at once, but makes the first connection only once the
+# scheduler's port accepts: so the workers' death timeout counts from a
+# listening scheduler, and when it does listen the forkserver is ready to
+# fork the workers.
 WAIT_THEN_WORKER = """\
-import socket, sys, time
+import multiprocessing, multiprocessing.forkserver, socket, sys, time
+multiprocessing.get_context("forkserver").set_forkserver_preload(%r)
+multiprocessing.forkserver.ensure_running()
 from distributed.cli import dask_worker
 host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 deadline = time.monotonic() + limit
@@ -71,7 +82,7 @@ while True:
         time.sleep(0.1)
 sys.argv = ["dask worker"] + sys.argv[4:]
 dask_worker.main()
-"""
+""" % (FORKSERVER_PRELOAD,)
 
 
 def scheduler_host_port(address: str) -> tuple[str, str]:

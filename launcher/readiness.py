@@ -51,12 +51,20 @@ async def scheduler_alive(address: str, security, timeout: float = 3.0) -> bool:
 
 
 async def wait_for_workers(address: str, security, expected: dict[str, int], *, timeout: float,
-                           on_progress=None, interval: float = 0.1) -> Counter:
+                           on_progress=None, interval: float = 0.1, running=None,
+                           check_every: float = 2.0) -> Counter:
     """Poll the scheduler until every host's expected workers are in, or ``timeout``.
+
+    ``running(labels)``, if given, is asked every ``check_every`` seconds
+    which of the hosts still short of workers still have processes; a host
+    whose processes are all gone is waited for no longer, so a launch whose
+    workers crashed fails in seconds, not after ``timeout``.
 
     Returns the counts per host label reached at the end (complete or not).
     """
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + check_every
+    expected = dict(expected)
     counts: Counter = Counter()
     last = None
     while True:
@@ -69,8 +77,14 @@ async def wait_for_workers(address: str, security, expected: dict[str, int], *, 
         if on_progress is not None and snapshot != last:
             on_progress(counts)
             last = snapshot
-        if all(counts.get(lab, 0) >= n for lab, n in expected.items()):
+        short = {lab for lab, n in expected.items() if counts.get(lab, 0) < n}
+        if not short or time.monotonic() >= deadline:
             return counts
-        if time.monotonic() >= deadline:
-            return counts
+        if running is not None and time.monotonic() >= next_check:
+            alive = await running(short)
+            for lab in short - set(alive):
+                del expected[lab]
+            if not (short & set(alive)):
+                return counts
+            next_check = time.monotonic() + check_every
         await asyncio.sleep(interval)

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import asdict
 
-from . import commands, preflight, readiness, state, tls
+from . import commands, logtail, preflight, readiness, state, tls
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
@@ -169,8 +169,7 @@ class _Launch:
             raise
         rec.update(pid=reply.get("pid"), log=reply.get("log"))
         if "error" in reply:
-            tail = " | ".join(reply.get("log_tail", [])[-3:])
-            raise LaunchError(f"{spec.address}: {role} {reply['error']}: {tail}")
+            raise LaunchError(f"{spec.address}: {role} {reply['error']}: {logtail.summary(reply.get('log_tail', []))}")
         return reply
 
     def _save(self, phase: str, **extra) -> None:
@@ -258,15 +257,19 @@ class _Launch:
 
         sec = tls.security(**_client_tls(material)) if material else None
         expected = {s.label: s.nworkers for s in hosts}
+        exited: set[str] = set()
         arrived = await readiness.wait_for_workers(
             address, sec, expected, timeout=self.timeout,
-            on_progress=lambda counts: self.report.workers(counts, expected))
+            on_progress=lambda counts: self.report.workers(counts, expected),
+            running=lambda labels: self._still_running(labels, exited))
         late = [s for s in hosts if arrived.get(s.label, 0) < s.nworkers]
         if late:
             logs = await _log_tails(self.conns, late, inv.name, inv.step_timeout)
             for s in late:
+                when = ("when its processes exited" if s.label in exited
+                        else f"within {self.timeout:g} s")
                 self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
-                                         f"within {self.timeout:g} s{logs.get(s.label, '')}")
+                                         f"{when}{logs.get(s.label, '')}")
             if len(hosts) - len(late) < self.min_hosts:
                 raise LaunchError("workers did not arrive: " + "; ".join(
                     f"{s.address}: {self.missing[s.label]}" for s in late))
@@ -277,6 +280,24 @@ class _Launch:
                     self.records.remove(r)
                 self.report.host(s.address, f"left out: {self.missing[s.label]}")
         self.report.done("workers", time.perf_counter() - t)
+
+    async def _still_running(self, labels: set[str], exited: set[str]) -> set[str]:
+        """Which of these hosts' worker trees still have a process (one status step each).
+
+        A host that does not answer counts as running: only a tree known to
+        be gone cuts the wait for it short. Gone ones are added to ``exited``.
+        """
+        recs = [r for r in self.records if r["role"] == "workers" and r["label"] in labels]
+
+        async def alive(rec) -> bool:
+            reply = await self.conn(HostSpec(**rec["spec"])).agent(
+                "status", timeout=self.inv.step_timeout, tokens=[rec["token"]])
+            return reply["alive"][rec["token"]] > 0
+
+        answers = await asyncio.gather(*(alive(r) for r in recs), return_exceptions=True)
+        gone = {r["label"] for r, a in zip(recs, answers) if a is False}
+        exited |= gone
+        return labels - gone
 
 
 def _client_tls(material) -> dict:
@@ -309,9 +330,9 @@ async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
     """The last log lines of each host's workers, by label (all hosts at once)."""
     async def one(s):
         r = await conns[connection_key(s)].agent(
-            "logs", timeout=step_timeout, rundir=commands.run_dir(name, s, "workers"), n=3)
-        lines = [ln for v in r["logs"].values() for ln in v]
-        return " (log: " + " | ".join(lines[-3:]) + ")" if lines else ""
+            "logs", timeout=step_timeout, rundir=commands.run_dir(name, s, "workers"), n=60)
+        text = logtail.summary([ln for v in r["logs"].values() for ln in v])
+        return f" (log: {text})" if text else ""
 
     tails = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
     return {s.label: t for s, t in zip(specs, tails) if isinstance(t, str)}

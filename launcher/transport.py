@@ -2,25 +2,30 @@
 
 A :class:`Connection` is opened once per host for a whole command and every
 step reuses it. Its one verb, :meth:`Connection.agent`, runs one operation
-of :mod:`launcher.agent` on the host in a login shell after the inventory's
-``env`` line and returns the parsed reply. Failures become
+of :mod:`launcher.agent` on the host and returns the parsed reply. The agent
+is one process per connection, started (in a login shell, after the
+inventory's ``env`` line) as soon as the connection is open, so its start
+overlaps the other hosts' connects; each step is then one request line and
+one reply line on its standard input and output. Failures become
 :class:`~launcher.errors.LaunchError` messages that name the host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import json
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from .agent import MARK
+from .agent import BOOTSTRAP, MARK
 from .errors import LaunchError
 from .inventory import HostSpec
 
 _AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
+_LINE_LIMIT = 1 << 24  # a reply line (a log tail, a probe) is far below this
 
 
 def python_of(spec: HostSpec) -> str:
@@ -35,7 +40,7 @@ def python_of(spec: HostSpec) -> str:
 
 
 def shell_command(spec: HostSpec, command: str) -> str:
-    """``bash -l -c '<env> && <command>'``: what every remote step runs.
+    """``bash -l -c '<env> && <command>'``: how the agent is started on a host.
 
     A login shell, so the ``module load``/``source`` lines of HPC and lab
     environments work; ``env`` is the user's shell code and runs as written,
@@ -46,102 +51,187 @@ def shell_command(spec: HostSpec, command: str) -> str:
 
 
 def agent_command(spec: HostSpec) -> str:
-    """The shell command that runs the agent program fed on standard input."""
-    return shell_command(spec, f"exec {shlex.quote(python_of(spec))} -")
-
-
-def agent_program(payload: dict) -> str:
-    return _AGENT_SOURCE + f"\nmain({json.dumps(json.dumps(payload))})\n"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
+    """The shell command that starts the agent, which reads its program on stdin."""
+    return shell_command(spec, f"exec {shlex.quote(python_of(spec))} -c {shlex.quote(BOOTSTRAP)}")
 
 
 class Connection:
-    """An open connection to one host; subclasses implement :meth:`run`."""
+    """An open connection to one host and its agent process.
+
+    Subclasses implement :meth:`_start_process`, which returns an object with
+    asyncio-like ``stdin`` (``write``, ``drain``), ``stdout`` and
+    ``stderr`` (``readline``) byte streams.
+    """
 
     def __init__(self, spec: HostSpec):
         self.spec = spec
         self.round_trips = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._answered = False       # the agent has replied at least once
+        self._dead: str | None = None  # why the agent is gone
+        self._proc = None
+        self._starting: asyncio.Task | None = None
+        self._readers: list[asyncio.Task] = []
 
     @property
     def name(self) -> str:
         return self.spec.address
 
-    async def run(self, command: str, input: str | None, timeout: float) -> Result:
+    async def _start_process(self, command: str):
         raise NotImplementedError
+
+    def start_agent(self) -> None:
+        """Start the agent in the background; the first step waits for it."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+
+    async def _start(self) -> None:
+        self._proc = await self._start_process(agent_command(self.spec))
+        self._readers = [asyncio.ensure_future(self._read_replies()),
+                         asyncio.ensure_future(self._read_stderr())]
+        await self._send(json.dumps(_AGENT_SOURCE))
+
+    async def _send(self, line: str) -> None:
+        """Write one line to the agent. If the agent has died, the reply
+        reader sees its output end and fails the waiting steps, naming why."""
+        try:
+            self._proc.stdin.write((line + "\n").encode())
+            await self._proc.stdin.drain()
+        except Exception as e:  # BrokenPipeError, asyncssh's channel errors
+            if not (isinstance(e, OSError) or type(e).__module__.startswith("asyncssh")):
+                raise
+
+    async def _read_replies(self) -> None:
+        try:
+            while line := await self._proc.stdout.readline():
+                text = line.decode(errors="replace")
+                if not text.startswith(MARK):
+                    continue  # a login script's chatter
+                try:
+                    msg = json.loads(text[len(MARK):])
+                except ValueError:
+                    msg = {"id": None}
+                fut = self._pending.pop(msg.get("id"), None)
+                if fut is not None and not fut.done():
+                    self._answered = True
+                    fut.set_result(msg.get("reply"))
+        except Exception as e:  # the channel broke
+            self._stderr.append(str(e) or type(e).__name__)
+        await asyncio.sleep(0.05)  # let the stderr reader catch the last words
+        self._gone()
+
+    async def _read_stderr(self) -> None:
+        try:
+            while line := await self._proc.stderr.readline():
+                if text := line.decode(errors="replace").strip():
+                    self._stderr.append(text)
+        except Exception:
+            pass
+
+    def _gone(self) -> None:
+        """The agent's output ended: fail every step still waiting, naming why."""
+        why = self._stderr[-1] if self._stderr else "no output"
+        if self._answered:
+            self._dead = f"the connection or its agent ended ({why})"
+        else:  # the shell, env or interpreter failed before the agent ran
+            self._dead = (f"{why} (while running env={self.spec.env!r} python={python_of(self.spec)!r}; "
+                          f"fix env/python for this host in the inventory)")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(LaunchError(f"{self.name}: {self._dead}"))
+        self._pending.clear()
 
     async def agent(self, op: str, timeout: float = 60.0, **payload) -> dict:
         """Run one agent operation; return its reply or raise naming the host."""
-        program = agent_program({"op": op, **payload})
         self.round_trips += 1
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
         try:
-            res = await asyncio.wait_for(self.run(agent_command(self.spec), program, timeout), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            async with asyncio.timeout(timeout):
+                self.start_agent()
+                await asyncio.shield(self._starting)
+                if self._dead:
+                    raise LaunchError(f"{self.name}: {self._dead}")
+                self._pending[rid] = fut
+                await self._send(json.dumps({"op": op, "id": rid, **payload}))
+                reply = await fut
+        except TimeoutError:
             raise LaunchError(f"{self.name}: step '{op}' timed out after {timeout:g} s") from None
         except (OSError, EOFError) as e:
             raise LaunchError(f"{self.name}: step '{op}' lost the connection: {e}") from None
+        except LaunchError:
+            raise
         except Exception as e:  # asyncssh.Error: channel refused, connection lost
             if type(e).__module__.startswith("asyncssh"):
                 raise LaunchError(f"{self.name}: step '{op}' failed over SSH: {e}") from None
             raise
-        for line in reversed(res.stdout.splitlines()):
-            if line.startswith(MARK):
-                try:
-                    reply = json.loads(line[len(MARK):])
-                except ValueError:
-                    raise LaunchError(f"{self.name}: step '{op}' sent a garbled reply") from None
-                if "error" in reply and len(reply) == 1:
-                    raise LaunchError(f"{self.name}: step '{op}' failed: {reply['error']}")
-                return reply
-        # No reply: the shell, env or interpreter failed before the agent ran.
-        errs = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
-        why = errs[-1] if errs else f"exit code {res.returncode}, no output"
-        raise LaunchError(
-            f"{self.name}: {why} (while running env={self.spec.env!r} python={python_of(self.spec)!r}; "
-            f"fix env/python for this host in the inventory)"
-        )
+        finally:
+            self._pending.pop(rid, None)
+        if not isinstance(reply, dict):
+            raise LaunchError(f"{self.name}: step '{op}' sent a garbled reply")
+        if "error" in reply and len(reply) == 1:
+            raise LaunchError(f"{self.name}: step '{op}' failed: {reply['error']}")
+        return reply
 
     async def close(self) -> None:
-        pass
+        """End the agent (EOF on its stdin) and the connection."""
+        if self._starting is not None:
+            if not self._starting.done():
+                self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._proc is not None:
+            await self._end_process()
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+    async def _end_process(self) -> None:
+        raise NotImplementedError
 
 
 class LocalConnection(Connection):
-    """The machine running pyku-launch, through local subprocesses."""
+    """The machine running pyku-launch, through a local subprocess."""
 
-    async def run(self, command: str, input: str | None, timeout: float) -> Result:
-        # exec: the shell becomes the agent, so killing it on a timeout kills the agent.
-        proc = await asyncio.create_subprocess_shell(
-            f"exec {command}",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+    async def _start_process(self, command: str):
+        # exec: the shell becomes the agent. A session of its own: Ctrl-C and a
+        # closed terminal reach the launcher, which still needs the agent for
+        # its rollback.
+        return await asyncio.create_subprocess_shell(
+            f"exec {command}", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, limit=_LINE_LIMIT, start_new_session=True)
+
+    async def _end_process(self) -> None:
+        proc = self._proc
         try:
-            out, err = await asyncio.wait_for(proc.communicate(input.encode() if input else None), timeout)
-        except BaseException:
+            proc.stdin.close()
+            await asyncio.wait_for(proc.wait(), 5)
+        except (asyncio.TimeoutError, TimeoutError):
             proc.kill()
             await proc.wait()
-            raise
-        return Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        except ProcessLookupError:
+            pass
 
 
 class SSHConnection(Connection):
-    """One asyncssh connection, its channels reused by every step."""
+    """One asyncssh connection; the agent runs in one session on it."""
 
     def __init__(self, spec: HostSpec, conn):
         super().__init__(spec)
         self._conn = conn
 
-    async def run(self, command: str, input: str | None, timeout: float) -> Result:
-        res = await self._conn.run(command, input=input, check=False)
-        return Result(res.exit_status if res.exit_status is not None else -1, res.stdout or "", res.stderr or "")
+    async def _start_process(self, command: str):
+        return await self._conn.create_process(command, encoding=None)
+
+    async def _end_process(self) -> None:
+        try:
+            self._proc.stdin.write_eof()
+        except Exception:  # the channel is already gone
+            pass
 
     async def close(self) -> None:
+        await super().close()
         self._conn.close()
         try:
             await asyncio.wait_for(self._conn.wait_closed(), 5)
@@ -212,9 +302,9 @@ async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connectio
         unique.setdefault(connection_key(s), s)
 
     async def one(spec: HostSpec) -> Connection:
-        if spec.transport == "local":
-            return LocalConnection(spec)
-        return await _ssh_connect(spec)
+        conn = LocalConnection(spec) if spec.transport == "local" else await _ssh_connect(spec)
+        conn.start_agent()  # its login shell and interpreter start while others connect
+        return conn
 
     keys = list(unique)
     results = await asyncio.gather(*(one(unique[k]) for k in keys), return_exceptions=True)

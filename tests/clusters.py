@@ -89,6 +89,23 @@ def cluster_processes(name: str) -> list[str]:
     return out
 
 
+def agent_processes() -> list[str]:
+    """Command lines of launcher agents still running here (one per host and command)."""
+    from launcher.agent import BOOTSTRAP
+
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if BOOTSTRAP in cmd:
+            out.append(f"{pid} {cmd}")
+    return out
+
+
 def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:
     """Poll ``pred`` until it is true or ``timeout`` seconds passed; its last value."""
     deadline = time.monotonic() + timeout

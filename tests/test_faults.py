@@ -12,7 +12,7 @@ import pytest
 
 import launcher
 from launcher import LaunchError, state
-from clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory, wait_until
+from clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 NOBODY = "127.0.0.9"  # a loopback address where no sshd listens
 
@@ -68,6 +68,7 @@ def test_signal_during_launch_rolls_back(sshd, state_dir, tmp_path, sig, code):
     assert "interrupted" in err
     assert state.read("sig") is None
     assert cluster_processes("sig") == []
+    assert wait_until(lambda: not agent_processes(), 10), agent_processes()
     assert not os.path.exists(os.path.expanduser("~/.pyku-launch/sig"))
 
 
@@ -231,6 +232,8 @@ def test_launcher_killed_outright_leaves_a_record_that_stop_cleans(sshd, state_d
     proc.kill()
     proc.wait()
     proc.stderr.close()
+    # Its agents on the hosts see their channel close and exit.
+    assert wait_until(lambda: not agent_processes(), 15), agent_processes()
     rec = state.read("sigkill")
     assert rec is not None and rec["phase"] == "starting"
     assert session_members(rec)  # the scheduler (at least) is running, and known
@@ -242,3 +245,22 @@ def test_launcher_killed_outright_leaves_a_record_that_stop_cleans(sshd, state_d
     rec2 = state.read("sigkill")
     launcher.stop("sigkill")
     assert session_members(rec2) == [] and cluster_processes("sigkill") == []
+
+
+def test_workers_that_exit_at_start_fail_the_launch_at_once(sshd, state_dir, tmp_path):
+    # A host whose workers die as they start (here a broken dask setting in
+    # its environment, which the version preflight cannot see) must not keep
+    # the launch waiting for the full registration timeout.
+    broken = f"{sshd.env_line()} && export DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=bogus"
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="crashing", workers=(1, 2),
+                        cluster_extra="", host_extra={2: f"env = '{broken}'"})
+    text = inv.read_text().replace("timeout = 60", "timeout = 300")
+    inv.write_text(text)
+    t0 = time.monotonic()
+    r = cli(str(inv))
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "127.0.0.4" in line and "exited" in line and "bogus" in line, line  # the root cause, from the log
+    assert took < 120, f"the launch waited {took:.0f} s for workers that had died"
+    assert state.read("crashing") is None and cluster_processes("crashing") == []

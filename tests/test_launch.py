@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 import launcher
 from launcher import state
-from clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory
+from clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 
 def _hosts_of_workers(client) -> set[str]:
@@ -31,6 +33,8 @@ def test_launch_compute_status_stop(sshd, state_dir, tmp_path):
     rec = launcher.launch(inv)
     assert rec["scheduler"].startswith("tls://127.0.0.2:")
     assert len(session_members(rec)) >= 1 + 2 * 3  # scheduler; per host: nanny process, forkserver, workers
+    # The per-host agents end with the command: only the cluster stays.
+    assert wait_until(lambda: not agent_processes(), 10), agent_processes()
 
     with launcher.connect() as client:
         assert _hosts_of_workers(client) == {"127.0.0.3", "127.0.0.4"}
@@ -54,6 +58,7 @@ def test_launch_compute_status_stop(sshd, state_dir, tmp_path):
     assert not state.state_path("story").exists()
     assert not (state_dir / "pyku-launch" / "story.lock").exists()
     assert not os.path.exists(os.path.expanduser("~/.pyku-launch/story"))
+    assert wait_until(lambda: not agent_processes(), 10), agent_processes()
 
 
 def test_cluster_outlives_the_launching_process(sshd, state_dir, tmp_path):
@@ -147,12 +152,18 @@ def test_bad_inventory_is_one_line_exit_2(tmp_path, state_dir, body, key):
     assert "Traceback" not in r.stderr
 
 
-def test_localhost_default_launches_and_computes(state_dir, tmp_path):
+def _localhost_inventory(tmp_path, name: str = "local"):
+    """The shipped file with ports 0, so a user's own cluster on 8786 does not collide."""
     text = (ROOT / "hosts" / "localhost.toml").read_text()
-    # the shipped file with ports 0, so a user's own cluster on 8786 does not collide
     text = text.replace("port = 8786", "port = 0").replace("dashboard_port = 8787", "dashboard_port = 0")
+    text = text.replace('name = "local"', f'name = "{name}"')
     inv = tmp_path / "localhost.toml"
     inv.write_text(text)
+    return inv
+
+
+def test_localhost_default_launches_and_computes(state_dir, tmp_path):
+    inv = _localhost_inventory(tmp_path)
     rec = launcher.launch(inv)
     try:
         assert all(h["spec"]["transport"] == "local" for h in rec["hosts"])
@@ -162,3 +173,23 @@ def test_localhost_default_launches_and_computes(state_dir, tmp_path):
     finally:
         launcher.stop()
     assert session_members(rec) == []
+
+
+def test_ctrl_c_in_a_terminal_rolls_back_a_local_launch(state_dir, tmp_path):
+    # Ctrl-C signals the terminal's whole foreground process group; the local
+    # agent must outlive it, or the launcher could not stop what it started.
+    inv = _localhost_inventory(tmp_path, name="ctrlc")
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", str(inv)], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "[4/4] workers" in line:  # the scheduler and workers are being started
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "interrupted" in err and "could not stop" not in err, err
+    assert state.read("ctrlc") is None
+    assert cluster_processes("ctrlc") == []
+    assert wait_until(lambda: not agent_processes(), 10), agent_processes()
