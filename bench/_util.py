@@ -8,6 +8,7 @@ are bound or connected to.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
@@ -18,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -28,8 +28,8 @@ for _p in (str(ROOT), str(ROOT / "tests")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from sshd import start_testbed, sshd_available, free_port  # noqa: E402,F401
-from clusters import cluster_processes, session_members  # noqa: E402,F401
+from sshd import descendants, free_port, proc_start_time, sshd_available, start_testbed  # noqa: E402,F401
+from clusters import cluster_processes, session_members, ssh_inventory  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------- numbers
@@ -58,6 +58,23 @@ def machine_line() -> str:
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared with other work: noisy)")
 
 
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The parser every bench script starts from: its docstring's first line and --repeats."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration (default 3)")
+    return ap
+
+
+def ready() -> bool:
+    """Print the machine line; or, if the sshd testbed cannot run here, why (and False)."""
+    why = sshd_available()
+    if why:
+        print(f"cannot run: {why}")
+        return False
+    print(machine_line())
+    return True
+
+
 # --------------------------------------------------------------------------- private state
 
 
@@ -84,48 +101,14 @@ def private_state(prefix: str):
 def write_inventory(path: Path, tb, *, name: str, workers, nworkers: int, memory_limit: str = "512MiB",
                     protocol: str = "tls", timeout: float = 120, ports: dict[int, int] | None = None,
                     known_hosts: str | None = None, scheduler: int = 0) -> Path:
-    """An inventory on testbed hosts: scheduler on host ``scheduler``, workers on hosts ``workers``.
+    """The tests' inventory (tests/clusters.py) with the bench's defaults.
 
-    ``ports`` maps a host index to the SSH port to use for it (e.g. a delaying
-    proxy in front of its sshd); ``known_hosts`` replaces the testbed's.
+    Generous timeouts: the bench loads the machine far more than the tests
+    (the launcher's default death timeout, 60 s, and connect timeout 30 s).
     """
-    ports = ports or {}
-
-    def port_line(i):
-        return f"port = {ports[i]}\n" if i in ports else ""
-
-    hosts = "".join(f'[[host]]\naddress = "{tb.hosts[i].address}"\n{port_line(i)}\n' for i in workers)
-    text = textwrap.dedent(f"""\
-        [cluster]
-        name = "{name}"
-        env = '{tb.env_line()}'
-        python = "{tb.python()}"
-        protocol = "{protocol}"
-        port = 0
-        dashboard_port = 0
-        death_timeout = 60
-        timeout = {timeout:g}
-
-        [ssh]
-        user = "{tb.user}"
-        port = {tb.port}
-        identity = "{tb.identity}"
-        known_hosts = "{known_hosts or tb.known_hosts}"
-        config = "{tb.ssh_config}"
-        connect_timeout = 30
-
-        [scheduler]
-        address = "{tb.hosts[scheduler].address}"
-        {port_line(scheduler).strip()}
-
-        [workers]
-        nworkers = {nworkers}
-        nthreads = 1
-        memory_limit = "{memory_limit}"
-
-        """) + hosts
-    path.write_text(text)
-    return path
+    return ssh_inventory(path, tb, name=name, workers=workers, nworkers=nworkers, memory_limit=memory_limit,
+                         protocol=protocol, timeout=timeout, ports=ports, known_hosts=known_hosts,
+                         scheduler=scheduler, death_timeout=60, ssh_extra="connect_timeout = 30")
 
 
 # --------------------------------------------------------------------------- launch profile
@@ -264,39 +247,8 @@ def cpu_seconds(pids) -> float:
     return total / tick
 
 
-def proc_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if rest[0] == "Z" else rest[19]
-
-
-def descendants(pids) -> list[tuple[int, str]]:
-    """(pid, starttime) of every live descendant of the given pids."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [c for p in pids for c in children.get(p, [])]
-    while todo:
-        p = todo.pop()
-        s = proc_start(p)
-        if s is not None:
-            out.append((p, s))
-        todo.extend(children.get(p, []))
-    return out
-
-
 def alive(procs) -> list[int]:
-    return [p for p, s in procs if proc_start(p) == s]
+    return [p for p, s in procs if proc_start_time(p) == s]
 
 
 def kill_procs(procs, sig=signal.SIGKILL) -> None:

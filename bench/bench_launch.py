@@ -23,7 +23,6 @@ workers), a profile of where the launch time goes, and writes the plot
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
@@ -170,8 +169,7 @@ def plot(counts, ours, peer, path):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = u.arguments(__doc__)
     ap.add_argument("--counts", default="1,10,30", help="workers per host (comma separated)")
     ap.add_argument("--png", default=str(Path(__file__).resolve().parent / "launch_times.png"))
     ap.add_argument("--protocol", choices=("tls", "tcp"), default="tls",
@@ -180,11 +178,8 @@ def main(argv=None) -> int:
     global PROTOCOL
     PROTOCOL = args.protocol
     counts = [int(c) for c in args.counts.split(",")]
-    why = u.sshd_available()
-    if why:
-        print(f"cannot run: {why}")
+    if not u.ready():
         return 1
-    print(u.machine_line())
     names, ours_rows, peer_rows, cli_rows = [], [], [], []
     crashed = False
     with u.private_state("bench-launch-") as tmp:

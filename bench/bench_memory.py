@@ -18,7 +18,6 @@ the pyku-launch process stays under 150 MiB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -86,17 +85,13 @@ def baseline(module):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = u.arguments(__doc__)
     ap.add_argument("--modes", default="api,cli")
     ap.add_argument("--memory-limit", default="256MiB")
     args = ap.parse_args(argv)
     modes = args.modes.split(",")
-    why = u.sshd_available()
-    if why:
-        print(f"cannot run: {why}")
+    if not u.ready():
         return 1
-    print(u.machine_line())
     rows = {m: [] for m in modes}
     names = []
     crashed = False

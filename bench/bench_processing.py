@@ -23,7 +23,6 @@ faster than single-threaded; a cached re-run <= 5 % of the cold run.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import resource
 import os
@@ -80,15 +79,11 @@ def digests(paths):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = u.arguments(__doc__)
     ap.add_argument("--days", type=int, default=31, help="days per sample file (default 31, as the example)")
     args = ap.parse_args(argv)
-    why = u.sshd_available()
-    if why:
-        print(f"cannot run: {why}")
+    if not u.ready():
         return 1
-    print(u.machine_line())
     import pyku  # noqa: F401
     import pyku.compute as compute
     import pyku.resources as resources

@@ -20,17 +20,24 @@ ROOT = Path(__file__).resolve().parent.parent
 def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: int = 2,
                   protocol: str = "tls", cluster_extra: str = "", ssh_extra: str = "",
                   workers_extra: str = "", host_extra: dict[int, str] | None = None,
-                  scheduler: int = 0, extra_hosts: tuple[str, ...] = (), death_timeout: float = 20) -> Path:
+                  scheduler: int = 0, extra_hosts: tuple[str, ...] = (), death_timeout: float = 20,
+                  timeout: float = 60, memory_limit: str = "1GiB", known_hosts: str | None = None,
+                  ports: dict[int, int] | None = None) -> Path:
     """Write an inventory: scheduler on testbed host ``scheduler``, workers on ``workers``.
 
     Ports are 0 (any free port) so tests never collide with each other or a
     user's cluster; the PATH line makes the hosts use this interpreter.
     ``death_timeout`` also bounds a worker's start (the nanny gives up after
-    it): keep it well above the start time of a loaded machine.
+    it): keep it well above the start time of a loaded machine. ``ports``
+    maps a host index to the SSH port to use for it (e.g. a delaying proxy in
+    front of its sshd); ``known_hosts`` replaces the testbed's.
     """
-    host_extra = host_extra or {}
-    hosts = "\n".join(
-        f'[[host]]\naddress = "{testbed.hosts[i].address}"\n{host_extra.get(i, "")}\n' for i in workers)
+    host_extra, ports = host_extra or {}, ports or {}
+
+    def own(i: int) -> str:
+        return "\n".join(x for x in (f"port = {ports[i]}" if i in ports else "", host_extra.get(i, "")) if x)
+
+    hosts = "\n".join(f'[[host]]\naddress = "{testbed.hosts[i].address}"\n{own(i)}\n' for i in workers)
     hosts += "".join(f'[[host]]\naddress = "{a}"\n' for a in extra_hosts)
     text = textwrap.dedent(f"""\
         [cluster]
@@ -41,24 +48,25 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
         port = 0
         dashboard_port = 0
         death_timeout = {death_timeout:g}
-        timeout = 60
+        timeout = {timeout:g}
         {cluster_extra}
 
         [ssh]
         user = "{testbed.user}"
         port = {testbed.port}
         identity = "{testbed.identity}"
-        known_hosts = "{testbed.known_hosts}"
+        known_hosts = "{known_hosts or testbed.known_hosts}"
         config = "{testbed.ssh_config}"
         {ssh_extra}
 
         [scheduler]
         address = "{testbed.hosts[scheduler].address}"
+        {f"port = {ports[scheduler]}" if scheduler in ports else ""}
 
         [workers]
         nworkers = {nworkers}
         nthreads = 1
-        memory_limit = "1GiB"
+        memory_limit = "{memory_limit}"
         {workers_extra}
 
         """) + hosts
@@ -73,37 +81,28 @@ def session_members(record: dict) -> list[int]:
     return [pid for h in record["hosts"] for pid in _members(h["token"])]
 
 
+def _command_lines():
+    """(pid, command line) of every process here, this one excepted."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            yield pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+
+
 def cluster_processes(name: str) -> list[str]:
     """Command lines of any dask process of cluster ``name`` still running anywhere here."""
     marker = f"/.pyku-launch/{name}/"
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmd:
-            out.append(f"{pid} {cmd}")
-    return out
+    return [f"{pid} {cmd}" for pid, cmd in _command_lines() if marker in cmd]
 
 
 def agent_processes() -> list[str]:
     """Command lines of launcher agents still running here (one per host and command)."""
     from launcher.agent import BOOTSTRAP
 
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if BOOTSTRAP in cmd:
-            out.append(f"{pid} {cmd}")
-    return out
+    return [f"{pid} {cmd}" for pid, cmd in _command_lines() if BOOTSTRAP in cmd]
 
 
 def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:

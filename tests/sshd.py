@@ -149,17 +149,21 @@ def _tail(path: str, lines: int = 30) -> str:
         return f"(no log: {e})"
 
 
-def _proc_start_time(pid: int) -> str | None:
+def proc_start_time(pid: int) -> str | None:
+    """Start time of a live process (field 22 of its stat), None if gone or a zombie.
+
+    With the pid it identifies a process: a pid reused later has another one.
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
+            rest = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, starttime
+    return None if rest[0] == "Z" else rest[19]
 
 
-def _descendants(pid: int) -> list[tuple[int, str]]:
-    """(pid, starttime) of every live descendant of ``pid`` (Linux /proc)."""
+def descendants(pids) -> list[tuple[int, str]]:
+    """(pid, starttime) of every live descendant of the given pids (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -170,10 +174,10 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], list(children.get(pid, []))
+    out, todo = [], [c for p in pids for c in children.get(p, [])]
     while todo:
         p = todo.pop()
-        start = _proc_start_time(p)
+        start = proc_start_time(p)
         if start is not None:
             out.append((p, start))
         todo.extend(children.get(p, []))
@@ -182,12 +186,8 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
 
 def _alive(pid: int, start: str | None = None) -> bool:
     """True if ``pid`` exists, is no zombie and (if given) started at ``start``."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return rest[0] != "Z" and (start is None or rest[19] == start)
+    now = proc_start_time(pid)
+    return now is not None and (start is None or now == start)
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -310,7 +310,7 @@ class SSHTestbed:
         _live.discard(self)
         procs = self._procs or []
         # Connection processes setsid() and outlive a SIGTERMed listener: find them first.
-        family = [(c, s) for p in procs if p.poll() is None for c, s in _descendants(p.pid)]
+        family = [(c, s) for p in procs if p.poll() is None for c, s in descendants([p.pid])]
         for p in procs:
             if p.poll() is None:
                 _kill(p.pid, signal.SIGTERM)

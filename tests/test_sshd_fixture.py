@@ -13,7 +13,7 @@ import time
 import asyncssh
 import pytest
 
-from sshd import SSHDError, _alive, _descendants, sshd_available, start_testbed
+from sshd import SSHDError, _alive, descendants, sshd_available, start_testbed
 
 _UNAVAILABLE = sshd_available()
 pytestmark = pytest.mark.skipif(
@@ -149,7 +149,7 @@ def test_close_stops_sshd_and_sessions_and_frees_port():
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             for _ in range(200):
-                family = _descendants(pids[0])
+                family = descendants([pids[0]])
                 if any(_comm(p) == "sleep" for p, _ in family):
                     break
                 time.sleep(0.05)
