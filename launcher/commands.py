@@ -64,12 +64,17 @@ FORKSERVER_PRELOAD = ["distributed", "dask", "msgpack", "cloudpickle", "tornado"
 # `dask worker` (slow) at once, but makes the first connection only once the
 # scheduler's port accepts: so the workers' death timeout counts from a
 # listening scheduler, and when it does listen the forkserver is ready to
-# fork the workers.
+# fork the workers. (If a future distributed drops the private flag set
+# below, setting it does nothing and only the saving is lost.)
 WAIT_THEN_WORKER = """\
 import multiprocessing, multiprocessing.forkserver, socket, sys, time
 multiprocessing.get_context("forkserver").set_forkserver_preload(%r)
 multiprocessing.forkserver.ensure_running()
 from distributed.cli import dask_worker
+import distributed.utils
+# Preload set: distributed would otherwise import all of those packages
+# (pandas...) in this process too, only to build the same list.
+distributed.utils._forkserver_preload_set = True
 host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 deadline = time.monotonic() + limit
 while True:
