@@ -81,10 +81,10 @@ async def wait_for_workers(address: str, security, expected: dict[str, int], *, 
         if not short or time.monotonic() >= deadline:
             return counts
         if running is not None and time.monotonic() >= next_check:
-            alive = await running(short)
-            for lab in short - set(alive):
+            alive = set(await running(short))
+            for lab in short - alive:
                 del expected[lab]
-            if not (short & set(alive)):
+            if not short & alive:
                 return counts
             next_check = time.monotonic() + check_every
         await asyncio.sleep(interval)

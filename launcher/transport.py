@@ -112,14 +112,15 @@ class Connection:
                 try:
                     msg = json.loads(text[len(MARK):])
                 except ValueError:
-                    msg = {"id": None}
+                    continue  # not ours after all; a step left unanswered times out
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
                     self._answered = True
                     fut.set_result(msg.get("reply"))
         except Exception as e:  # the channel broke
             self._stderr.append(str(e) or type(e).__name__)
-        await asyncio.sleep(0.05)  # let the stderr reader catch the last words
+        # The last words (why the shell or interpreter failed) are on stderr.
+        await asyncio.wait([self._readers[1]], timeout=1)
         self._gone()
 
     async def _read_stderr(self) -> None:
