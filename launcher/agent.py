@@ -4,7 +4,9 @@ The launcher never relies on the launcher package being installed on a host.
 It starts the host's interpreter once per command and host, in a login shell
 after the inventory's ``env`` line, with a fixed one-line bootstrap
 (:data:`BOOTSTRAP`) that reads this file's source as the first line of
-standard input and runs :func:`serve`. From then on each step is one request
+standard input and runs :func:`serve`, which says hello (so the launcher
+can tell a broken ``env`` from an agent that died later). From then on each
+step is one request
 line (JSON, with an id) on standard input and one reply line prefixed with
 :data:`MARK` on standard output: one round trip on a channel that is already
 open, so the SSH session, the login shell (``module load``, ``conda
@@ -372,6 +374,7 @@ def serve():
     """
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)
+    _reply(0, {"ready": True})  # the shell, env and interpreter worked
     for line in sys.stdin:
         if line.strip():
             threading.Thread(target=_answer, args=(json.loads(line),), daemon=True).start()

@@ -69,7 +69,7 @@ class Connection:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
-        self._answered = False       # the agent has replied at least once
+        self._ready = False          # the agent said hello: shell, env and interpreter worked
         self._dead: str | None = None  # why the agent is gone
         self._proc = None
         self._starting: asyncio.Task | None = None
@@ -113,9 +113,11 @@ class Connection:
                     msg = json.loads(text[len(MARK):])
                 except ValueError:
                     continue  # not ours after all; a step left unanswered times out
+                if msg.get("id") == 0:  # the agent's hello
+                    self._ready = True
+                    continue
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():
-                    self._answered = True
                     fut.set_result(msg.get("reply"))
         except Exception as e:  # the channel broke
             self._stderr.append(str(e) or type(e).__name__)
@@ -133,10 +135,11 @@ class Connection:
 
     def _gone(self) -> None:
         """The agent's output ended: fail every step still waiting, naming why."""
-        why = self._stderr[-1] if self._stderr else "no output"
-        if self._answered:
-            self._dead = f"the connection or its agent ended ({why})"
+        if self._ready:
+            why = f": {self._stderr[-1]}" if self._stderr else ""
+            self._dead = f"the launcher's agent there ended, or the connection dropped{why}"
         else:  # the shell, env or interpreter failed before the agent ran
+            why = self._stderr[-1] if self._stderr else "no output"
             self._dead = (f"{why} (while running env={self.spec.env!r} python={python_of(self.spec)!r}; "
                           f"fix env/python for this host in the inventory)")
         for fut in self._pending.values():
