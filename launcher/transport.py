@@ -113,8 +113,9 @@ class Connection:
                     msg = json.loads(text[len(MARK):])
                 except ValueError:
                     continue  # not ours after all; a step left unanswered times out
-                if msg.get("id") == 0:  # the agent's hello
+                if msg.get("id") == 0:  # the agent's hello: what the login scripts said is moot
                     self._ready = True
+                    self._stderr.clear()
                     continue
                 fut = self._pending.pop(msg.get("id"), None)
                 if fut is not None and not fut.done():

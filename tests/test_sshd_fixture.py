@@ -44,15 +44,7 @@ def test_asyncssh_strict_known_hosts_runs_our_python(sshd):
     async def main():
         results = []
         for host in sshd.hosts:
-            async with asyncssh.connect(
-                host.address,
-                port=host.port,
-                username=sshd.user,
-                client_keys=[sshd.identity],
-                known_hosts=sshd.known_hosts,
-                config=[sshd.ssh_config],
-                agent_path=None,
-            ) as conn:
+            async with asyncssh.connect(host.address, **sshd.connect_kwargs(port=host.port)) as conn:
                 server_key = conn.get_server_host_key().export_public_key().decode().strip()
                 r = await conn.run(_remote(sshd), check=False, timeout=60)
                 results.append((host, server_key, r))
