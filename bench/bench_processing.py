@@ -34,20 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util as u  # noqa: E402
-
-
-def load_preprocess():
-    """The seed's preprocess, from examples/preprocess.py, shipped to workers by value.
-
-    The file is executed under a module name that is not importable (and is
-    not ``__main__``, so its main() does not run): distributed then falls
-    back to cloudpickle, which sends the function by value, as it would a
-    function of the user's own script.
-    """
-    path = u.ROOT / "examples" / "preprocess.py"
-    namespace = {"__name__": "pyku_example_preprocess", "__file__": str(path)}
-    exec(compile(path.read_text(), str(path), "exec"), namespace)
-    return namespace["preprocess"]
+from example import load_preprocess  # noqa: E402  (tests/example.py)
 
 
 def _spin(n):

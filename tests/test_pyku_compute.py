@@ -24,16 +24,13 @@ import pyku
 import pyku.compute as compute
 import pyku.resources as resources
 from pyku import regrid
+from example import load_preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def preprocess(ds):
-    ds = ds.pyku.project("HYR-LAEA-5")
-    ds = ds.pyku.set_time_labels_from_time_bounds(how="lower")
-    ds = ds.pyku.to_cmor_varnames()
-    ds = ds.pyku.to_cmor_units()
-    return ds
+# The seed's preprocessing, exactly as examples/preprocess.py ships it.
+preprocess = load_preprocess()
 
 
 def counting(calls_dir):
