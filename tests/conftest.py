@@ -11,6 +11,12 @@ _here = os.path.dirname(os.path.abspath(__file__))
 if _here not in sys.path:  # `import sshd` in any pytest import mode
     sys.path.insert(0, _here)
 
+# Local children (the localhost transport, `python -m launcher.cli`) import
+# this checkout, not whichever one is installed; the hosts get it through
+# the testbed's env line.
+_root = os.path.dirname(_here)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH")) if p)
+
 from sshd import free_port as _free_port  # noqa: E402
 from sshd import sshd_available, start_testbed  # noqa: E402
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["SSHHost", "SSHTestbed", "SSHDError", "start_testbed", "sshd_available", "free_port"]
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = "/run/sshd"
 READY_TIMEOUT = 15.0
@@ -265,7 +266,11 @@ class SSHTestbed:
         Use as ``bash -l -c '<env_line> && <python> ...'``.  The directory is
         ``dirname(sys.executable)`` unresolved, so a virtualenv keeps working.
         """
-        return "export PATH=" + shlex.quote(os.path.dirname(sys.executable)) + ":$PATH"
+        line = "export PATH=" + shlex.quote(os.path.dirname(sys.executable)) + ":$PATH"
+        # The checkout under test first, so a second work tree (git worktree)
+        # tests its own launcher and pyku on the hosts, not the installed one.
+        return line + " && export PYTHONPATH=" + shlex.quote(str(_REPO)) + '"${PYTHONPATH:+:$PYTHONPATH}"'
+
 
     def ssh_argv(self, host: SSHHost | str, *command: str, known_hosts: str | None = None) -> list[str]:
         """argv for the OpenSSH client with strict host-key checking."""
