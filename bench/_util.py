@@ -1,7 +1,7 @@
 """Shared helpers of the bench scripts (not a benchmark itself).
 
 Every bench script is standalone: it starts its own real OpenSSH testbed on
-127.0.0.N (tests/sshd.py), keeps the launcher's state in a private
+127.0.0.N (launcher/testing/sshd.py), keeps the launcher's state in a private
 ``XDG_STATE_HOME``, and cleans up what it started.  Only loopback addresses
 are bound or connected to.
 """
@@ -23,13 +23,14 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (str(ROOT), str(ROOT / "tests")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import launcher
+from launcher.testing import ROOT
+from launcher.testing.clusters import cluster_processes, session_members, ssh_inventory  # noqa: F401
+from launcher.testing.sshd import descendants, free_port, proc_start_time, sshd_available, start_testbed  # noqa: F401
 
-from sshd import descendants, free_port, proc_start_time, sshd_available, start_testbed  # noqa: E402,F401
-from clusters import cluster_processes, session_members, ssh_inventory  # noqa: E402,F401
+if Path(launcher.__file__).resolve().parents[1] != Path(__file__).resolve().parents[1]:
+    print(f"note: measuring the launcher of {ROOT}, not of this checkout "
+          f"(run as PYTHONPATH=. python3 bench/<script>.py to measure this one)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -101,7 +102,7 @@ def private_state(prefix: str):
 def write_inventory(path: Path, tb, *, name: str, workers, nworkers: int, memory_limit: str = "512MiB",
                     protocol: str = "tls", timeout: float = 120, ports: dict[int, int] | None = None,
                     known_hosts: str | None = None, scheduler: int = 0) -> Path:
-    """The tests' inventory (tests/clusters.py) with the bench's defaults.
+    """The tests' inventory (launcher/testing/clusters.py) with the bench's defaults.
 
     Generous timeouts: the bench loads the machine far more than the tests
     (the launcher's default death timeout, 60 s, and connect timeout 30 s).

@@ -26,10 +26,8 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _util as u  # noqa: E402
+import _util as u  # bench/ is the script's directory, so on sys.path
 
 WORKER_HOSTS = 8
 

@@ -1,6 +1,6 @@
 """Benchmark: pyku-launch against distributed.SSHCluster on real OpenSSH hosts.
 
-Starts its own sshd testbed (tests/sshd.py: 127.0.0.2 = scheduler host,
+Starts its own sshd testbed (launcher/testing/sshd.py: 127.0.0.2 = scheduler host,
 127.0.0.3 = worker host, both this machine) and, per repeat and per number of
 workers per host (default 1, 10, 30), in the same run:
 
@@ -30,8 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _util as u  # noqa: E402  (puts the repo and tests/ on sys.path)
+import _util as u  # bench/ is the script's directory, so on sys.path
 
 MEMORY_LIMIT = "512MiB"
 LINGER_CAP = 120.0

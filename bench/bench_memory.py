@@ -24,10 +24,8 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _util as u  # noqa: E402
+import _util as u  # bench/ is the script's directory, so on sys.path
 
 MiB = 2**20
 HOSTS, PER_HOST = 4, 30
@@ -35,7 +33,6 @@ TIMEOUT = 600
 
 API_CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
 import launcher
 t0 = time.perf_counter()
 rec = launcher.launch({inv!r}, timeout={timeout})
@@ -54,7 +51,7 @@ print(json.dumps({{"vmhwm_kib": hwm}}))
 
 
 def run_api(inv):
-    code = API_CHILD.format(root=str(u.ROOT), inv=str(inv), timeout=TIMEOUT)
+    code = API_CHILD.format(inv=str(inv), timeout=TIMEOUT)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT + 120,
                        cwd=u.ROOT)
     if r.returncode != 0:

@@ -32,9 +32,8 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _util as u  # noqa: E402
-from example import load_preprocess  # noqa: E402  (tests/example.py)
+import _util as u  # bench/ is the script's directory, so on sys.path
+from launcher.testing.example import load_preprocess
 
 
 def _spin(n):

@@ -22,17 +22,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-try:
-    import pyku  # noqa: F401
-except ImportError:  # a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pyku  # noqa: E402,F401
-from pyku import regrid, resources  # noqa: E402
+import pyku  # noqa: F401  (the accessor)
+from pyku import regrid, resources
 
 TARGET = "HYR-LAEA-5"
 

@@ -1,31 +1,26 @@
-"""Shared fixtures.  Helpers live in tests/sshd.py (importable by bench/ too)."""
+"""Shared fixtures.  Helpers live in launcher/testing/ (importable by bench/ and users too)."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-
-_here = os.path.dirname(os.path.abspath(__file__))
-if _here not in sys.path:  # `import sshd` in any pytest import mode
-    sys.path.insert(0, _here)
 
 # Local children (the localhost transport, `python -m launcher.cli`) import
 # this checkout, not whichever one is installed; the hosts get it through
 # the testbed's env line.
-_root = os.path.dirname(_here)
+_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH")) if p)
 
-from sshd import free_port as _free_port  # noqa: E402
-from sshd import sshd_available, start_testbed  # noqa: E402
+from launcher.testing.sshd import free_port as _free_port  # noqa: E402
+from launcher.testing.sshd import sshd_available, start_testbed  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def sshd():
     """Three real OpenSSH servers on 127.0.0.2-127.0.0.4, one shared port.
 
-    Yields a :class:`sshd.SSHTestbed`; skipped (with the reason) where sshd
+    Yields a :class:`launcher.testing.sshd.SSHTestbed`; skipped (with the reason) where sshd
     cannot run, e.g. not root and no sshd can bind.
     """
     reason = sshd_available()

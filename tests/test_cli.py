@@ -14,7 +14,7 @@ from rich.console import Console
 from launcher import state
 from launcher.cli import main
 from launcher.progress import Reporter
-from clusters import cli, cluster_processes, session_members, ssh_inventory
+from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 
 COMMANDS = ["up", "check", "status", "logs", "stop"]
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")

@@ -12,7 +12,7 @@ import pytest
 
 import launcher
 from launcher import LaunchError, state
-from clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
+from launcher.testing.clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 NOBODY = "127.0.0.9"  # a loopback address where no sshd listens
 

@@ -13,7 +13,7 @@ import pytest
 
 import launcher
 from launcher import state
-from clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
+from launcher.testing.clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 
 def _hosts_of_workers(client) -> set[str]:

@@ -13,9 +13,8 @@ import pytest
 
 import launcher
 from launcher import state
-from clusters import session_members, wait_until
-
-netns = pytest.importorskip("netns")
+from launcher.testing import netns
+from launcher.testing.clusters import session_members, wait_until
 
 
 @pytest.fixture
@@ -23,7 +22,7 @@ def lab():
     reason = netns.netns_available()
     if reason:
         pytest.skip(f"no network namespaces for the cut-link test hosts: {reason}")
-    import sshd as sshd_mod
+    from launcher.testing import sshd as sshd_mod
 
     if sshd_mod.sshd_available():
         pytest.skip(f"cannot start the real OpenSSH test hosts: {sshd_mod.sshd_available()}")

@@ -11,7 +11,7 @@ import pytest
 
 import launcher
 from launcher import PreflightError, state
-from clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory
+from launcher.testing.clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory
 
 OTHER_TOOLZ = "0.12.1"
 

@@ -24,7 +24,7 @@ import pyku
 import pyku.compute as compute
 import pyku.resources as resources
 from pyku import regrid
-from example import load_preprocess
+from launcher.testing.example import load_preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 

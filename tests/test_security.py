@@ -13,7 +13,7 @@ import pytest
 
 import launcher
 from launcher import LaunchError, InventoryError, state
-from clusters import cli, cluster_processes, session_members, ssh_inventory
+from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 
 
 @pytest.fixture

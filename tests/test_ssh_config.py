@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import launcher
-from clusters import session_members
+from launcher.testing.clusters import session_members
 
 
 def test_aliases_and_proxyjump_from_ssh_config(sshd, state_dir, tmp_path):

@@ -13,7 +13,7 @@ import time
 import asyncssh
 import pytest
 
-from sshd import SSHDError, _alive, descendants, sshd_available, start_testbed
+from launcher.testing.sshd import SSHDError, _alive, descendants, sshd_available, start_testbed
 
 _UNAVAILABLE = sshd_available()
 pytestmark = pytest.mark.skipif(
@@ -166,12 +166,11 @@ def test_close_stops_sshd_and_sessions_and_frees_port():
 
 def test_atexit_safety_net_stops_forgotten_testbeds():
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import sshd\n"
+        "from launcher.testing import sshd\n"
         "tb = sshd.start_testbed(n_hosts=2, first=25)\n"
         "print(tb.directory, *[h.pid for h in tb.hosts])\n"  # exits without close()
     )
-    here = os.path.dirname(os.path.abspath(__file__))
-    r = subprocess.run([sys.executable, "-c", script, here], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     directory, *pids = r.stdout.split()
     assert not os.path.exists(directory)

@@ -14,7 +14,7 @@ import pytest
 from launcher.errors import LaunchError
 from launcher.inventory import HostSpec, load_inventory
 from launcher.transport import close_all, open_connections
-from clusters import ROOT, agent_processes, wait_until
+from launcher.testing.clusters import ROOT, agent_processes, wait_until
 
 
 def _local(**changes) -> HostSpec:

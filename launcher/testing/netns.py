@@ -13,7 +13,7 @@ import os
 import subprocess
 import uuid
 
-import sshd as _sshd
+from . import sshd as _sshd
 
 SUBNET = "10.254.77"
 CLIENT = f"{SUBNET}.1"

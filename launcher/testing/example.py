@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from . import ROOT
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "preprocess.py"
+EXAMPLE = ROOT / "examples" / "preprocess.py"
 
 
 def load_preprocess():

@@ -14,7 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import ROOT
 
 
 def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: int = 2,

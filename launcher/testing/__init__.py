@@ -1,0 +1,16 @@
+"""Test helpers of pyku-launch, importable by tests, bench/ and users (as ``distributed.utils_test``).
+
+- :mod:`launcher.testing.sshd`: real OpenSSH servers on 127.0.0.N (the test hosts).
+- :mod:`launcher.testing.clusters`: write an inventory for them, find a
+  cluster's processes in /proc, run the CLI as a user would.
+- :mod:`launcher.testing.netns`: test hosts in network namespaces whose link can be cut.
+- :mod:`launcher.testing.example`: the seed's ``preprocess`` from examples/.
+
+Nothing here is imported by the launcher itself.
+"""
+
+from pathlib import Path
+
+#: The checkout this package was imported from (launcher/testing/ -> its root).
+#: The test hosts import the same launcher and pyku (``SSHTestbed.env_line``).
+ROOT = Path(__file__).resolve().parents[2]
