@@ -27,6 +27,11 @@ import launcher
 from launcher.testing import ROOT
 from launcher.testing.clusters import cluster_processes, session_members, ssh_inventory  # noqa: F401
 from launcher.testing.sshd import descendants, free_port, proc_start_time, sshd_available, start_testbed  # noqa: F401
+from launcher.testing import isolation
+
+# Everything a bench run starts carries one mark, so cluster_processes() and
+# the clean-up find this run's processes and nobody else's.
+os.environ.setdefault(isolation.MARK_VAR, isolation.new_mark())
 
 if Path(launcher.__file__).resolve().parents[1] != Path(__file__).resolve().parents[1]:
     print(f"note: measuring the launcher of {ROOT}, not of this checkout "

@@ -14,7 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from . import ROOT
+from . import ROOT, isolation
 
 
 def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: int = 2,
@@ -81,28 +81,30 @@ def session_members(record: dict) -> list[int]:
     return [pid for h in record["hosts"] for pid in _members(h["token"])]
 
 
-def _command_lines():
-    """(pid, command line) of every process here, this one excepted."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            yield pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-
-
 def cluster_processes(name: str) -> list[str]:
-    """Command lines of any dask process of cluster ``name`` still running anywhere here."""
-    marker = f"/.pyku-launch/{name}/"
-    return [f"{pid} {cmd}" for pid, cmd in _command_lines() if marker in cmd]
+    """Command lines of this test's processes of cluster ``name`` still running here.
+
+    A cluster's processes run in (or name files in) its run directory
+    ``~/.pyku-launch/<name>/``; only processes carrying this test's mark
+    are looked at (:mod:`launcher.testing.isolation`), never anyone else's.
+    """
+    marker = os.path.join(os.path.expanduser("~/.pyku-launch"), name) + "/"
+    found = []
+    for pid, cmd in isolation.marked_processes():
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd") + "/"
+        except OSError:
+            cwd = ""
+        if marker in cmd or cwd.startswith(marker):
+            found.append(f"{pid} {cmd}")
+    return found
 
 
 def agent_processes() -> list[str]:
-    """Command lines of launcher agents still running here (one per host and command)."""
+    """Command lines of this test's launcher agents still running (one per host and command)."""
     from launcher.agent import BOOTSTRAP
 
-    return [f"{pid} {cmd}" for pid, cmd in _command_lines() if BOOTSTRAP in cmd]
+    return [f"{pid} {cmd}" for pid, cmd in isolation.marked_processes() if BOOTSTRAP in cmd]
 
 
 def wait_until(pred, timeout: float, interval: float = 0.2) -> bool:

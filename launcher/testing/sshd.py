@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import ROOT
+from . import ROOT, isolation
 
 __all__ = ["SSHHost", "SSHTestbed", "SSHDError", "start_testbed", "sshd_available", "free_port"]
 
@@ -270,7 +270,10 @@ class SSHTestbed:
         line = "export PATH=" + shlex.quote(os.path.dirname(sys.executable)) + ":$PATH"
         # The checkout under test first, so a second work tree (git worktree)
         # tests its own launcher and pyku on the hosts, not the installed one.
-        return line + " && export PYTHONPATH=" + shlex.quote(str(ROOT)) + '"${PYTHONPATH:+:$PYTHONPATH}"'
+        line += " && export PYTHONPATH=" + shlex.quote(str(ROOT)) + '"${PYTHONPATH:+:$PYTHONPATH}"'
+        # Inside a test: its own HOME, TMPDIR and process mark (launcher.testing.isolation).
+        private = isolation.exports()
+        return f"{line} && {private}" if private else line
 
 
     def ssh_argv(self, host: SSHHost | str, *command: str, known_hosts: str | None = None) -> list[str]:
