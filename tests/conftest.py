@@ -20,20 +20,9 @@ import pytest
 _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_root, os.environ.get("PYTHONPATH")) if p)
 
-from launcher.testing import isolation  # noqa: E402
+from launcher.testing import isolation, missing  # noqa: E402
 from launcher.testing.sshd import free_port as _free_port  # noqa: E402
 from launcher.testing.sshd import sshd_available, start_testbed  # noqa: E402
-
-
-def missing(what: str) -> None:
-    """A prerequisite is missing: skip with the reason, but under CI (``CI=true``) fail.
-
-    CI installs everything the suite needs, so a missing part there is a
-    broken CI set-up, not a reason for a green run that tested less.
-    """
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI: {what}", pytrace=False)
-    pytest.skip(what)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 import launcher
 from launcher import state
-from launcher.testing import netns
+from launcher.testing import missing, netns
 from launcher.testing.clusters import session_members, wait_until
 
 
@@ -21,11 +21,11 @@ from launcher.testing.clusters import session_members, wait_until
 def lab():
     reason = netns.netns_available()
     if reason:
-        pytest.skip(f"no network namespaces for the cut-link test hosts: {reason}")
+        missing(f"no network namespaces for the cut-link test hosts: {reason}")
     from launcher.testing import sshd as sshd_mod
 
     if sshd_mod.sshd_available():
-        pytest.skip(f"cannot start the real OpenSSH test hosts: {sshd_mod.sshd_available()}")
+        missing(f"cannot start the real OpenSSH test hosts: {sshd_mod.sshd_available()}")
     lab = netns.NetnsLab(2)
     try:
         tb = sshd_mod.start_testbed(addresses=lab.hosts)

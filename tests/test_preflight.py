@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import venv
 
 import pytest
 
@@ -16,24 +13,22 @@ from launcher.testing.clusters import ROOT, cli, cluster_processes, session_memb
 OTHER_TOOLZ = "0.12.1"
 
 
-@pytest.fixture(scope="module")
-def second_env(tmp_path_factory):
-    """A second environment: this one's packages, but another release of toolz."""
+@pytest.fixture
+def second_env(sshd, tmp_path):
+    """The env line of a host that has another release of toolz installed.
+
+    Another release is stood in for by its metadata alone (a ``.dist-info``
+    put first on that host's ``PYTHONPATH``): that is all the preflight reads
+    (``importlib.metadata``), the real toolz module still imports, and no
+    package registry is needed.
+    """
     import toolz
 
     assert toolz.__version__ != OTHER_TOOLZ
-    path = tmp_path_factory.mktemp("env2") / "venv"
-    venv.create(path, system_site_packages=True, with_pip=True)
-    py = path / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", f"toolz=={OTHER_TOOLZ}"],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        pytest.skip(f"cannot install toolz=={OTHER_TOOLZ} from PyPI for the second environment: "
-                    f"{r.stderr.strip().splitlines()[-1:]}")
-    out = subprocess.run([str(py), "-c", "import toolz; print(toolz.__version__)"], capture_output=True, text=True)
-    assert out.stdout.strip() == OTHER_TOOLZ
-    yield py
-    shutil.rmtree(path.parent, ignore_errors=True)
+    info = tmp_path / "other-site" / f"toolz-{OTHER_TOOLZ}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: toolz\nVersion: {OTHER_TOOLZ}\n")
+    return f'{sshd.env_line()} && export PYTHONPATH={info.parent}:$PYTHONPATH'
 
 
 def _nothing_started(name: str) -> None:
@@ -42,7 +37,7 @@ def _nothing_started(name: str) -> None:
 
 
 def test_other_toolz_on_one_host_is_refused(sshd, state_dir, tmp_path, second_env):
-    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="toolz", host_extra={2: f'python = "{second_env}"'})
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="toolz", host_extra={2: f"env = '{second_env}'"})
     r = cli(str(inv))
     assert r.returncode == 3, r.stderr
     assert "127.0.0.4" in r.stderr and "toolz" in r.stderr and OTHER_TOOLZ in r.stderr
@@ -55,7 +50,7 @@ def test_other_toolz_on_one_host_is_refused(sshd, state_dir, tmp_path, second_en
 
 def test_allow_mismatch_launches_with_the_table_as_warning(sshd, state_dir, tmp_path, second_env):
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="toolzok", workers=(2,),
-                        host_extra={2: f'python = "{second_env}"'})
+                        host_extra={2: f"env = '{second_env}'"})
     r = cli(str(inv), "--allow-mismatch")
     try:
         assert r.returncode == 0, r.stderr
@@ -72,7 +67,7 @@ def test_pyku_source_differing_by_one_line_is_refused(sshd, state_dir, tmp_path)
     shutil.copytree(ROOT / "pyku", alt / "pyku", ignore=shutil.ignore_patterns("__pycache__"))
     init = alt / "pyku" / "__init__.py"
     init.write_text(init.read_text() + "# a feature-branch edit\n")
-    env = f'{sshd.env_line()} && export PYTHONPATH={alt}'
+    env = f'{sshd.env_line()} && export PYTHONPATH={alt}:$PYTHONPATH'
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="fp", host_extra={1: f"env = '{env}'"})
     with pytest.raises(PreflightError) as e:
         launcher.launch(inv)

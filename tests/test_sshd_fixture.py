@@ -13,12 +13,16 @@ import time
 import asyncssh
 import pytest
 
+from launcher.testing import missing
 from launcher.testing.sshd import SSHDError, _alive, descendants, sshd_available, start_testbed
 
 _UNAVAILABLE = sshd_available()
-pytestmark = pytest.mark.skipif(
-    _UNAVAILABLE is not None, reason=f"cannot start the real OpenSSH test hosts: {_UNAVAILABLE}"
-)
+
+
+@pytest.fixture(autouse=True)
+def _needs_sshd():
+    if _UNAVAILABLE is not None:
+        missing(f"cannot start the real OpenSSH test hosts: {_UNAVAILABLE}")
 
 REMOTE_PY = 'python3 -c "import distributed, sys; print(sys.executable)"'
 

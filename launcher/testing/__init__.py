@@ -14,3 +14,18 @@ from pathlib import Path
 #: The checkout this package was imported from (launcher/testing/ -> its root).
 #: The test hosts import the same launcher and pyku (``SSHTestbed.env_line``).
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def missing(what: str) -> None:
+    """A test's prerequisite is missing: skip with the reason, but fail under CI (``CI=true``).
+
+    CI installs everything the suite needs, so a missing part there is a
+    broken set-up, not a reason for a green run that tested less.
+    """
+    import os
+
+    import pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true but {what}", pytrace=False)
+    pytest.skip(what)
