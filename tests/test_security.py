@@ -6,14 +6,17 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import launcher
-from launcher import LaunchError, InventoryError, state
-from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
+from launcher import LaunchError, state
+from launcher.testing import isolation
+from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory, wait_until
+from launcher.testing.sshd import descendants
 
 
 @pytest.fixture
@@ -55,7 +58,10 @@ def test_foreign_worker_cannot_join(sshd, running, tmp_path):
              "--tls-ca-file", str(ca), "--tls-cert", f"{rundir}/cert.pem", "--tls-key", f"{rundir}/key.pem"],
             stdout=log, stderr=subprocess.STDOUT)
         try:
-            time.sleep(6)
+            # Its first attempt was refused (TLS handshake with the other CA's
+            # certificate): it logs that it waits, and keeps being refused.
+            log_text = lambda: (tmp_path / "foreign.log").read_text()  # noqa: E731
+            assert wait_until(lambda: "Waiting to connect" in log_text(), 60), log_text()
             with launcher.connect("sec") as client:
                 names = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
             assert "intruder" not in names and len(names) == 2
@@ -69,19 +75,59 @@ def test_foreign_worker_cannot_join(sshd, running, tmp_path):
         launcher.stop("other")
 
 
-def test_no_key_material_in_process_arguments_or_environment(running):
-    pids = session_members(running)
-    assert pids
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        assert b"-----BEGIN" not in cmdline, cmdline[:200]
-    for pid in pids:
-        assert b"-----BEGIN" not in Path(f"/proc/{pid}/environ").read_bytes()
+KEY_MARKERS = (b"-----BEGIN", b"PRIVATE KEY")
+
+
+class _Watcher(threading.Thread):
+    """Reads the argv and environment of every process of this test, every 10 ms, while a launch runs.
+
+    This test's processes are those carrying its mark (agents, scheduler,
+    nannies, workers, local children) and every descendant of the test
+    sshds (the SSH sessions and the login shells before they export the mark).
+    """
+
+    def __init__(self, sshd):
+        super().__init__(daemon=True)
+        self.roots, self.seen, self.leaks, self.done = [h.pid for h in sshd.hosts], set(), [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            pids = {pid for pid, _ in isolation.marked_processes()} | {pid for pid, _ in descendants(self.roots)}
+            for pid in pids:
+                for what in ("cmdline", "environ"):
+                    try:
+                        data = Path(f"/proc/{pid}/{what}").read_bytes()
+                    except OSError:
+                        continue
+                    self.seen.add(pid)
+                    if any(m in data for m in KEY_MARKERS):
+                        self.leaks.append((pid, what, data[:200]))
+            time.sleep(0.01)
+
+
+def test_no_key_material_in_any_argv_or_environment_during_launch(sshd, tmp_path):
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="watched", workers=(1,))
+    watcher = _Watcher(sshd)
+    watcher.start()
+    try:
+        rec = launcher.launch(inv)
+        with launcher.connect("watched") as client:
+            assert client.submit(lambda: 1).result() == 1
+        launcher.stop("watched")
+    finally:
+        watcher.done.set()
+        watcher.join()
+    assert watcher.leaks == []
+    # it did look: the agents, sessions, scheduler and workers of the launch
+    assert len(watcher.seen) >= 8, watcher.seen
+    assert session_members(rec) == []
+
+
+def test_dry_run_shows_no_key_material(sshd, tmp_path):
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="dry", workers=(1,))
+    r = cli("--dry-run", str(inv))
+    assert r.returncode == 0, r.stderr
+    assert "dask" in r.stdout and not any(m.decode() in r.stdout + r.stderr for m in KEY_MARKERS)
 
 
 def test_file_modes(running, state_dir):
@@ -130,16 +176,15 @@ def test_accept_new_records_unknown_key(sshd, state_dir, tmp_path):
     assert len(recorded) == 1 and recorded[0].split()[1:3] == host_key
 
 
-MARKER = "/tmp/pyku-launch-injected"
-
-
 @pytest.mark.parametrize("section, key, value", [
-    ("host", "address", f"127.0.0.3; touch {MARKER}"),
-    ("host", "listen", f"127.0.0.3; touch {MARKER}"),
-    ("ssh", "user", f"root$(touch {MARKER})"),
-    ("cluster", "name", f"x;touch {MARKER}"),
+    ("host", "address", "127.0.0.3; touch {marker}"),
+    ("host", "listen", "127.0.0.3; touch {marker}"),
+    ("ssh", "user", "root$(touch {marker})"),
+    ("cluster", "name", "x;touch {marker}"),
 ])
 def test_injection_rejected_at_validation(sshd, state_dir, tmp_path, section, key, value):
+    marker = tmp_path / "injected"
+    value = value.format(marker=marker)
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="inj", workers=(1,))
     text = inv.read_text()
     if section == "host":
@@ -152,26 +197,37 @@ def test_injection_rejected_at_validation(sshd, state_dir, tmp_path, section, ke
     inv.write_text(text)
     r = cli(str(inv))
     assert r.returncode == 2 and key in r.stderr
-    assert not os.path.exists(MARKER)
+    assert not marker.exists()
 
 
-@pytest.mark.parametrize("key, value", [
-    ("python", f"python3; touch {MARKER}"),
-    ("local_directory", f"{{tmp}}/x; touch {MARKER}"),
-    ("python", f"$(touch {MARKER})"),
-])
-def test_injection_inert_where_values_are_quoted(sshd, state_dir, tmp_path, key, value):
-    value = value.replace("{tmp}", str(tmp_path))
-    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="inert", workers=(1,), host_extra={1: f"{key} = '{value}'"})
-    try:
+@pytest.mark.parametrize("value", ["python3; touch {marker}", "$(touch {marker})", "`touch {marker}`"])
+def test_python_with_shell_syntax_is_one_program_name(sshd, state_dir, tmp_path, value):
+    """``python`` is quoted: no program of that whole name exists, so the host is refused, and nothing ran."""
+    marker = tmp_path / "injected"
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="inert", workers=(1,),
+                        host_extra={1: f"python = '{value.format(marker=marker)}'"})
+    with pytest.raises(LaunchError) as e:
         launcher.launch(inv, timeout=10)
-    except LaunchError:
-        pass  # a python that does not exist is refused: fine, as long as nothing ran
+    assert "127.0.0.3" in str(e.value)
+    assert not marker.exists()
+    assert state.read("inert") is None and cluster_processes("inert") == []
+
+
+def test_local_directory_with_shell_syntax_is_one_directory_name(sshd, state_dir, tmp_path):
+    """``local_directory`` is passed as one argument: the directory gets that literal name."""
+    marker = tmp_path / "injected"
+    spill = tmp_path / f"x; touch {marker}"
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="inert", workers=(1,), nworkers=1,
+                        host_extra={1: f"local_directory = '{spill}'"})
+    rec = launcher.launch(inv)
+    try:
+        with launcher.connect("inert") as client:
+            [where] = client.run(lambda dask_worker: dask_worker.local_directory).values()
+        assert where.startswith(str(spill) + "/"), where
     finally:
-        if state.read("inert"):
-            launcher.stop("inert")
-    assert not os.path.exists(MARKER)
-    assert cluster_processes("inert") == []
+        launcher.stop("inert")
+    assert not marker.exists()
+    assert session_members(rec) == []
 
 
 def test_changed_key_of_an_ssh_config_alias_refused_with_accept_new(sshd, state_dir, tmp_path):

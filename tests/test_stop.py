@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import launcher
 from launcher import state
 from launcher.agent import TOKEN_VAR
-from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory, wait_until
+from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 
 
 def _workers_token(rec) -> str:
