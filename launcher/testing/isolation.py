@@ -78,6 +78,20 @@ def marked_processes(mark: str | None = None) -> list[tuple[int, str]]:
     return found
 
 
+#: multiprocessing's per-interpreter helpers: started by the first test that
+#: needs them, they live as long as the process that started them.
+_OWN_HELPERS = ("from multiprocessing.resource_tracker import main", "from multiprocessing.forkserver import main")
+
+
+def _own_helper(pid: int, cmd: str) -> bool:
+    """A multiprocessing helper of this very process (pytest's), not something a test left."""
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    return ppid == os.getpid() and any(h in cmd for h in _OWN_HELPERS)
+
+
 def end_marked(mark: str, grace: float = 10.0) -> list[str]:
     """Wait up to ``grace`` s for ``mark``'s processes to end, SIGKILL the rest; their command lines.
 
@@ -85,11 +99,14 @@ def end_marked(mark: str, grace: float = 10.0) -> list[str]:
     what ends by itself a moment after a test (an agent reading the EOF of
     its channel, a worker past its death timeout).
     """
+    def leftovers():
+        return [(pid, cmd) for pid, cmd in marked_processes(mark) if not _own_helper(pid, cmd)]
+
     deadline = time.monotonic() + grace
-    left = marked_processes(mark)
+    left = leftovers()
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = marked_processes(mark)
+        left = leftovers()
     for pid, _ in left:
         try:
             os.kill(pid, signal.SIGKILL)
