@@ -172,7 +172,7 @@ def make_timing_reporter():
 class RoundTripCounter:
     """Counts the launcher's agent steps per connection (``Connection.round_trips``).
 
-    Wraps ``open_connections`` where ``launcher.start`` and ``launcher.teardown``
+    Wraps ``open_connections`` where ``launcher.launch`` and ``launcher.stop``
     imported it, so the connections of a launch/stop can be read after they
     are closed.  Bench-side only: nothing of the launcher changes.
     """
@@ -182,8 +182,10 @@ class RoundTripCounter:
         self.steps = []  # (address, op, start, end) of every agent step, perf_counter
 
     def __enter__(self):
-        import launcher.start as start
-        import launcher.teardown as teardown
+        import importlib
+
+        start = importlib.import_module("launcher.launch")
+        teardown = importlib.import_module("launcher.stop")
         from launcher.transport import Connection
 
         self._agent = Connection.agent

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         finally:
             u.stop_all(names)  # anything a failed run left recorded
             tb.close()
-        base = {m: baseline(m) for m in ("sys", "distributed", "launcher.start")}
+        base = {m: baseline(m) for m in ("sys", "distributed", "launcher.launch")}
         report(rows, base)
     u.final_check(names=names, markers=[f"bm{os.getpid()}"])
     return 1 if crashed else 0

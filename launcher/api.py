@@ -11,11 +11,14 @@ import asyncio
 import signal
 from os import PathLike
 
-from . import commands, preflight, state
+from . import preflight, remote_commands, state
 from .client import resolve_name
 from .errors import LaunchError
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
+from .launch import launch_async
+from .status import status_async
+from .stop import stop_async
 from .transport import close_all, connection_key, open_connections
 
 
@@ -77,8 +80,6 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     nothing started) or :class:`~launcher.errors.LaunchError` (a step
     failed; everything started was stopped again).
     """
-    from .start import launch_async
-
     inv = _inventory(inventory)
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "pyku-launch launch"):
@@ -88,15 +89,11 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
 
 def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
     """Stop a launched cluster on every host and forget it."""
-    from .teardown import stop_async
-
     return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True)))
 
 
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
-    from .health import status_async
-
     return run(status_async(resolve_name(name)))
 
 
@@ -156,7 +153,7 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
     """Every remote step a launch would run, per host; touches nothing."""
-    return commands.dry_run(_inventory(inventory))
+    return remote_commands.dry_run(_inventory(inventory))
 
 
 __all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]

@@ -21,15 +21,20 @@ from .errors import LaunchError
 from .preflight import fmt_bytes
 from .progress import Reporter
 
-_ORDER = ("up", "check", "status", "logs", "stop")
+_ORDER = ("launch", "check", "status", "logs", "stop")
 
 
-class _DefaultUp(click.Group):
-    """``pyku-launch [OPTIONS] HOSTS.toml`` means ``pyku-launch up [OPTIONS] HOSTS.toml``."""
+class _DefaultLaunch(click.Group):
+    """``pyku-launch [OPTIONS] HOSTS.toml`` means ``pyku-launch launch [OPTIONS] HOSTS.toml``.
+
+    ``up``, the verb's earlier name, still works (not listed).
+    """
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
-            args = ["up", *args]
+        if args and args[0] == "up":
+            args = ["launch", *args[1:]]
+        elif args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+            args = ["launch", *args]
         return super().parse_args(ctx, args)
 
     def list_commands(self, ctx):
@@ -110,7 +115,7 @@ def _line(console, key: str, value: str, style: str = "") -> None:
         console.print(Text.assemble((f"{key:<10} ", "bold"), (value, style)))
 
 
-@click.group(cls=_DefaultUp, invoke_without_command=True, epilog="""\b
+@click.group(cls=_DefaultLaunch, invoke_without_command=True, epilog="""\b
 Examples:
   pyku-launch hosts/localhost.toml      # a small cluster on this machine, no SSH
   pyku-launch check hosts/example.toml  # preflight only
@@ -145,8 +150,8 @@ def main(ctx):
 @main.command(short_help="Launch: preflight, start scheduler and workers, print the summary.",
               epilog="""\b
 Examples:
-  pyku-launch hosts/example.toml                 # "up" is the default command
-  pyku-launch up hosts/example.toml --timeout 300
+  pyku-launch hosts/example.toml                 # "launch" is the default command
+  pyku-launch launch hosts/example.toml --timeout 300
   pyku-launch --dry-run hosts/example.toml       # every remote command, per host
 """)
 @click.argument("inventory", type=click.Path(dir_okay=False))
@@ -156,7 +161,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="Print every remote command per host; touch nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary or the error.")
 @_guard
-def up(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
+def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
     """Launch the cluster described by INVENTORY (a TOML hosts file).
 
     Connects to every host, runs the preflight, starts the scheduler and the

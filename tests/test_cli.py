@@ -16,7 +16,7 @@ from launcher.cli import main
 from launcher.progress import Reporter
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 
-COMMANDS = ["up", "check", "status", "logs", "stop"]
+COMMANDS = ["launch", "check", "status", "logs", "stop"]
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
@@ -55,7 +55,7 @@ def test_status_json_of_a_cluster_never_launched(state_dir):
 
 def test_dry_run_starts_nothing_and_names_each_host(sshd, state_dir, tmp_path):
     inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="dryrun")
-    for args in (["--dry-run", str(inv)], ["up", str(inv), "--dry-run"]):
+    for args in (["--dry-run", str(inv)], ["launch", str(inv), "--dry-run"], ["up", str(inv), "--dry-run"]):
         r = invoke(*args)
         assert r.exit_code == 0, r.output
         for host in sshd.hosts[:3]:

@@ -1,7 +1,7 @@
-"""``pyku-launch HOSTS.toml``: preflight, scheduler, workers, wait, record.
+"""``pyku-launch launch HOSTS.toml``: preflight, scheduler, workers, wait, record.
 
-The steps of DESIGN.md, each on every host at once over one connection per
-host. Anything a failed or interrupted launch started is stopped again on
+The steps of a launch (docs/architecture.md), each on every host at once
+over one connection per host. Anything a failed or interrupted launch started is stopped again on
 every host before the error is raised, so a refused launch leaves nothing
 running and no state behind.
 """
@@ -15,11 +15,11 @@ import time
 import uuid
 from dataclasses import asdict
 
-from . import commands, logtail, preflight, readiness, state, tls
+from . import logtail, preflight, readiness, remote_commands, state, tls
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
-from .teardown import stop_trees
+from .stop import stop_trees
 from .transport import close_all, connection_key, open_connections
 
 
@@ -35,10 +35,10 @@ def _preimport_distributed() -> None:
 
 def host_record(spec: HostSpec, role: str, name: str, expected: int, memory_limit: int | None) -> dict:
     """What the state keeps of one process tree: enough to find, stop and clean it."""
-    remove, prune = commands.cleanup_paths(name, spec, role)
+    remove, prune = remote_commands.cleanup_paths(name, spec, role)
     return {"address": spec.address, "label": spec.label, "role": role, "spec": asdict(spec),
             "token": f"{uuid.uuid4().hex}.{spec.label}.{role}", "pid": None, "log": None,
-            "rundir": commands.run_dir(name, spec, role), "remove": remove, "prune": prune,
+            "rundir": remote_commands.run_dir(name, spec, role), "remove": remove, "prune": prune,
             "expected": expected, "memory_limit": memory_limit}
 
 
@@ -194,7 +194,7 @@ class _Launch:
         port = self.inv.port or sprobe.reply.get("free_port")
         if not port:
             raise LaunchError(f"{sprobe.spec.address}: no free port for the scheduler on {sprobe.listen}")
-        predicted = f"{self.inv.protocol}://{commands.host_port(sprobe.listen, port)}"
+        predicted = f"{self.inv.protocol}://{remote_commands.host_port(sprobe.listen, port)}"
         sched = asyncio.ensure_future(self._scheduler(sprobe, material, port))
         workers = asyncio.ensure_future(self._workers(probes[1:], predicted, material))
         try:
@@ -217,11 +217,11 @@ class _Launch:
         self.report.step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) if material else {}
         wait = min(self.timeout, inv.step_timeout)
-        payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
+        payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
         address = reply["wait_file"]["address"]
         port = reply["wait_file"].get("services", {}).get("dashboard")
-        dashboard = f"http://{commands.host_port(probe.listen, port)}/status" if port else None
+        dashboard = f"http://{remote_commands.host_port(probe.listen, port)}/status" if port else None
         self.report.done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
@@ -234,7 +234,7 @@ class _Launch:
         files = tls.files_for(material["worker"]) if material else {}
 
         async def start(p):
-            payload = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
+            payload = remote_commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
             try:
                 await self._spawn(p.spec, "workers", payload, inv.step_timeout,
                                   expected=p.spec.nworkers, memory_limit=p.memory_limit)
@@ -330,7 +330,7 @@ async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
     """The last log lines of each host's workers, by label (all hosts at once)."""
     async def one(s):
         r = await conns[connection_key(s)].agent(
-            "logs", timeout=step_timeout, rundir=commands.run_dir(name, s, "workers"), n=60)
+            "logs", timeout=step_timeout, rundir=remote_commands.run_dir(name, s, "workers"), n=60)
         text = logtail.summary([ln for v in r["logs"].values() for ln in v])
         return f" (log: {text})" if text else ""
 
@@ -365,7 +365,7 @@ async def _existing(name: str, report: Reporter) -> dict | None:
     else:
         report.warn(f"cluster '{name}' was left half-launched (launcher pid {rec.get('launcher_pid')}): "
                     f"cleaning up before launching")
-    from .teardown import stop_async
+    from .stop import stop_async
     await stop_async(name, report=report, locked=True)
     return None
 
