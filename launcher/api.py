@@ -19,7 +19,7 @@ from .progress import Reporter
 from .launch import launch_async
 from .status import status_async
 from .stop import stop_async
-from .transport import close_all, connection_key, open_connections
+from .transport import StepHook, close_all, connection_key, open_connections
 
 
 class Interrupted(LaunchError):
@@ -72,8 +72,11 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
-           reporter: Reporter | None = None) -> dict:
+           reporter: Reporter | None = None, on_step: StepHook | None = None) -> dict:
     """Launch the cluster an inventory describes; return its state record.
+
+    ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
+    is called after every agent step (bench/ counts round trips with it).
 
     Raises :class:`~launcher.errors.InventoryError` (bad file, nothing
     contacted), :class:`~launcher.errors.PreflightError` (hosts differ,
@@ -84,12 +87,13 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "pyku-launch launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
-                                allow_partial=allow_partial, timeout=timeout))
+                                allow_partial=allow_partial, timeout=timeout, on_step=on_step))
 
 
-def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
-    """Stop a launched cluster on every host and forget it."""
-    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True)))
+def stop(name: str | None = None, *, reporter: Reporter | None = None,
+         on_step: StepHook | None = None) -> dict:
+    """Stop a launched cluster on every host and forget it (``on_step``: as for :func:`launch`)."""
+    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True), on_step=on_step))
 
 
 def status(name: str | None = None) -> dict:

@@ -19,8 +19,8 @@ from . import logtail, preflight, readiness, remote_commands, state, tls
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
-from .stop import stop_trees
-from .transport import close_all, connection_key, open_connections
+from .stop import stop_async, stop_trees
+from .transport import StepHook, close_all, connection_key, open_connections
 
 
 def _preimport_distributed() -> None:
@@ -43,14 +43,16 @@ def host_record(spec: HostSpec, role: str, name: str, expected: int, memory_limi
 
 
 async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool = False,
-                       allow_partial: bool = False, timeout: float | None = None) -> dict:
+                       allow_partial: bool = False, timeout: float | None = None,
+                       on_step: StepHook | None = None) -> dict:
     """Launch the inventory's cluster and return its state record.
 
     If a cluster of that name is already running, returns its record with
-    ``already_running`` set and changes nothing.
+    ``already_running`` set and changes nothing. ``on_step`` sees every
+    agent step (:data:`launcher.transport.StepHook`).
     """
     _preimport_distributed()
-    existing = await _existing(inv.name, report)
+    existing = await _existing(inv.name, report, on_step)
     if existing is not None:
         return dict(existing, already_running=True)
     if inv.protocol == "tcp":
@@ -60,7 +62,7 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
         report.warn(f"death_timeout = {inv.death_timeout:g} s also bounds how long a worker may take to "
                     f"start (distributed's nanny kills it after): a loaded host may need more")
     run = _Launch(inv, report, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                  timeout=inv.timeout if timeout is None else timeout)
+                  timeout=inv.timeout if timeout is None else timeout, on_step=on_step)
     return await run.go()
 
 
@@ -68,8 +70,8 @@ class _Launch:
     """One launch: the open connections and what it started, for a rollback."""
 
     def __init__(self, inv: Inventory, report: Reporter, *, allow_mismatch: bool, allow_partial: bool,
-                 timeout: float):
-        self.inv, self.report, self.timeout = inv, report, timeout
+                 timeout: float, on_step: StepHook | None = None):
+        self.inv, self.report, self.timeout, self.on_step = inv, report, timeout, on_step
         self.allow_mismatch = allow_mismatch
         partial = allow_partial or inv.min_hosts is not None
         self.min_hosts = (inv.min_hosts or 1) if partial else len(inv.hosts)
@@ -116,7 +118,7 @@ class _Launch:
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
         self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
-        self.conns, failed = await open_connections([inv.scheduler, *inv.hosts])
+        self.conns, failed = await open_connections([inv.scheduler, *inv.hosts], self.on_step)
         if connection_key(inv.scheduler) in failed:
             raise LaunchError(failed[connection_key(inv.scheduler)])
         for spec in inv.hosts:
@@ -338,7 +340,7 @@ async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
     return {s.label: t for s, t in zip(specs, tails) if isinstance(t, str)}
 
 
-async def _existing(name: str, report: Reporter) -> dict | None:
+async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> dict | None:
     """The running cluster of this name, or None after cleaning up a dead one.
 
     A scheduler that does not answer is not taken for dead on that alone: a
@@ -358,24 +360,23 @@ async def _existing(name: str, report: Reporter) -> dict | None:
         sec = tls.security(**rec["tls"]) if rec.get("tls") else None
         if await readiness.scheduler_alive(rec["scheduler"], sec):
             return rec
-        if await _scheduler_process_alive(rec):
+        if await _scheduler_process_alive(rec, on_step):
             raise LaunchError(f"cluster '{name}' is recorded and its scheduler process runs, but it does "
                               f"not answer at {rec['scheduler']}: wait, or pyku-launch stop --name {name}")
         report.warn(f"cluster '{name}' was recorded but its scheduler is gone: cleaning up before launching")
     else:
         report.warn(f"cluster '{name}' was left half-launched (launcher pid {rec.get('launcher_pid')}): "
                     f"cleaning up before launching")
-    from .stop import stop_async
-    await stop_async(name, report=report, locked=True)
+    await stop_async(name, report=report, locked=True, on_step=on_step)
     return None
 
 
-async def _scheduler_process_alive(rec: dict) -> bool:
+async def _scheduler_process_alive(rec: dict, on_step: StepHook | None) -> bool:
     srec = next((h for h in rec["hosts"] if h["role"] == "scheduler"), None)
     if srec is None:
         return False
     spec = HostSpec(**srec["spec"])
-    conns, failed = await open_connections([spec])
+    conns, failed = await open_connections([spec], on_step)
     try:
         if failed:
             return False

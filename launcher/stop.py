@@ -18,7 +18,7 @@ import time
 from . import state
 from .errors import LaunchError
 from .progress import Reporter
-from .transport import Connection, close_all, connection_key, open_connections
+from .transport import Connection, StepHook, close_all, connection_key, open_connections
 
 
 async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.0, grace: float = 3.0,
@@ -34,7 +34,8 @@ async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.
         prune=list(dict.fromkeys(p for r in records for p in r["prune"])), grace=grace)
 
 
-async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> dict:
+async def stop_async(name: str, *, report: Reporter, locked: bool = False,
+                     on_step: StepHook | None = None) -> dict:
     """Stop cluster ``name``. Returns a summary; raises if anything may still run.
 
     ``locked``: the caller already holds the cluster's lock (a launch
@@ -42,7 +43,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     """
     if not locked:
         with state.lock(name, "pyku-launch stop"):
-            return await stop_async(name, report=report, locked=True)
+            return await stop_async(name, report=report, locked=True, on_step=on_step)
     try:
         rec = state.read(name)
     except state.CorruptState as e:
@@ -56,7 +57,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     t0 = time.perf_counter()
     settle = 0.0 if rec.get("phase") == "running" else 2.0
     specs = state.host_specs(rec)
-    conns, failed = await open_connections(specs)
+    conns, failed = await open_connections(specs, on_step)
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     survivors, unstopped_roles = {}, set()
     try:

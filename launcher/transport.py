@@ -18,6 +18,8 @@ import itertools
 import json
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .agent import BOOTSTRAP, MARK
@@ -26,6 +28,11 @@ from .inventory import HostSpec
 
 _AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
 _LINE_LIMIT = 1 << 24  # a reply line (a log tail, a probe) is far below this
+
+#: ``on_step(address, op, started, ended)``, called after every agent step
+#: (``time.perf_counter`` times, failed steps included): the seam that
+#: bench/ counts round trips with, passed down from the API functions.
+StepHook = Callable[[str, str, float, float], None]
 
 
 def python_of(spec: HostSpec) -> str:
@@ -63,9 +70,9 @@ class Connection:
     ``stderr`` (``readline``) byte streams.
     """
 
-    def __init__(self, spec: HostSpec):
+    def __init__(self, spec: HostSpec, on_step: StepHook | None = None):
         self.spec = spec
-        self.round_trips = 0
+        self.on_step = on_step
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
@@ -150,7 +157,14 @@ class Connection:
 
     async def agent(self, op: str, timeout: float = 60.0, **payload) -> dict:
         """Run one agent operation; return its reply or raise naming the host."""
-        self.round_trips += 1
+        started = time.perf_counter()
+        try:
+            return await self._step(op, timeout, payload)
+        finally:
+            if self.on_step is not None:
+                self.on_step(self.spec.address, op, started, time.perf_counter())
+
+    async def _step(self, op: str, timeout: float, payload: dict) -> dict:
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         try:
@@ -222,8 +236,8 @@ class LocalConnection(Connection):
 class SSHConnection(Connection):
     """One asyncssh connection; the agent runs in one session on it."""
 
-    def __init__(self, spec: HostSpec, conn):
-        super().__init__(spec)
+    def __init__(self, spec: HostSpec, conn, on_step: StepHook | None = None):
+        super().__init__(spec, on_step)
         self._conn = conn
 
     async def _start_process(self, command: str):
@@ -263,7 +277,7 @@ def connect_options(spec: HostSpec) -> dict:
     return opts
 
 
-async def _ssh_connect(spec: HostSpec) -> Connection:
+async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
     import asyncssh
 
     from .hostkeys import accept_new, describe_refusal
@@ -286,7 +300,7 @@ async def _ssh_connect(spec: HostSpec) -> Connection:
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
         why = str(e) or type(e).__name__
         raise LaunchError(f"{spec.address}: cannot connect over SSH: {why}") from None
-    return SSHConnection(spec, conn)
+    return SSHConnection(spec, conn, on_step)
 
 
 def connection_key(spec: HostSpec) -> tuple:
@@ -295,8 +309,11 @@ def connection_key(spec: HostSpec) -> tuple:
             spec.ssh_config, spec.env, spec.python, spec.shell)
 
 
-async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connection], dict[tuple, str]]:
+async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None,
+                           ) -> tuple[dict[tuple, Connection], dict[tuple, str]]:
     """Open one connection per distinct host, all at once.
+
+    ``on_step`` is given to every connection (see :data:`StepHook`).
 
     Returns the open connections and the failures (the message), both by
     :func:`connection_key`. The caller decides whether a failure is fatal;
@@ -307,7 +324,7 @@ async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connectio
         unique.setdefault(connection_key(s), s)
 
     async def one(spec: HostSpec) -> Connection:
-        conn = LocalConnection(spec) if spec.transport == "local" else await _ssh_connect(spec)
+        conn = LocalConnection(spec, on_step) if spec.transport == "local" else await _ssh_connect(spec, on_step)
         conn.start_agent()  # its login shell and interpreter start while others connect
         return conn
 
