@@ -10,7 +10,7 @@ Starts its own sshd testbed of 5 hosts (127.0.0.2 = scheduler, 127.0.0.3-6
   command itself); its ``ru_maxrss`` comes from ``os.wait4``.
 
 then stops it (``launcher.stop``, checking nothing is left).  For scale it
-also measures a bare ``python -c "import distributed"``.  Target of issue 7:
+also measures a bare ``python -c "import distributed"``.  Target:
 the pyku-launch process stays under 150 MiB.
 
     python bench/bench_memory.py [--repeats 3] [--modes api,cli] [--memory-limit 256MiB]
@@ -39,7 +39,7 @@ rec = launcher.launch({inv!r}, timeout={timeout})
 t = time.perf_counter() - t0
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({{"vmhwm_kib": hwm, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                   "launch": t, "workers": sum(h["expected"] for h in rec["hosts"])}}))
+                   "launch": t, "workers": sum(h.expected for h in rec.hosts)}}))
 """
 
 BASELINE_CHILD = r"""

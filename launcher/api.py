@@ -16,6 +16,7 @@ from .client import resolve_name
 from .errors import LaunchError
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
+from .records import ClusterRecord
 from .launch import launch_async
 from .status import status_async
 from .stop import stop_async
@@ -72,7 +73,7 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
-           reporter: Reporter | None = None, on_step: StepHook | None = None) -> dict:
+           reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
     """Launch the cluster an inventory describes; return its state record.
 
     ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
@@ -104,8 +105,8 @@ def status(name: str | None = None) -> dict:
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
     """Validate and preflight an inventory, starting nothing.
 
-    Returns ``(probes, reference, table, dropped)`` (see :func:`launcher.preflight.run`);
-    raises PreflightError on a refusal.
+    Returns a :class:`launcher.preflight.PreflightResult`; raises
+    PreflightError on a refusal.
     """
     inv = _inventory(inventory)
 
@@ -113,7 +114,7 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
         conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         try:
             if failed:
-                raise LaunchError("; ".join(dict.fromkeys(failed.values())))
+                raise LaunchError("; ".join(dict.fromkeys(map(str, failed.values()))))
             targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
             targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
             return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
@@ -129,25 +130,25 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
     rec = state.read(name)
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched")
-    recs = [r for r in rec["hosts"] if host in (None, r["address"], r["label"])]
+    recs = [r for r in rec.hosts if host in (None, r.address, r.label)]
     if not recs:
         raise LaunchError(f"cluster '{name}' has no host {host!r} "
-                          f"(hosts: {', '.join(dict.fromkeys(r['address'] for r in rec['hosts']))})")
+                          f"(hosts: {', '.join(dict.fromkeys(r.address for r in rec.hosts))})")
 
     async def go():
-        specs = state.host_specs({"name": name, "hosts": recs})
-        conns, failed = await open_connections(specs)
+        conns, failed = await open_connections([r.spec for r in recs])
         try:
             out = []
+            reached = [r for r in recs if connection_key(r.spec) in conns]
             replies = await asyncio.gather(*(
-                conns[connection_key(s)].agent("logs", timeout=30, rundir=r["rundir"], n=lines)
-                for r, s in zip(recs, specs) if connection_key(s) in conns))
-            for r, reply in zip([r for r, s in zip(recs, specs) if connection_key(s) in conns], replies):
+                conns[connection_key(r.spec)].agent("logs", timeout=30, rundir=r.rundir, n=lines)
+                for r in reached))
+            for r, reply in zip(reached, replies):
                 for fname, flines in reply["logs"].items():
-                    out += [(r["address"], fname, ln) for ln in flines]
-            for r, s in zip(recs, specs):
-                if connection_key(s) in failed:
-                    out.append((r["address"], "-", f"unreachable: {failed[connection_key(s)]}"))
+                    out += [(r.address, fname, ln) for ln in flines]
+            for r in recs:
+                if connection_key(r.spec) in failed:
+                    out.append((r.address, "-", f"unreachable: {failed[connection_key(r.spec)]}"))
             return out
         finally:
             await close_all(conns)

@@ -20,6 +20,7 @@ from . import api, state
 from .errors import LaunchError
 from .preflight import fmt_bytes
 from .progress import Reporter
+from .records import ClusterRecord
 
 _ORDER = ("launch", "check", "status", "logs", "stop")
 
@@ -178,39 +179,38 @@ def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
     print_summary(rec, _console())
 
 
-def print_summary(rec: dict, console=None) -> None:
+def print_summary(rec: ClusterRecord, console=None) -> None:
     """Scheduler, dashboard, hosts x workers x memory, and how to connect and stop."""
     if console is not None:  # apart from the progress above it
         console.print()
-    if rec.get("already_running"):
-        msg = f"cluster '{rec['name']}' is already running at {rec['scheduler']}: nothing changed"
+    if rec.already_running:
+        msg = f"cluster '{rec.name}' is already running at {rec.scheduler}: nothing changed"
         if console is None:
             click.echo(msg)
         else:
             console.print(msg, style="yellow")
-    _line(console, "cluster", rec["name"], "bold")
-    _line(console, "scheduler", rec["scheduler"], "cyan")
-    _line(console, "dashboard", rec["dashboard"] or "disabled",
-          f"underline blue link {rec['dashboard']}" if rec["dashboard"] else "")
+    _line(console, "cluster", rec.name, "bold")
+    _line(console, "scheduler", rec.scheduler, "cyan")
+    _line(console, "dashboard", rec.dashboard or "disabled",
+          f"underline blue link {rec.dashboard}" if rec.dashboard else "")
     rows, styles, workers, memory = [], {}, 0, 0
-    for h in rec["hosts"]:
-        if h["role"] == "workers":
-            n, each = h["expected"], h["memory_limit"] or 0
-            threads = (h.get("spec") or {}).get("nthreads")
-            rows.append([h["address"], "workers", str(n), str(threads or "-"), _mem(each), _mem(n * each), "ok"])
+    for h in rec.hosts:
+        if h.role == "workers":
+            n, each = h.expected, h.memory_limit or 0
+            rows.append([h.address, "workers", str(n), str(h.spec.nthreads), _mem(each), _mem(n * each), "ok"])
             workers, memory = workers + n, memory + n * each
         else:
-            rows.append([h["address"], h["role"], "-", "-", "-", "-", "ok"])
-    for addr, why in (rec.get("missing") or {}).items():
+            rows.append([h.address, h.role, "-", "-", "-", "-", "ok"])
+    for label, why in rec.missing.items():
         styles[len(rows)] = "red"
-        rows.append([addr, "workers", "0", "-", "-", "-", f"MISSING: {why.removeprefix(addr + ': ')}"])
+        rows.append([label, "workers", "0", "-", "-", "-", f"MISSING: {why}"])
     rows.append(["total", "", str(workers), "", "", _mem(memory), ""])
     styles[len(rows) - 1] = "bold"
     _blank(console)
     _table(console, ["host", "role", "workers", "threads", "memory/worker", "memory", "status"], rows,
            right={2, 3, 4, 5}, styles=styles)
     _blank(console)
-    name = rec["name"]
+    name = rec.name
     _line(console, "connect", f"from launcher import connect; client = connect({name!r})")
     _line(console, "stop", f"pyku-launch stop --name {name}")
 
@@ -222,18 +222,19 @@ def print_summary(rec: dict, console=None) -> None:
 @_guard
 def check(inventory, allow_mismatch):
     """Validate INVENTORY and run the preflight on every host; start nothing."""
-    probes, reference, table, _ = api.check(inventory, allow_mismatch=allow_mismatch)
+    result = api.check(inventory, allow_mismatch=allow_mismatch)
+    reference = result.reference
     click.echo(f"client     python {reference['versions']['python']}, "
                f"pyku source {reference['fingerprints'].get('pyku')}")
-    for p in probes:
+    for p in result.probes:
         r = p.reply
         mem = f", {p.spec.nworkers} workers x {fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
                    f"{fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
-    if table:
-        click.echo(table)
+    if result.table:
+        click.echo(result.table)
     click.echo("preflight passed: a launch would go ahead")
 
 
@@ -294,7 +295,7 @@ def status(name, as_json):
                 styles[len(rows) - 1] = "red"
     for addr, why in st["missing"].items():
         styles[len(rows)] = "red"
-        rows.append([addr, "workers", "0", "-", "-", f"MISSING: {why.removeprefix(addr + ': ')}"])
+        rows.append([addr, "workers", "0", "-", "-", f"MISSING: {why}"])
     _blank(console)
     _table(console, ["host", "role", "workers", "memory/worker", "memory", "status"], rows,
            right={2, 3, 4}, styles=styles)

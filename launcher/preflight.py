@@ -44,6 +44,16 @@ class Probe:
         return self.reply["listen"]
 
 
+@dataclass
+class PreflightResult:
+    """What a preflight found: the hosts that passed, and what the launch should know."""
+
+    probes: list[Probe]        # the scheduler's first, then the worker hosts that passed
+    reference: dict            # the client's own probe (versions, source fingerprints)
+    table: str                 # the mismatch table, "" if every host matches
+    dropped: list[tuple[HostSpec, str]]  # worker hosts left out (with drop_failed), and why
+
+
 def payload(inv, spec: HostSpec, role: str) -> dict:
     # The scheduler's port (0: pick a free one now) and a fixed dashboard port.
     ports = [inv.port] + ([inv.dashboard_port] if inv.dashboard_port else []) if role == "scheduler" else []
@@ -129,7 +139,7 @@ def mismatch_table(probes: list[Probe], reference: dict) -> str:
 
 
 async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False,
-              drop_failed: bool = False):
+              drop_failed: bool = False) -> PreflightResult:
     """Probe every (spec, role, connection) at once; raise PreflightError on a refusal.
 
     A version or source difference is a refusal unless ``allow_mismatch``; a
@@ -137,9 +147,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     one. With ``drop_failed`` a worker host that would be refused is left out
     instead (``--allow-partial``); the scheduler host never is.
 
-    Returns ``(probes, reference, table, dropped)``: the probes that passed,
-    the client's values, the mismatch table (empty if none) and the hosts
-    left out as (spec, reason) pairs.
+    Returns a :class:`PreflightResult`.
     """
     reference = local_reference(inv)
 
@@ -147,7 +155,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
         try:
             reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
         except LaunchError as e:  # env failing, python not found: the host's environment is broken
-            return Probe(spec, role, {}, problems=[str(e).removeprefix(f"{spec.address}: ")])
+            return Probe(spec, role, {}, problems=[e.message])
         probe = Probe(spec, role, reply)
         assess(inv, probe, reference)
         return probe
@@ -165,7 +173,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
         refused = [p for p in refused if p not in left_out]
     if refused:
         raise PreflightError(_refusal(refused, table, allow_mismatch))
-    return probes, reference, table, dropped
+    return PreflightResult(probes, reference, table, dropped)
 
 
 def _refusal(refused: list[Probe], table: str, allow_mismatch: bool) -> str:

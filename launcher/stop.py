@@ -18,10 +18,11 @@ import time
 from . import state
 from .errors import LaunchError
 from .progress import Reporter
+from .records import HostRecord
 from .transport import Connection, StepHook, close_all, connection_key, open_connections
 
 
-async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.0, grace: float = 3.0,
+async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
                      settle: float = 0.0) -> dict:
     """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
 
@@ -29,9 +30,9 @@ async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.
     its dead launcher's agents may still be starting processes).
     """
     return await conn.agent(
-        "stop", timeout=timeout + grace + settle, tokens=[r["token"] for r in records], settle=settle,
-        remove=[p for r in records for p in r["remove"]],
-        prune=list(dict.fromkeys(p for r in records for p in r["prune"])), grace=grace)
+        "stop", timeout=timeout + grace + settle, tokens=[r.token for r in records], settle=settle,
+        remove=[p for r in records for p in r.remove],
+        prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace)
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
@@ -55,20 +56,20 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
 
     t0 = time.perf_counter()
-    settle = 0.0 if rec.get("phase") == "running" else 2.0
-    specs = state.host_specs(rec)
+    settle = 0.0 if rec.running else 2.0
+    specs = [h.spec for h in rec.hosts]
     conns, failed = await open_connections(specs, on_step)
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     survivors, unstopped_roles = {}, set()
     try:
         for role in ("workers", "scheduler"):
-            groups: dict[tuple, list[dict]] = {}
-            for r, spec in zip(rec["hosts"], specs):
-                if r["role"] != role:
+            groups: dict[tuple, list[HostRecord]] = {}
+            for r in rec.hosts:
+                if r.role != role:
                     continue
-                key = connection_key(spec)
+                key = connection_key(r.spec)
                 if key in failed:
-                    summary["unreachable"][r["address"]] = failed[key]
+                    summary["unreachable"][r.address] = str(failed[key])
                     unstopped_roles.add(role)
                 else:
                     groups.setdefault(key, []).append(r)
@@ -77,12 +78,12 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
                 return_exceptions=True)
             for (k, recs), reply in zip(groups.items(), replies):
                 if isinstance(reply, LaunchError):
-                    summary["unreachable"][recs[0]["address"]] = str(reply)
+                    summary["unreachable"][recs[0].address] = str(reply)
                     unstopped_roles.add(role)
                 elif isinstance(reply, BaseException):
                     raise reply
                 elif reply["left"]:
-                    survivors[recs[0]["address"]] = reply["left"]
+                    survivors[recs[0].address] = reply["left"]
                 else:
                     summary["stopped"] += reply["found"]
                     summary["killed"] += reply["killed"]

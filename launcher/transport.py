@@ -152,7 +152,7 @@ class Connection:
                           f"fix env/python for this host in the inventory)")
         for fut in self._pending.values():
             if not fut.done():
-                fut.set_exception(LaunchError(f"{self.name}: {self._dead}"))
+                fut.set_exception(LaunchError(self._dead, host=self.name))
         self._pending.clear()
 
     async def agent(self, op: str, timeout: float = 60.0, **payload) -> dict:
@@ -172,26 +172,26 @@ class Connection:
                 self.start_agent()
                 await asyncio.shield(self._starting)
                 if self._dead:
-                    raise LaunchError(f"{self.name}: {self._dead}")
+                    raise LaunchError(self._dead, host=self.name)
                 self._pending[rid] = fut
                 await self._send(json.dumps({"op": op, "id": rid, **payload}))
                 reply = await fut
         except TimeoutError:
-            raise LaunchError(f"{self.name}: step '{op}' timed out after {timeout:g} s") from None
+            raise LaunchError(f"step '{op}' timed out after {timeout:g} s", host=self.name) from None
         except (OSError, EOFError) as e:
-            raise LaunchError(f"{self.name}: step '{op}' lost the connection: {e}") from None
+            raise LaunchError(f"step '{op}' lost the connection: {e}", host=self.name) from None
         except LaunchError:
             raise
         except Exception as e:  # asyncssh.Error: channel refused, connection lost
             if type(e).__module__.startswith("asyncssh"):
-                raise LaunchError(f"{self.name}: step '{op}' failed over SSH: {e}") from None
+                raise LaunchError(f"step '{op}' failed over SSH: {e}", host=self.name) from None
             raise
         finally:
             self._pending.pop(rid, None)
         if not isinstance(reply, dict):
-            raise LaunchError(f"{self.name}: step '{op}' sent a garbled reply")
+            raise LaunchError(f"step '{op}' sent a garbled reply", host=self.name)
         if "error" in reply and len(reply) == 1:
-            raise LaunchError(f"{self.name}: step '{op}' failed: {reply['error']}")
+            raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
 
     async def close(self) -> None:
@@ -270,8 +270,8 @@ def connect_options(spec: HostSpec) -> dict:
     if spec.known_hosts:
         opts["known_hosts"] = spec.known_hosts
     if spec.ssh_config and not Path(spec.ssh_config).is_file():
-        raise LaunchError(f"{spec.address}: ssh config file {spec.ssh_config} does not exist "
-                          f"(fix [ssh] config in the inventory)")
+        raise LaunchError(f"ssh config file {spec.ssh_config} does not exist "
+                          f"(fix [ssh] config in the inventory)", host=spec.address)
     config = spec.ssh_config or str(Path("~/.ssh/config").expanduser())
     opts["config"] = [config] if Path(config).exists() else []
     return opts
@@ -289,17 +289,17 @@ async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
         except asyncssh.HostKeyNotVerifiable:
             conn = await accept_new(spec, opts) if spec.accept_new else None
             if conn is None:
-                raise LaunchError(await describe_refusal(spec, opts)) from None
+                raise LaunchError(await describe_refusal(spec, opts), host=spec.address) from None
     except asyncssh.PermissionDenied:
         who = f"{spec.user}@" if spec.user else ""
         key = spec.identity or "the agent/default keys"
         raise LaunchError(
-            f"{spec.address}: SSH authentication refused for {who}{spec.address} with {key} "
-            f"(check [ssh] user/identity, or the host's authorized_keys)"
+            f"SSH authentication refused for {who}{spec.address} with {key} "
+            f"(check [ssh] user/identity, or the host's authorized_keys)", host=spec.address
         ) from None
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
         why = str(e) or type(e).__name__
-        raise LaunchError(f"{spec.address}: cannot connect over SSH: {why}") from None
+        raise LaunchError(f"cannot connect over SSH: {why}", host=spec.address) from None
     return SSHConnection(spec, conn, on_step)
 
 
@@ -310,12 +310,12 @@ def connection_key(spec: HostSpec) -> tuple:
 
 
 async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None,
-                           ) -> tuple[dict[tuple, Connection], dict[tuple, str]]:
+                           ) -> tuple[dict[tuple, Connection], dict[tuple, LaunchError]]:
     """Open one connection per distinct host, all at once.
 
     ``on_step`` is given to every connection (see :data:`StepHook`).
 
-    Returns the open connections and the failures (the message), both by
+    Returns the open connections and the failures (the error), both by
     :func:`connection_key`. The caller decides whether a failure is fatal;
     it must close the connections either way.
     """
@@ -335,7 +335,7 @@ async def open_connections(specs: list[HostSpec], on_step: StepHook | None = Non
         if isinstance(r, Connection):
             conns[k] = r
         elif isinstance(r, LaunchError):
-            failed[k] = str(r)
+            failed[k] = r
     others = [r for r in results if isinstance(r, BaseException) and not isinstance(r, LaunchError)]
     if others:  # a bug or a cancellation: close what did open, then raise
         await close_all(conns)

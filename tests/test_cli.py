@@ -35,7 +35,7 @@ def test_no_argument_prints_usage_and_known_clusters(state_dir):
     r = invoke()
     assert r.exit_code == 0
     assert r.output.startswith("Usage: pyku-launch") and "Known clusters: none" in r.output
-    state.write("somewhere", {"hosts": []})
+    state.state_path("somewhere").write_text(json.dumps({"hosts": []}))
     assert "Known clusters: somewhere" in invoke().output
 
 
@@ -103,7 +103,7 @@ def test_launch_output_status_json_and_logs(sshd, state_dir, tmp_path):
         st = json.loads(r.stdout)
         assert {"name", "scheduler", "dashboard", "state", "hosts", "missing"} <= set(st)
         assert st["name"] == name and st["state"] == "running" and st["missing"] == {}
-        assert st["scheduler"] == rec["scheduler"] and st["dashboard"].startswith("http://")
+        assert st["scheduler"] == rec.scheduler and st["dashboard"].startswith("http://")
         for h in st["hosts"]:
             assert {"address", "role", "expected", "live", "memory_limit"} <= set(h)
         assert {h["address"]: (h["expected"], h["live"], h["memory_limit"])
