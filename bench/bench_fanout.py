@@ -4,7 +4,7 @@ Starts its own sshd testbed of 9 hosts (127.0.0.2 = scheduler, 127.0.0.3-10
 = worker hosts, all this machine) and launches, per repeat, in the same run:
 
 * 1 worker host x 2 workers and 8 worker hosts x 2 workers, SSH direct
-  (target of issue 7: 8 hosts <= 1 host + 1.5 s);
+  (target: 8 hosts <= 1 host + 1.5 s);
 * the same through a delaying TCP proxy in front of every sshd (asyncio, in
   this script), once with 0 ms delay and once with 50 ms per direction
   (= 100 ms added round-trip time; netem is not available here).  The

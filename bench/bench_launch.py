@@ -12,7 +12,7 @@ workers per host (default 1, 10, 30), in the same run:
   same memory limit), until ``client.wait_for_workers(n)``; then
   ``cluster.close()`` and how long its processes live on afterwards.
 
-Prints medians and ratios, PASS/FAIL of the targets of issue 7
+Prints medians and ratios, PASS/FAIL of the targets
 (launch <= 0.4 x SSHCluster for 1 host x 30 workers; stop <= 3 s for 30
 workers), a profile of where the launch time goes, and writes the plot
 ``bench/launch_times.png``.  Exit code: 0 unless the script itself crashed

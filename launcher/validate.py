@@ -6,7 +6,7 @@ The checkers know nothing of files or key paths: ``launcher.inventory`` adds
 those, so every user-facing error comes out as one line with the same shape.
 
 The string patterns are deliberately strict because these values end up in
-remote shell command lines (issue 5): an address such as
+remote shell command lines: an address such as
 ``127.0.0.13; touch /tmp/x`` is rejected here, before anything is contacted,
 and the launcher shlex-quotes whatever passes as a second line of defence.
 """
