@@ -98,7 +98,7 @@ class _Launch:
 
     def _leave_out(self, spec: HostSpec, why: str) -> None:
         self.missing[spec.label] = why
-        self.report.host(spec.address, f"left out: {why}")
+        self.report.host(spec.label, f"left out: {why}")
 
     def _check_enough(self, hosts: list) -> None:
         if len(hosts) < self.min_hosts:
@@ -287,7 +287,7 @@ class _Launch:
             await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
             for r in recs:
                 self.records.remove(r)
-            self.report.host(s.address, f"left out: {self.missing[s.label]}")
+            self.report.host(s.label, f"left out: {self.missing[s.label]}")
 
     async def _still_running(self, labels: set[str], exited: set[str]) -> set[str]:
         """Which of these hosts' worker trees still have a process (one status step each).

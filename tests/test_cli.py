@@ -11,10 +11,12 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+import launcher
 from launcher import state
 from launcher.cli import main
 from launcher.progress import Reporter
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
+from launcher.testing.sshd import free_port as sshd_free_port
 
 COMMANDS = ["launch", "check", "status", "logs", "stop"]
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -171,3 +173,24 @@ def test_reporter_on_a_terminal_draws_steps_and_hosts():
     assert "✗ 4/4 workers" in text  # cut short by the error
     assert "2/2 workers" in text and "1/2 workers" in text
     assert "127.0.0.5" in text and "left out: unreachable" in text
+
+
+def test_two_hosts_on_one_address_keep_their_own_progress_rows(sshd, state_dir, tmp_path):
+    """One address, two SSH ports: the host left out is marked, not its neighbour."""
+    address = sshd.hosts[1].address
+    dead_port = sshd_free_port(address)  # nothing listens there
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="rows", workers=(1,))
+    inv.write_text(inv.read_text() + f'[[host]]\naddress = "{address}"\nport = {dead_port}\n')
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    with Reporter(console=console) as r:
+        rec = launcher.launch(inv, reporter=r, allow_partial=True)
+    try:
+        final = Console(file=io.StringIO(), width=160, color_system=None)
+        final.print(r.renderable())
+        rows = {line.split()[1]: line for line in final.file.getvalue().splitlines()
+                if len(line.split()) > 1 and line.split()[1].startswith(address)}
+        assert "2/2 workers" in rows[address] and "left out" not in rows[address], rows
+        assert "left out" in rows[f"{address}-{dead_port}"], rows
+    finally:
+        launcher.stop("rows")
+    assert session_members(rec) == []
