@@ -16,6 +16,7 @@ from .client import resolve_name
 from .errors import LaunchError
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
+from .protocol import Logs
 from .records import ClusterRecord
 from .launch import launch_async
 from .status import status_async
@@ -141,10 +142,10 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
             out = []
             reached = [r for r in recs if connection_key(r.spec) in conns]
             replies = await asyncio.gather(*(
-                conns[connection_key(r.spec)].agent("logs", timeout=30, rundir=r.rundir, n=lines)
+                conns[connection_key(r.spec)].request(Logs(r.rundir, lines), 30)
                 for r in reached))
             for r, reply in zip(reached, replies):
-                for fname, flines in reply["logs"].items():
+                for fname, flines in reply.logs.items():
                     out += [(r.address, fname, ln) for ln in flines]
             for r in recs:
                 if connection_key(r.spec) in failed:

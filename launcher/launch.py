@@ -19,6 +19,7 @@ from . import logtail, preflight, readiness, remote_commands, state, tls
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
+from .protocol import Logs, SpawnReply, Spawn, Status
 from .records import ClusterRecord, HostRecord
 from .stop import stop_async, stop_trees
 from .transport import StepHook, close_all, connection_key, open_connections
@@ -140,7 +141,7 @@ class _Launch:
         return probes, material
 
     async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
-                     expected: int = 0, memory_limit: int | None = None) -> dict:
+                     expected: int = 0, memory_limit: int | None = None) -> SpawnReply:
         """Start one process tree, recorded *before* it starts.
 
         The record's token lets a rollback find the processes even when the
@@ -151,19 +152,17 @@ class _Launch:
         rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit)
         self.records.append(rec)
         self._save("starting")
-        task = asyncio.ensure_future(self.conn(spec).agent(
-            "spawn", timeout=timeout, **dict(payload, token=rec.token)))
+        task = asyncio.ensure_future(self.conn(spec).request(Spawn(rec.token, payload), timeout))
         try:
             reply = await asyncio.shield(task)
         except asyncio.CancelledError:
             await asyncio.wait([task])  # bounded by the step's own timeout
             if not task.cancelled() and task.exception() is None:
-                rec.pid, rec.log = task.result().get("pid"), task.result().get("log")
+                rec.pid, rec.log = task.result().pid, task.result().log
             raise
-        rec.pid, rec.log = reply.get("pid"), reply.get("log")
-        if "error" in reply:
-            raise LaunchError(f"{role} {reply['error']}: {logtail.summary(reply.get('log_tail', []))}",
-                              host=spec.address)
+        rec.pid, rec.log = reply.pid, reply.log
+        if reply.failure:
+            raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
         return reply
 
     def _save(self, phase: str, **extra) -> None:
@@ -207,8 +206,8 @@ class _Launch:
         wait = min(self.timeout, inv.step_timeout)
         payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
-        address = reply["wait_file"]["address"]
-        port = reply["wait_file"].get("services", {}).get("dashboard")
+        address = reply.wait_file["address"]
+        port = reply.wait_file.get("services", {}).get("dashboard")
         dashboard = f"http://{remote_commands.host_port(probe.listen, port)}/status" if port else None
         self.report.done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
@@ -312,8 +311,8 @@ def _first_failure(group_error: BaseExceptionGroup) -> BaseException:
 
 async def _tree_alive(conn, rec: HostRecord, timeout: float) -> bool:
     """Whether a process of this tree (found by its token) still runs on its host."""
-    reply = await conn.agent("status", timeout=timeout, tokens=[rec.token])
-    return reply["alive"][rec.token] > 0
+    reply = await conn.request(Status([rec.token]), timeout)
+    return reply.alive[rec.token] > 0
 
 
 async def _rollback(conns, records: list[HostRecord], report, step_timeout: float) -> bool:
@@ -331,8 +330,8 @@ async def _rollback(conns, records: list[HostRecord], report, step_timeout: floa
         if isinstance(reply, BaseException):
             report.warn(f"{address}: could not stop what the launch started there: {reply}")
             ok = False
-        elif reply["left"]:
-            report.warn(f"{address}: processes {reply['left']} survived SIGKILL")
+        elif reply.left:
+            report.warn(f"{address}: processes {reply.left} survived SIGKILL")
             ok = False
     return ok
 
@@ -340,9 +339,9 @@ async def _rollback(conns, records: list[HostRecord], report, step_timeout: floa
 async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
     """The last log lines of each host's workers, by label (all hosts at once)."""
     async def one(s):
-        r = await conns[connection_key(s)].agent(
-            "logs", timeout=step_timeout, rundir=remote_commands.run_dir(name, s, "workers"), n=60)
-        text = logtail.summary([ln for v in r["logs"].values() for ln in v])
+        r = await conns[connection_key(s)].request(Logs(remote_commands.run_dir(name, s, "workers"), 60),
+                                                   step_timeout)
+        text = logtail.summary([ln for v in r.logs.values() for ln in v])
         return f" (log: {text})" if text else ""
 
     tails = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)

@@ -194,6 +194,12 @@ class Connection:
             raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
 
+    async def request(self, request, timeout: float = 60.0):
+        """Run one typed operation (:mod:`launcher.protocol`); its typed reply."""
+        from .protocol import parse_reply
+
+        return parse_reply(request, await self.agent(request.op, timeout, **request.to_json()))
+
     async def close(self) -> None:
         """End the agent (EOF on its stdin) and the connection."""
         if self._starting is not None:
