@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from . import api, state
+from . import api, state, tables
 from .errors import LaunchError
 from .preflight import fmt_bytes
 from .progress import Reporter
@@ -73,30 +73,6 @@ def _console():
 
 def _mem(n) -> str:
     return fmt_bytes(n) if n else "-"
-
-
-def _table(console, headers: list[str], rows: list[list[str]], right: set[int] = frozenset(),
-           styles: dict[int, str] | None = None) -> None:
-    """One table: rich on a terminal, aligned plain text otherwise.
-
-    ``right``: column indexes aligned right (numbers); ``styles``: row index -> rich style.
-    """
-    if console is not None:
-        from rich import box
-        from rich.table import Table
-
-        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-        for i, h in enumerate(headers):
-            t.add_column(h, justify="right" if i in right else "left",
-                         overflow="fold", no_wrap=i < len(headers) - 1)
-        for i, r in enumerate(rows):
-            t.add_row(*r, style=(styles or {}).get(i))
-        console.print(t)
-        return
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    for r in [headers, *rows]:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        click.echo(("  " + "  ".join(cells)).rstrip())
 
 
 def _blank(console) -> None:
@@ -207,7 +183,7 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     rows.append(["total", "", str(workers), "", "", _mem(memory), ""])
     styles[len(rows) - 1] = "bold"
     _blank(console)
-    _table(console, ["host", "role", "workers", "threads", "memory/worker", "memory", "status"], rows,
+    tables.show(console, ["host", "role", "workers", "threads", "memory/worker", "memory", "status"], rows,
            right={2, 3, 4, 5}, styles=styles)
     _blank(console)
     name = rec.name
@@ -297,7 +273,7 @@ def status(name, as_json):
         styles[len(rows)] = "red"
         rows.append([addr, "workers", "0", "-", "-", f"MISSING: {why}"])
     _blank(console)
-    _table(console, ["host", "role", "workers", "memory/worker", "memory", "status"], rows,
+    tables.show(console, ["host", "role", "workers", "memory/worker", "memory", "status"], rows,
            right={2, 3, 4}, styles=styles)
     if st["state"] == "down":
         click.echo("the scheduler does not answer: pyku-launch stop cleans up what is left")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from . import agent
+from . import agent, tables
 from .errors import LaunchError, PreflightError
 from .inventory import HostSpec
 
@@ -134,8 +134,7 @@ def mismatch_table(probes: list[Probe], reference: dict) -> str:
     for p in probes:
         rows.append([f"{p.spec.address} ({p.role})"] + [
             (str(p.differences[k][0] or "missing") if k in p.differences else "ok") for k in keys])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join(tables.aligned(rows))
 
 
 async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False,
