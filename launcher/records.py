@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from . import remote_commands
 from .inventory import HostSpec
-from .tls import Material
+from .tls import Material, security
 
 VERSION = 1
 
@@ -91,8 +91,6 @@ class ClusterRecord:
 
     def security(self):
         """The client's ``distributed.Security`` (None for tcp)."""
-        from .tls import security
-
         return security(self.tls) if self.tls is not None else None
 
     def to_json(self) -> dict:

@@ -25,7 +25,7 @@ async def status_async(name: str) -> dict:
                 "error": f"a launch of '{name}' was killed half-way: pyku-launch stop --name {name} cleans up"}
     try:
         info = await readiness.identity(rec.scheduler, rec.security(), timeout=5)
-        counts, _ = readiness.workers_by_label(info)
+        counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer
         counts, up = {}, False
