@@ -20,6 +20,8 @@ import re
 from fractions import Fraction
 from typing import Any, Callable
 
+from dask.utils import byte_sizes
+
 Checker = Callable[[Any], Any]
 
 #: Host name, IPv4, IPv6 (without brackets, zone index after ``%``) or an
@@ -177,10 +179,10 @@ def memory(minimum: int, *, auto: bool = True) -> Checker:
     return check
 
 
-_UNITS = {"": 1, "b": 1}
-for _i, _prefix in enumerate("kmgtp", start=1):
-    _UNITS[_prefix] = _UNITS[_prefix + "b"] = 1000**_i
-    _UNITS[_prefix + "i"] = _UNITS[_prefix + "ib"] = 1024**_i
+# dask's own unit table, so a size means here what it means to the workers.
+# Not dask.utils.parse_bytes itself: it accepts "", "GiB", negative sizes,
+# booleans and 1e999 silently, and rounds through a float.
+_UNITS = byte_sizes
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([A-Za-z]*)\s*")
 
 
