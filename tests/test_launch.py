@@ -33,6 +33,7 @@ def test_launch_compute_status_stop(sshd, state_dir, tmp_path):
     rec = launcher.launch(inv)
     assert rec.scheduler.startswith("tls://127.0.0.2:")
     assert len(session_members(rec)) >= 1 + 2 * 3  # scheduler; per host: nanny process, forkserver, workers
+    assert cluster_processes("story")  # the check after stop sees this checkout's processes
     # The per-host agents end with the command: only the cluster stays.
     assert wait_until(lambda: not agent_processes(), 10), agent_processes()
 

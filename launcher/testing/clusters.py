@@ -86,24 +86,35 @@ def session_members(record) -> list[int]:
 
 
 def _command_lines():
-    """(pid, command line) of every process here, this one excepted."""
+    """(pid, command line) of every process this checkout started, this one excepted.
+
+    The machine is shared: other checkouts run the same tests, with the same
+    cluster names, at the same time. What this checkout started carries its
+    root first on PYTHONPATH (tests/conftest.py, ``SSHTestbed.env_line``);
+    processes of others are neither counted nor touched.
+    """
+    ours = str(ROOT).encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            yield pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
+        path = next((e[len(b"PYTHONPATH="):] for e in env if e.startswith(b"PYTHONPATH=")), b"")
+        if path.split(b":")[0] == ours:
+            yield pid, cmd
 
 
 def cluster_processes(name: str) -> list[str]:
-    """Command lines of any dask process of cluster ``name`` still running anywhere here."""
+    """Command lines of any dask process of cluster ``name`` this checkout started, still running."""
     marker = f"/.pyku-launch/{name}/"
     return [f"{pid} {cmd}" for pid, cmd in _command_lines() if marker in cmd]
 
 
 def agent_processes() -> list[str]:
-    """Command lines of launcher agents still running here (one per host and command)."""
+    """Command lines of launcher agents this checkout started, still running (one per host and command)."""
     from launcher.agent import BOOTSTRAP
 
     return [f"{pid} {cmd}" for pid, cmd in _command_lines() if BOOTSTRAP in cmd]
