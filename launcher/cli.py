@@ -18,7 +18,6 @@ import click
 
 from . import api, state, tables
 from .errors import LaunchError
-from .preflight import fmt_bytes
 from .progress import Reporter
 from .records import ClusterRecord
 
@@ -72,7 +71,7 @@ def _console():
 
 
 def _mem(n) -> str:
-    return fmt_bytes(n) if n else "-"
+    return tables.fmt_bytes(n) if n else "-"
 
 
 def _blank(console) -> None:
@@ -204,9 +203,9 @@ def check(inventory, allow_mismatch):
                f"pyku source {reference['fingerprints'].get('pyku')}")
     for p in result.probes:
         r = p.reply
-        mem = f", {p.spec.nworkers} workers x {fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
+        mem = f", {p.spec.nworkers} workers x {tables.fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
-                   f"{fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
+                   f"{tables.fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
     if result.table:

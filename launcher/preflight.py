@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from . import agent, tables
+from .tables import fmt_bytes
 from .errors import LaunchError, PreflightError
 from .inventory import HostSpec
 
@@ -114,13 +115,6 @@ def assess(inv, probe: Probe, reference: dict) -> None:
     if spec.nworkers * spec.nthreads > r["cpus"]:
         probe.warnings.append(
             f"{spec.nworkers} workers x {spec.nthreads} threads > {r['cpus']} CPUs (oversubscribed)")
-
-
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def mismatch_table(probes: list[Probe], reference: dict) -> str:

@@ -1,4 +1,4 @@
-"""The one table renderer: rich on a terminal, aligned plain text anywhere else.
+"""The one table renderer: rich on a terminal, aligned plain text anywhere else; sizes as text.
 
 Used for the CLI's summaries (``launch``, ``status``) and for the preflight's
 version-mismatch table, which travels inside an error message and so is
@@ -8,6 +8,14 @@ always plain text.
 from __future__ import annotations
 
 import click
+
+
+def fmt_bytes(n: int) -> str:
+    """``1.5 GiB``: one decimal, binary units (dask's ``format_bytes`` prints two)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def aligned(rows: list[list[str]], right: set[int] = frozenset(), indent: str = "") -> list[str]:
