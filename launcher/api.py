@@ -11,12 +11,17 @@ import asyncio
 import signal
 from os import PathLike
 
-from . import commands, preflight, state
+from . import preflight, remote_commands, state
 from .client import resolve_name
 from .errors import LaunchError
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
-from .transport import close_all, connection_key, open_connections
+from .protocol import Logs
+from .records import ClusterRecord
+from .launch import launch_async
+from .status import status_async
+from .stop import stop_async
+from .transport import StepHook, close_all, connection_key, open_connections
 
 
 class Interrupted(LaunchError):
@@ -69,42 +74,40 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
-           reporter: Reporter | None = None) -> dict:
+           reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
     """Launch the cluster an inventory describes; return its state record.
+
+    ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
+    is called after every agent step (bench/ counts round trips with it).
 
     Raises :class:`~launcher.errors.InventoryError` (bad file, nothing
     contacted), :class:`~launcher.errors.PreflightError` (hosts differ,
     nothing started) or :class:`~launcher.errors.LaunchError` (a step
     failed; everything started was stopped again).
     """
-    from .start import launch_async
-
     inv = _inventory(inventory)
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "pyku-launch launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
-                                allow_partial=allow_partial, timeout=timeout))
+                                allow_partial=allow_partial, timeout=timeout, on_step=on_step))
 
 
-def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
-    """Stop a launched cluster on every host and forget it."""
-    from .teardown import stop_async
-
-    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True)))
+def stop(name: str | None = None, *, reporter: Reporter | None = None,
+         on_step: StepHook | None = None) -> dict:
+    """Stop a launched cluster on every host and forget it (``on_step``: as for :func:`launch`)."""
+    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True), on_step=on_step))
 
 
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
-    from .health import status_async
-
     return run(status_async(resolve_name(name)))
 
 
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
     """Validate and preflight an inventory, starting nothing.
 
-    Returns ``(probes, reference, table, dropped)`` (see :func:`launcher.preflight.run`);
-    raises PreflightError on a refusal.
+    Returns a :class:`launcher.preflight.PreflightResult`; raises
+    PreflightError on a refusal.
     """
     inv = _inventory(inventory)
 
@@ -112,7 +115,7 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
         conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         try:
             if failed:
-                raise LaunchError("; ".join(dict.fromkeys(failed.values())))
+                raise LaunchError("; ".join(dict.fromkeys(map(str, failed.values()))))
             targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
             targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
             return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
@@ -128,25 +131,25 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
     rec = state.read(name)
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched")
-    recs = [r for r in rec["hosts"] if host in (None, r["address"], r["label"])]
+    recs = [r for r in rec.hosts if host in (None, r.address, r.label)]
     if not recs:
         raise LaunchError(f"cluster '{name}' has no host {host!r} "
-                          f"(hosts: {', '.join(dict.fromkeys(r['address'] for r in rec['hosts']))})")
+                          f"(hosts: {', '.join(dict.fromkeys(r.address for r in rec.hosts))})")
 
     async def go():
-        specs = state.host_specs({"name": name, "hosts": recs})
-        conns, failed = await open_connections(specs)
+        conns, failed = await open_connections([r.spec for r in recs])
         try:
             out = []
+            reached = [r for r in recs if connection_key(r.spec) in conns]
             replies = await asyncio.gather(*(
-                conns[connection_key(s)].agent("logs", timeout=30, rundir=r["rundir"], n=lines)
-                for r, s in zip(recs, specs) if connection_key(s) in conns))
-            for r, reply in zip([r for r, s in zip(recs, specs) if connection_key(s) in conns], replies):
-                for fname, flines in reply["logs"].items():
-                    out += [(r["address"], fname, ln) for ln in flines]
-            for r, s in zip(recs, specs):
-                if connection_key(s) in failed:
-                    out.append((r["address"], "-", f"unreachable: {failed[connection_key(s)]}"))
+                conns[connection_key(r.spec)].request(Logs(r.rundir, lines), 30)
+                for r in reached))
+            for r, reply in zip(reached, replies):
+                for fname, flines in reply.logs.items():
+                    out += [(r.address, fname, ln) for ln in flines]
+            for r in recs:
+                if connection_key(r.spec) in failed:
+                    out.append((r.address, "-", f"unreachable: {failed[connection_key(r.spec)]}"))
             return out
         finally:
             await close_all(conns)
@@ -156,7 +159,7 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
     """Every remote step a launch would run, per host; touches nothing."""
-    return commands.dry_run(_inventory(inventory))
+    return remote_commands.dry_run(_inventory(inventory))
 
 
 __all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]

@@ -1,5 +1,8 @@
 """The local record of launched clusters: one JSON file per cluster name.
 
+The record itself is :class:`launcher.records.ClusterRecord`; this module
+keeps it on disk.
+
 Files live in ``$XDG_STATE_HOME/pyku-launch`` (``~/.local/state/pyku-launch``),
 the directory mode 0700 and every file 0600, because a state file holds the
 client's TLS key. Writes are atomic (temp file + rename), so a crash never
@@ -17,8 +20,7 @@ import os
 from pathlib import Path
 
 from .errors import LaunchError
-
-VERSION = 1
+from .records import ClusterRecord, RecordError
 
 
 def state_dir() -> Path:
@@ -41,8 +43,11 @@ class CorruptState(LaunchError):
     pass
 
 
-def read(name: str) -> dict | None:
-    """The record of ``name``, None if there is none; CorruptState if unreadable."""
+def read(name: str) -> ClusterRecord | None:
+    """The record of ``name``, None if there is none; CorruptState if unreadable.
+
+    An older record is migrated as it is read (:meth:`ClusterRecord.from_json`).
+    """
     path = state_path(name)
     try:
         text = path.read_text()
@@ -50,31 +55,21 @@ def read(name: str) -> dict | None:
         return None
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != VERSION or "hosts" not in data:
-            raise ValueError("not a pyku-launch state record")
-    except ValueError as e:
+        if isinstance(data, dict):
+            data = {"name": name} | data
+        return ClusterRecord.from_json(data)
+    except (ValueError, RecordError) as e:
         raise CorruptState(f"{path}: corrupt state file ({e})") from None
-    return data
 
 
-def host_specs(record: dict) -> list:
-    """The HostSpec of every process tree in a record (CorruptState if malformed)."""
-    from .inventory import HostSpec
-
-    try:
-        return [HostSpec(**h["spec"]) for h in record["hosts"]]
-    except (KeyError, TypeError) as e:
-        raise CorruptState(f"{state_path(record.get('name', '?'))}: corrupt state file "
-                           f"(host record: {e})") from None
-
-
-def write(name: str, data: dict) -> Path:
-    path = state_path(name)
+def write(record: ClusterRecord) -> Path:
+    """Save ``record`` under its name, atomically, readable by this user only."""
+    path = state_path(record.name)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(dict(data, version=VERSION), f, indent=1)
+            json.dump(record.to_json(), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

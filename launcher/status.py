@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import readiness, state, tls
+from . import readiness, state
 
 
 async def status_async(name: str) -> dict:
@@ -19,23 +19,22 @@ async def status_async(name: str) -> dict:
     if rec is None:
         return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
                 "hosts": [], "missing": {}}
-    if rec.get("phase") != "running":
+    if not rec.running:
         return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
-                "hosts": [], "missing": rec.get("missing", {}),
+                "hosts": [], "missing": rec.missing,
                 "error": f"a launch of '{name}' was killed half-way: pyku-launch stop --name {name} cleans up"}
-    sec = tls.security(**rec["tls"]) if rec.get("tls") else None
     try:
-        info = await readiness.identity(rec["scheduler"], sec, timeout=5)
-        counts, _ = readiness.workers_by_label(info)
+        info = await readiness.identity(rec.scheduler, rec.security(), timeout=5)
+        counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer
         counts, up = {}, False
     hosts = []
-    for r in rec["hosts"]:
-        entry = {"address": r["address"], "role": r["role"], "expected": 0, "live": 0, "memory_limit": None}
-        if r["role"] == "workers":
-            live = counts.get(r["label"], 0) if up else 0
-            entry.update(expected=r["expected"], live=live, memory_limit=r["memory_limit"])
+    for r in rec.hosts:
+        entry = {"address": r.address, "role": r.role, "expected": 0, "live": 0, "memory_limit": None}
+        if r.role == "workers":
+            live = counts.get(r.label, 0) if up else 0
+            entry.update(expected=r.expected, live=live, memory_limit=r.memory_limit)
         hosts.append(entry)
     if not up:
         st = "down"
@@ -43,6 +42,5 @@ async def status_async(name: str) -> dict:
         st = "running"
     else:
         st = "degraded"
-    return {"name": name, "state": st, "scheduler": rec["scheduler"], "dashboard": rec["dashboard"],
-            "protocol": rec["protocol"], "inventory": rec["inventory"], "hosts": hosts,
-            "missing": rec.get("missing", {})}
+    return {"name": name, "state": st, "scheduler": rec.scheduler, "dashboard": rec.dashboard,
+            "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing}

@@ -18,23 +18,25 @@ import time
 from . import state
 from .errors import LaunchError
 from .progress import Reporter
-from .transport import Connection, close_all, connection_key, open_connections
+from .protocol import Stop, StopReply
+from .records import ClusterRecord, HostRecord
+from .transport import Connection, StepHook, close_all, connection_key, open_connections
 
 
-async def stop_trees(conn: Connection, records: list[dict], timeout: float = 60.0, grace: float = 3.0,
-                     settle: float = 0.0) -> dict:
+async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
+                     settle: float = 0.0) -> StopReply:
     """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
 
     ``settle``: look again after that many seconds (a half-launched cluster:
     its dead launcher's agents may still be starting processes).
     """
-    return await conn.agent(
-        "stop", timeout=timeout + grace + settle, tokens=[r["token"] for r in records], settle=settle,
-        remove=[p for r in records for p in r["remove"]],
-        prune=list(dict.fromkeys(p for r in records for p in r["prune"])), grace=grace)
+    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove],
+                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle)
+    return await conn.request(request, timeout + grace + settle)
 
 
-async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> dict:
+async def stop_async(name: str, *, report: Reporter, locked: bool = False,
+                     on_step: StepHook | None = None) -> dict:
     """Stop cluster ``name``. Returns a summary; raises if anything may still run.
 
     ``locked``: the caller already holds the cluster's lock (a launch
@@ -42,7 +44,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     """
     if not locked:
         with state.lock(name, "pyku-launch stop"):
-            return await stop_async(name, report=report, locked=True)
+            return await stop_async(name, report=report, locked=True, on_step=on_step)
     try:
         rec = state.read(name)
     except state.CorruptState as e:
@@ -54,37 +56,14 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
 
     t0 = time.perf_counter()
-    settle = 0.0 if rec.get("phase") == "running" else 2.0
-    specs = state.host_specs(rec)
-    conns, failed = await open_connections(specs)
+    settle = 0.0 if rec.running else 2.0
+    conns, failed = await open_connections([h.spec for h in rec.hosts], on_step)
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     survivors, unstopped_roles = {}, set()
     try:
         for role in ("workers", "scheduler"):
-            groups: dict[tuple, list[dict]] = {}
-            for r, spec in zip(rec["hosts"], specs):
-                if r["role"] != role:
-                    continue
-                key = connection_key(spec)
-                if key in failed:
-                    summary["unreachable"][r["address"]] = failed[key]
-                    unstopped_roles.add(role)
-                else:
-                    groups.setdefault(key, []).append(r)
-            replies = await asyncio.gather(
-                *(stop_trees(conns[k], recs, settle=settle) for k, recs in groups.items()),
-                return_exceptions=True)
-            for (k, recs), reply in zip(groups.items(), replies):
-                if isinstance(reply, LaunchError):
-                    summary["unreachable"][recs[0]["address"]] = str(reply)
-                    unstopped_roles.add(role)
-                elif isinstance(reply, BaseException):
-                    raise reply
-                elif reply["left"]:
-                    survivors[recs[0]["address"]] = reply["left"]
-                else:
-                    summary["stopped"] += reply["found"]
-                    summary["killed"] += reply["killed"]
+            if not await _stop_role(rec, role, conns, failed, settle, summary, survivors):
+                unstopped_roles.add(role)
     finally:
         await close_all(conns)
     if survivors:
@@ -98,3 +77,37 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     state.remove(name)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
+
+
+async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float, summary: dict,
+                     survivors: dict) -> bool:
+    """Stop every tree of one role (one step per host, all at once); False if a host was unreachable.
+
+    Counts go to ``summary``, unreachable hosts to ``summary["unreachable"]``,
+    pids that survived SIGKILL to ``survivors`` (by address).
+    """
+    reached = True
+    groups: dict[tuple, list[HostRecord]] = {}
+    for r in rec.hosts:
+        if r.role != role:
+            continue
+        key = connection_key(r.spec)
+        if key in failed:
+            summary["unreachable"][r.address] = str(failed[key])
+            reached = False
+        else:
+            groups.setdefault(key, []).append(r)
+    replies = await asyncio.gather(
+        *(stop_trees(conns[k], recs, settle=settle) for k, recs in groups.items()), return_exceptions=True)
+    for recs, reply in zip(groups.values(), replies):
+        if isinstance(reply, LaunchError):
+            summary["unreachable"][recs[0].address] = str(reply)
+            reached = False
+        elif isinstance(reply, BaseException):
+            raise reply
+        elif reply.left:
+            survivors[recs[0].address] = reply.left
+        else:
+            summary["stopped"] += reply.found
+            summary["killed"] += reply.killed
+    return reached
