@@ -12,7 +12,6 @@ import asyncio
 import os
 import threading
 import time
-import uuid
 import dataclasses
 
 from . import logtail, preflight, readiness, remote_commands, state, tls
