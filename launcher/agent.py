@@ -372,7 +372,16 @@ def op_logs(p):
     return {"logs": out}
 
 
-OPS = {"probe": op_probe, "spawn": op_spawn, "status": op_status, "stop": op_stop, "logs": op_logs}
+def op_put(p):
+    """Rewrite files (0600) in an existing run directory (the revocation list)."""
+    if not os.path.isdir(_expand(p["rundir"])):
+        return {"written": []}
+    _prepare_rundir(p)
+    return {"written": sorted(p["files"])}
+
+
+OPS = {"probe": op_probe, "spawn": op_spawn, "status": op_status, "stop": op_stop, "logs": op_logs,
+       "put": op_put}
 
 
 def _answer(request):

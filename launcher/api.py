@@ -162,4 +162,18 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
     return remote_commands.dry_run(_inventory(inventory))
 
 
-__all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]
+def share(name: str | None, label: str, path: str | PathLike, days: float = 7):
+    """Write a connection file for ``label`` (see :mod:`launcher.share`); returns its content."""
+    from . import share as _share
+
+    return _share.share(resolve_name(name), label, path, days)
+
+
+def revoke(name: str | None, label: str) -> dict:
+    """Revoke ``label``'s certificates on every host (see :mod:`launcher.share`)."""
+    from . import share as _share
+
+    return run(_share.revoke_async(resolve_name(name), label))
+
+
+__all__ = ["launch", "stop", "status", "check", "logs", "dry_run", "share", "revoke"]

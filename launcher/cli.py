@@ -17,11 +17,12 @@ import sys
 import click
 
 from . import api, state, tables
+from .dashboard import reach as dashboard_reach
 from .errors import LaunchError
 from .progress import Reporter
 from .records import ClusterRecord
 
-_ORDER = ("launch", "check", "status", "logs", "stop")
+_ORDER = ("launch", "check", "status", "logs", "stop", "share", "revoke", "dashboard")
 
 
 class _DefaultLaunch(click.Group):
@@ -166,8 +167,7 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
             console.print(msg, style="yellow")
     _line(console, "cluster", rec.name, "bold")
     _line(console, "scheduler", rec.scheduler, "cyan")
-    _line(console, "dashboard", rec.dashboard or "disabled",
-          f"underline blue link {rec.dashboard}" if rec.dashboard else "")
+    _dashboard_line(console, dashboard_reach(rec))
     rows, styles, workers, memory = [], {}, 0, 0
     for h in rec.hosts:
         if h.role == "workers":
@@ -188,6 +188,11 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     name = rec.name
     _line(console, "connect", f"from launcher import connect; client = connect({name!r})")
     _line(console, "stop", f"pyku-launch stop --name {name}")
+
+
+def _dashboard_line(console, text: str) -> None:
+    url = text.startswith("http")
+    _line(console, "dashboard", text, f"underline blue link {text}" if url else "")
 
 
 @main.command(short_help="Preflight only: versions, pyku build, memory, ports; starts nothing.",
@@ -252,8 +257,10 @@ def status(name, as_json):
             click.echo(st["error"])
         return
     _line(console, "scheduler", st["scheduler"], "cyan")
-    _line(console, "dashboard", st["dashboard"] or "disabled",
-          f"underline blue link {st['dashboard']}" if st["dashboard"] else "")
+    _dashboard_line(console, st.get("dashboard_reach") or st["dashboard"] or "disabled")
+    for sh in st.get("shares", []):
+        _line(console, "share", f"{sh['label']}: {sh['state']}, expires {sh['expires']}"
+                                + (f", revoked {sh['revoked']}" if sh.get("revoked") else ""))
     alive = st["state"] != "down"
     rows, styles = [], {}
     for h in st["hosts"]:
@@ -322,6 +329,76 @@ def logs(host, name, lines):
     width = max((len(a) for a, _, _ in out), default=0)
     for addr, fname, line in out:
         click.echo(f"{addr:<{width}} {fname}: {line}")
+
+
+@main.command(short_help="Write a connection file for a colleague (a new certificate).",
+              epilog="""\b
+Examples:
+  pyku-launch share --for alice -o alice.json          # valid 7 days
+  pyku-launch share --name pyku --for ci --days 1 -o ci.json
+  # alice: from launcher import connect; client = connect("alice.json")
+""")
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--for", "label", default="shared", show_default=True,
+              help="Who it is for: names the certificate; pyku-launch revoke takes it.")
+@click.option("--days", type=float, default=7, show_default=True, help="Days the certificate is valid.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write (0600).")
+@_guard
+def share(name, label, days, output):
+    """Write a connection file: scheduler, dashboard, the cluster's CA and a new
+    client certificate and key for LABEL, signed by the cluster's CA.
+
+    Whoever holds the file can run code on the workers: send it like a
+    password. connect("FILE") (or PYKU_CLUSTER=FILE) uses it with no state.
+    """
+    conn = api.share(name, label, output, days)
+    click.echo(f"wrote {output} for '{conn.label}' (certificate {conn.serial}, expires {conn.expires}); "
+               f"revoke with: pyku-launch revoke {conn.label} --name {conn.name}")
+
+
+@main.command(short_help="Refuse new connections with a shared certificate.",
+              epilog="Example: pyku-launch revoke alice")
+@click.argument("label")
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@_guard
+def revoke(label, name):
+    """Revoke every certificate shared for LABEL: the scheduler and every worker
+    refuse new connections with it (connections already open stay)."""
+    r = api.revoke(name, label)
+    click.echo(f"revoked '{label}' on cluster '{r['name']}' ({len(r['serials'])} certificate(s)) at {r['revoked']}")
+
+
+@main.command(short_help="Open the dashboard through an SSH tunnel; print its local URL.",
+              epilog="Example: pyku-launch dashboard --port 8787")
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="Local port (default: any free one).")
+@_guard
+def dashboard(name, port):
+    """Forward a local port to the dashboard on the scheduler's host (bound to
+    its loopback on a TLS cluster) and stay in the foreground until Ctrl-C."""
+    import signal
+    import threading
+
+    from . import dashboard as _dashboard
+    from .client import resolve_name
+
+    tunnel, url = _dashboard.open_tunnel(resolve_name(name), port)
+    if tunnel is None:
+        click.echo(f"dashboard: {url} (local, no tunnel needed)")
+        return
+    click.echo(f"dashboard: {url}  (tunnel to {tunnel.spec.address}; Ctrl-C to close)", err=False)
+    sys.stdout.flush()
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tunnel.close()
+    click.echo("dashboard tunnel closed")
 
 
 if __name__ == "__main__":

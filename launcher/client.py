@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import sys
 
-from . import state
+from . import share, state
+from . import tunnel as _tunnel
+from .remote_commands import scheduler_host_port
 from .errors import InventoryError, LaunchError
 from .validate import NAME
 
@@ -26,29 +30,94 @@ def resolve_name(name: str | None) -> str:
                       f"pass name=... (or --name), or set PYKU_CLUSTER")
 
 
-def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
+def connect(name: str | None = None, timeout: float = 30, *, path: str | os.PathLike | None = None,
+            tunnel: bool | None = None, **client_kwargs):
     """Connect to a cluster started by ``pyku-launch`` and return the Client.
 
     Parameters
     ----------
     name
-        The cluster's name (``[cluster] name``). Optional when ``PYKU_CLUSTER``
-        is set or exactly one cluster is known.
+        The cluster's name (``[cluster] name``), or the path of a connection
+        file (``pyku-launch share``). Optional when ``PYKU_CLUSTER`` (a name
+        or a file) is set or exactly one cluster is known.
     timeout
         Seconds to wait for the scheduler.
+    path
+        A connection file: no launcher state is needed.
+    tunnel
+        True: reach the scheduler through an SSH tunnel to its host
+        (:mod:`launcher.tunnel`), which lives as long as the Client. None
+        (default): tunnel only if the scheduler's port does not answer from
+        here (a one-line notice says so). False: never.
     **client_kwargs
         Passed on to :class:`distributed.Client`.
     """
-    from distributed import Client
-
+    target = name or os.environ.get("PYKU_CLUSTER")
+    if path is None and target and share.is_connection_file(target):
+        path = target
+    if path is not None:
+        conn = share.load(path)
+        via = _tunnel.default_spec(conn.scheduler_host) if conn.scheduler_host else None
+        return _client(conn.scheduler, conn.security(), via, tunnel, timeout, client_kwargs,
+                       f"{path}: the scheduler of '{conn.name}'", "ask its owner whether it is still up")
     name = resolve_name(name)
     rec = state.read(name)
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
     if not rec.running:
         raise LaunchError(f"cluster '{name}' was left half-launched: pyku-launch stop --name {name}, then launch again")
+    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
+    via = srec.spec if srec is not None and srec.spec.transport == "ssh" else None
+    return _client(rec.scheduler, rec.security(), via, tunnel, timeout, client_kwargs,
+                   f"cluster '{name}': the scheduler", f"pyku-launch status --name {name} tells whether it is still up")
+
+
+def _client(address: str, security, via, tunnel: bool | None, timeout: float, kwargs: dict,
+            what: str, hint: str):
+    """A Client for ``address``, directly or through an SSH tunnel to its host ``via``."""
+    from distributed import Client
+
+    host, port = scheduler_host_port(address)
+    if tunnel is None:
+        tunnel = via is not None and not _tunnel.answers(host, port)
+        if tunnel:
+            print(f"pyku-launch: {address} does not answer from here: tunnelling through {via.address} over SSH",
+                  file=sys.stderr)
+    if tunnel and via is None:
+        raise LaunchError(f"{what} runs on this machine: there is no host to tunnel through")
+    forward = _tunnel.Tunnel(via, host, int(port)).start(timeout) if tunnel else None
     try:
-        return Client(rec.scheduler, security=rec.security(), timeout=timeout, **client_kwargs)
-    except OSError as e:
-        raise LaunchError(f"cluster '{name}': cannot reach the scheduler at {rec.scheduler} ({e}); "
-                          f"pyku-launch status --name {name} tells whether it is still up") from None
+        if forward is None:
+            return Client(address, security=security, timeout=timeout, **kwargs)
+        proto = address.split("://", 1)[0]
+        client = _tunnelled_client_class()(f"{proto}://{forward.address}", security=security,
+                                           timeout=timeout, **kwargs)
+        client.tunnel = forward
+        return client
+    except BaseException as e:
+        if forward is not None:
+            forward.close()
+        if isinstance(e, (PermissionError, ImportError)):  # the revocation check (launcher/revocation.py)
+            raise LaunchError(f"{what} refused us: {e}") from None
+        if isinstance(e, OSError):
+            raise LaunchError(f"{what} at {address} does not answer ({e}); {hint}") from None
+        raise
+
+
+@functools.cache
+def _tunnelled_client_class():
+    from distributed import Client
+
+    class TunnelledClient(Client):
+        """A Client whose scheduler connection runs through an SSH tunnel it owns (closed with it)."""
+
+        tunnel = None
+
+        def close(self, *args, **kwargs):
+            try:
+                return super().close(*args, **kwargs)
+            finally:
+                if self.tunnel is not None:
+                    self.tunnel.close()
+
+    return TunnelledClient

@@ -90,6 +90,9 @@ class Inventory:
     min_hosts: int | None    # None: every host is required
     scheduler: HostSpec
     hosts: tuple[HostSpec, ...]
+    #: "closed": a TLS cluster's dashboard binds to the scheduler host's loopback
+    #: (reach it with ``pyku-launch dashboard``); "open": on the scheduler's address.
+    dashboard: str = "closed"
 
 
 _ADDRESS = v.matching(v.ADDRESS, "a host name, IP address or ssh alias"
@@ -119,6 +122,7 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "check": v.names(v.DISTRIBUTION, "distribution name"),
         "min_hosts": _POSITIVE,
         "transport": _TRANSPORT,
+        "dashboard": v.choice("closed", "open"),
     },
     "ssh": {**_CONNECTION, "config": v.local_path, "accept_new": v.boolean,
             "connect_timeout": v.seconds, "transport": _TRANSPORT},
@@ -211,6 +215,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         min_hosts=min_hosts,
         scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),
         hosts=_unique_labels(hosts),
+        dashboard=cluster.get("dashboard", "closed"),
     )
 
 

@@ -50,6 +50,9 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
     if inv.protocol == "tcp":
         report.warn("protocol = \"tcp\": anyone who can reach the scheduler's port can run code "
                     "on your workers; use \"tls\" (the default) on shared networks")
+    if inv.protocol == "tls" and inv.dashboard == "open":
+        report.warn("dashboard = \"open\": anyone who can reach the dashboard's port reads the scheduler's "
+                    "and workers' logs (plain HTTP, no login); leave it closed and use pyku-launch dashboard")
     if inv.death_timeout < 20:
         report.warn(f"death_timeout = {inv.death_timeout:g} s also bounds how long a worker may take to "
                     f"start (distributed's nanny kills it after): a loaded host may need more")
@@ -71,6 +74,7 @@ class _Launch:
         self.conns: dict = {}
         self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
+        self.ca: tls.CA | None = None  # its key signs shares later (launcher/share.py)
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
@@ -83,7 +87,8 @@ class _Launch:
             address, dashboard = await self._start(probes, material)
             self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
                        launch_seconds=round(time.perf_counter() - t0, 3),
-                       tls=material["client"] if material else None)
+                       tls=material["client"] if material else None,
+                       ca_key=self.ca.key if self.ca else None)
             return state.read(self.inv.name)
         except BaseException:
             # Roll back on every host: errors, Ctrl-C, SIGTERM and SIGHUP alike.
@@ -135,7 +140,10 @@ class _Launch:
         for p in probes:
             for w in p.warnings:
                 self.report.warn(f"{p.spec.address}: {w}")
-        material = tls.make_cluster_material(inv.name) if inv.protocol == "tls" else None
+        material = None
+        if inv.protocol == "tls":
+            self.ca = tls.make_ca(inv.name)
+            material = tls.make_cluster_material(inv.name, ca=self.ca)
         self.report.done("preflight", time.perf_counter() - t)
         return probes, material
 
@@ -201,13 +209,14 @@ class _Launch:
     async def _scheduler(self, probe, material, port: int) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
         self.report.step("scheduler", inv.scheduler.address)
-        files = tls.files_for(material["scheduler"]) if material else {}
+        files = tls.files_for(material["scheduler"]) | remote_commands.revocation_files() if material else {}
         wait = min(self.timeout, inv.step_timeout)
         payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
         address = reply.wait_file["address"]
         port = reply.wait_file.get("services", {}).get("dashboard")
-        dashboard = f"http://{remote_commands.host_port(probe.listen, port)}/status" if port else None
+        where = remote_commands.dashboard_host(inv, probe.listen)
+        dashboard = f"http://{remote_commands.host_port(where, port)}/status" if port else None
         self.report.done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
@@ -226,7 +235,7 @@ class _Launch:
     async def _spawn_workers(self, probes, address: str, material) -> list[HostSpec]:
         """Start the workers of every host at once; the hosts whose start worked."""
         inv = self.inv
-        files = tls.files_for(material["worker"]) if material else {}
+        files = tls.files_for(material["worker"]) | remote_commands.revocation_files() if material else {}
 
         async def start(p) -> LaunchError | None:
             payload = remote_commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)

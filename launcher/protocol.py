@@ -107,6 +107,24 @@ class Logs:
         return {"rundir": self.rundir, "n": self.n}
 
 
+@dataclass
+class PutReply:
+    written: list[str]              # files written; empty if the run directory is gone
+
+
+@dataclass
+class Put:
+    """Rewrite ``files`` (name -> text, 0600) in the existing run directory ``rundir``."""
+
+    rundir: str
+    files: dict[str, str]
+    op: ClassVar[str] = "put"
+    Reply: ClassVar[type] = PutReply
+
+    def to_json(self) -> dict:
+        return {"rundir": self.rundir, "files": self.files}
+
+
 def parse_reply(request, data: dict):
     """The typed reply of ``request`` from the agent's JSON."""
     reply_type = request.Reply

@@ -81,6 +81,8 @@ class ClusterRecord:
     tls: Material | None = None         # the client's certificate and key (why the file is 0600)
     started: float | None = None        # time.time() when it ran
     launch_seconds: float | None = None
+    ca_key: str | None = None           # the cluster CA's key: signs shares (launcher/share.py)
+    shares: list[dict] = field(default_factory=list)  # issued shares: label, serial, expires, revoked
     version: int = VERSION
     #: Set on the record a launch returns when the cluster was already running (never saved).
     already_running: bool = field(default=False, compare=False)

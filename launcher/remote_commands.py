@@ -7,12 +7,21 @@ launch would run, and tests can read them.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from . import tls
 from .inventory import HostSpec, Inventory
 from .transport import agent_command, python_of
 
 RUN_ROOT = "~/.pyku-launch"
+REVOCATION_PRELOAD = "pyku_revocation.py"  # launcher/revocation.py, in every TLS run directory
+REVOKED_FILE = "revoked.txt"
+
+
+def revocation_files(revoked: str = "") -> dict[str, str]:
+    """The run-directory files of the revocation check (launcher/revocation.py) and its list."""
+    source = (Path(__file__).parent / "revocation.py").read_text()
+    return {REVOCATION_PRELOAD: source, REVOKED_FILE: revoked}
 
 
 def run_dir(name: str, spec: HostSpec, role: str) -> str:
@@ -38,6 +47,7 @@ def process_env(inv: Inventory) -> dict[str, str]:
     }
     if inv.protocol == "tls":
         env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+        env["PYKU_REVOKED_FILE"] = f"{{rundir}}/{REVOKED_FILE}"  # launcher/revocation.py
     return env
 
 
@@ -46,10 +56,18 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     argv = [python_of(spec), "-m", "distributed.cli.dask_scheduler",
             "--host", listen, "--port", str(inv.port if port is None else port), "--protocol", inv.protocol,
             "--scheduler-file", "{rundir}/scheduler.json"]
-    argv += ["--dashboard-address", host_port(listen, inv.dashboard_port)]
+    argv += ["--dashboard-address", host_port(dashboard_host(inv, listen), inv.dashboard_port)]
     if inv.protocol == "tls":
-        argv += tls.cli_args()
+        argv += tls.cli_args() + ["--preload", f"{{rundir}}/{REVOCATION_PRELOAD}"]
     return argv
+
+
+def dashboard_host(inv: Inventory, listen: str) -> str:
+    """Where the dashboard binds: the scheduler host's loopback on a TLS cluster
+    (it is plain HTTP without login), unless ``[cluster] dashboard = "open"``."""
+    if inv.protocol == "tls" and inv.dashboard != "open":
+        return "::1" if ":" in listen else "127.0.0.1"
+    return listen
 
 
 # distributed's nannies fork their workers from a forkserver that preloads
@@ -108,7 +126,8 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
             "--local-directory", local_directory(inv.name, spec),
             "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
     if inv.protocol == "tls":
-        argv += tls.cli_args()
+        preload = f"{{rundir}}/{REVOCATION_PRELOAD}"
+        argv += tls.cli_args() + ["--preload", preload, "--preload-nanny", preload]
     return argv
 
 

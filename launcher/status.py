@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import readiness, state
+from . import dashboard, readiness, share, state
 
 
 async def status_async(name: str) -> dict:
@@ -43,4 +43,5 @@ async def status_async(name: str) -> dict:
     else:
         st = "degraded"
     return {"name": name, "state": st, "scheduler": rec.scheduler, "dashboard": rec.dashboard,
-            "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing}
+            "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing,
+            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec)}

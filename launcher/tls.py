@@ -4,8 +4,9 @@ Each launch makes a fresh CA and signs one certificate for the scheduler,
 one for the workers and one for the client. Scheduler and workers require
 encryption and a certificate of this CA from every peer, so a client
 without the cluster's material, or a worker of another cluster, cannot
-connect. The CA key is never written anywhere: nobody can mint a further
-certificate once the launch is done.
+connect. The CA key is kept only in the launcher's state file (0600, which
+already holds the client's key): ``pyku-launch share`` signs further client
+certificates with it (:mod:`launcher.share`).
 
 Keys are EC P-256: generated in milliseconds, accepted by every TLS stack.
 """
@@ -42,10 +43,22 @@ def _pem_key(key) -> str:
     ).decode()
 
 
-def make_cluster_material(cluster: str, days: int = 365) -> dict[str, Material]:
-    """A new CA and a certificate + key per role (see :data:`ROLES`)."""
+@dataclass(frozen=True)
+class CA:
+    """A cluster's CA: its certificate and key (PEM). The key signs shares later."""
+
+    cert: str
+    key: str
+
+
+def _window(days: float) -> tuple[_dt.datetime, _dt.datetime]:
     now = _dt.datetime.now(_dt.timezone.utc)
-    start, end = now - _dt.timedelta(minutes=5), now + _dt.timedelta(days=days)
+    return now - _dt.timedelta(minutes=5), now + _dt.timedelta(days=days)
+
+
+def make_ca(cluster: str, days: int = 365) -> CA:
+    """A new self-signed CA for one cluster."""
+    start, end = _window(days)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"pyku-launch CA {cluster}")
     ca_cert = (
@@ -63,26 +76,42 @@ def make_cluster_material(cluster: str, days: int = 365) -> dict[str, Material]:
             encipher_only=False, decipher_only=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
-    out = {}
-    for role in ROLES:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(f"pyku-launch {cluster} {role}"))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            # Every Dask peer is both a TLS server and a TLS client.
-            .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        out[role] = Material(ca_pem, cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
-    return out
+    return CA(ca_cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(ca_key))
+
+
+def issue(ca: CA, subject: str, days: float = 365) -> Material:
+    """A new key and a certificate for ``subject`` signed by ``ca``, valid ``days``."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.encode())
+    ca_key = serialization.load_pem_private_key(ca.key.encode(), password=None)
+    start, end = _window(days)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # Every Dask peer is both a TLS server and a TLS client.
+        .add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return Material(ca.cert, cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key))
+
+
+def make_cluster_material(cluster: str, days: int = 365, ca: CA | None = None) -> dict[str, Material]:
+    """A certificate + key per role (see :data:`ROLES`), signed by ``ca`` (default: a new CA)."""
+    ca = ca or make_ca(cluster, days)
+    return {role: issue(ca, f"pyku-launch {cluster} {role}", days) for role in ROLES}
+
+
+def certificate_info(cert_pem: str) -> tuple[int, _dt.datetime]:
+    """(serial number, expiry in UTC) of a PEM certificate."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return cert.serial_number, cert.not_valid_after_utc
 
 
 def files_for(material: Material) -> dict[str, str]:

@@ -283,7 +283,8 @@ def connect_options(spec: HostSpec) -> dict:
     return opts
 
 
-async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
+async def ssh_connect(spec: HostSpec):
+    """An asyncssh connection to the host (host keys, authentication and errors as every step)."""
     import asyncssh
 
     from .hostkeys import accept_new, describe_refusal
@@ -291,11 +292,12 @@ async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
     opts = connect_options(spec)
     try:
         try:
-            conn = await asyncssh.connect(spec.address, **opts)
+            return await asyncssh.connect(spec.address, **opts)
         except asyncssh.HostKeyNotVerifiable:
             conn = await accept_new(spec, opts) if spec.accept_new else None
             if conn is None:
                 raise LaunchError(await describe_refusal(spec, opts), host=spec.address) from None
+            return conn
     except asyncssh.PermissionDenied:
         who = f"{spec.user}@" if spec.user else ""
         key = spec.identity or "the agent/default keys"
@@ -306,7 +308,10 @@ async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
         why = str(e) or type(e).__name__
         raise LaunchError(f"cannot connect over SSH: {why}", host=spec.address) from None
-    return SSHConnection(spec, conn, on_step)
+
+
+async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
+    return SSHConnection(spec, await ssh_connect(spec), on_step)
 
 
 def connection_key(spec: HostSpec) -> tuple:
