@@ -89,7 +89,8 @@ def test_launch_output_status_json_and_logs(sshd, state_dir, tmp_path):
         # the summary: address, dashboard, hosts x workers x memory, connect and stop
         out = launched.stdout
         assert f"scheduler  tls://{scheduler}:" in out
-        assert re.search(r"^dashboard  http://\S+/status$", out, re.M)
+        # a TLS cluster's dashboard is closed to the network: the summary says how to reach it
+        assert f"dashboard  on {scheduler}'s loopback only: pyku-launch dashboard --name {name}" in out
         for w in workers:
             assert re.search(rf"^  {re.escape(w)}\s+workers\s+2\s+1\s+1\.0 GiB\s+2\.0 GiB\s+ok$", out, re.M), out
         assert re.search(r"^  total\s+4\s+4\.0 GiB$", out, re.M), out
