@@ -14,7 +14,7 @@ import threading
 import time
 import dataclasses
 
-from . import logtail, preflight, readiness, remote_commands, state, tls
+from . import logtail, preflight, readiness, remote_commands, state, tls, tunnel
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
@@ -75,6 +75,7 @@ class _Launch:
         self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
         self.ca: tls.CA | None = None  # its key signs shares later (launcher/share.py)
+        self.scheduler_up = asyncio.Event()  # its spawn replied: it listens
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
@@ -213,6 +214,7 @@ class _Launch:
         wait = min(self.timeout, inv.step_timeout)
         payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
+        self.scheduler_up.set()
         address = reply.wait_file["address"]
         port = reply.wait_file.get("services", {}).get("dashboard")
         where = remote_commands.dashboard_host(inv, probe.listen)
@@ -269,10 +271,13 @@ class _Launch:
         sec = tls.security(material["client"]) if material else None
         expected = {s.label: s.nworkers for s in hosts}
         exited: set[str] = set()
-        arrived = await readiness.wait_for_workers(
-            address, sec, expected, timeout=self.timeout,
-            on_progress=lambda counts: self.report.workers(counts, expected),
-            running=lambda labels: self._still_running(labels, exited))
+        await self.scheduler_up.wait()
+        # A scheduler this machine cannot reach directly is asked through its host (launcher/tunnel.py).
+        async with tunnel.reachable(address, self.inv.scheduler) as reach:
+            arrived = await readiness.wait_for_workers(
+                reach, sec, expected, timeout=self.timeout,
+                on_progress=lambda counts: self.report.workers(counts, expected),
+                running=lambda labels: self._still_running(labels, exited))
         return arrived, exited
 
     async def _drop_late(self, hosts: list[HostSpec], arrived, exited: set[str]) -> None:
@@ -373,7 +378,7 @@ async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> Cl
     if rec is None:
         return None
     if rec.running:
-        if await readiness.scheduler_alive(rec.scheduler, rec.security()):
+        if await _answers(rec):
             return rec
         if await _scheduler_process_alive(rec, on_step):
             raise LaunchError(f"cluster '{name}' is recorded and its scheduler process runs, but it does "
@@ -384,6 +389,16 @@ async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> Cl
                     f"cleaning up before launching")
     await stop_async(name, report=report, locked=True, on_step=on_step)
     return None
+
+
+async def _answers(rec: ClusterRecord) -> bool:
+    """Whether the recorded scheduler answers (through its host if not directly)."""
+    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
+    try:
+        async with tunnel.reachable(rec.scheduler, srec.spec if srec else None) as address:
+            return await readiness.scheduler_alive(address, rec.security())
+    except LaunchError:
+        return False
 
 
 async def _scheduler_process_alive(rec: ClusterRecord, on_step: StepHook | None) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import dashboard, readiness, share, state
+from . import dashboard, readiness, share, state, tunnel
 
 
 async def status_async(name: str) -> dict:
@@ -23,8 +23,10 @@ async def status_async(name: str) -> dict:
         return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
                 "hosts": [], "missing": rec.missing,
                 "error": f"a launch of '{name}' was killed half-way: pyku-launch stop --name {name} cleans up"}
+    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
     try:
-        info = await readiness.identity(rec.scheduler, rec.security(), timeout=5)
+        async with tunnel.reachable(rec.scheduler, srec.spec if srec else None) as address:
+            info = await readiness.identity(address, rec.security(), timeout=5)
         counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer

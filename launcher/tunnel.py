@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import socket
 import threading
 
 from .errors import LaunchError
 from .inventory import HostSpec
+from .remote_commands import scheduler_host_port
 from .transport import ssh_connect
 
 
@@ -113,6 +115,38 @@ class Tunnel:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+async def answers_async(host: str, port: int | str, timeout: float = 3) -> bool:
+    """:func:`answers`, without blocking the event loop."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def reachable(address: str, spec: HostSpec | None):
+    """``address`` (``proto://host:port``) as this machine reaches it, for the ``async with`` block.
+
+    Itself if its port answers from here; else, when ``spec`` is a host
+    reached over SSH, a forward through it (``proto://127.0.0.1:<port>``),
+    closed at the end of the block. Used by the launch (to see the workers
+    arrive), ``status`` and the check for a running cluster.
+    """
+    host, port = scheduler_host_port(address)
+    if spec is None or spec.transport != "ssh" or await answers_async(host, port):
+        yield address
+        return
+    conn = await ssh_connect(spec)
+    try:
+        listener = await conn.forward_local_port("127.0.0.1", 0, host, int(port))
+        yield f"{address.split('://', 1)[0]}://127.0.0.1:{listener.get_port()}"
+    finally:
+        conn.close()
+        await conn.wait_closed()
 
 
 def answers(host: str, port: int, timeout: float = 3) -> bool:
