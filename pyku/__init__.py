@@ -14,10 +14,12 @@ cluster was started: it only ever asks ``distributed`` for the current client.
 """
 
 from pyku import accessor  # noqa: F401  (registers the accessor)
-from pyku.errors import GridError, ProcessingError, PykuError, TimeBoundsError, UnitsError
-from pyku.grids import Grid, get_grid, list_grids
+from pyku.errors import (GridError, OptionError, ProcessingError, PykuError, TimeBoundsError,
+                         UnitsError)
+from pyku.areas import get_grid, list_grids
+from pyku.grids import Grid
 
 __version__ = "0.1.0"
 
-__all__ = ["Grid", "GridError", "ProcessingError", "PykuError", "TimeBoundsError", "UnitsError",
+__all__ = ["Grid", "GridError", "OptionError", "ProcessingError", "PykuError", "TimeBoundsError", "UnitsError",
            "get_grid", "list_grids", "__version__"]

@@ -18,9 +18,16 @@ class PykuAccessor:
     def __init__(self, ds):
         self._ds = ds
 
-    def project(self, target, method="nearest_neighbor"):
-        """Reproject onto a grid; see :func:`pyku.geo.project`."""
-        return geo.project(self._ds, target, method=method)
+    def project(self, area_def=None, roi=1e6, method="nearest_neighbor", use_dask=True,
+                area_file=None, keep_mask=False, power_parameter=None, neighbours=None):
+        """Reproject onto an area; see :func:`pyku.project.project`."""
+        return geo.project(self._ds, area_def, roi=roi, method=method, use_dask=use_dask,
+                           area_file=area_file, keep_mask=keep_mask,
+                           power_parameter=power_parameter, neighbours=neighbours)
+
+    def get_area_def(self):
+        """The area the dataset is on; see :func:`pyku.geo.get_area_def`."""
+        return geo.get_area_def(self._ds)
 
     def source_grid(self):
         """The dataset's horizontal grid; see :func:`pyku.geo.source_grid`."""

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from pyku.grids import Grid, get_grid, list_grids  # noqa: F401  (the catalogue, re-exported)
+from pyku.areas import get_grid, list_grids  # noqa: F401  (the catalogue, re-exported)
+from pyku.grids import Grid
 
 SAMPLE_GRID = "GER-0275"
 FILENAME = ("{cmor}_GER-0275_ECMWF-ERA5_evaluation_r1i1p1_CLMcom-DWD-CCLM5-0-16_x0n1-v1_day_"

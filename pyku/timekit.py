@@ -13,24 +13,15 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from pyku import cfcoords
 from pyku.errors import TimeBoundsError
 
 HOWS = ("lower", "upper", "middle")
 
 
 def time_bounds_name(ds, time="time"):
-    """Name of the time-bounds variable of ``ds``, or None.
-
-    The coordinate's ``bounds`` attribute wins; ``time_bnds`` and
-    ``time_bounds`` are the usual names when it is missing.
-    """
-    if time not in ds.variables:
-        return None
-    var = ds[time]
-    for name in (var.attrs.get("bounds"), var.encoding.get("bounds"), f"{time}_bnds", f"{time}_bounds"):
-        if name and name in ds.variables:
-            return name
-    return None
+    """Name of the time-bounds variable of ``ds``, or None (see :func:`pyku.cfcoords.bounds_name`)."""
+    return cfcoords.bounds_name(ds, time)
 
 
 def set_time_labels_from_time_bounds(ds, how="lower", time="time"):
