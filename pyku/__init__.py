@@ -14,6 +14,7 @@ cluster was started: it only ever asks ``distributed`` for the current client.
 """
 
 from pyku import accessor  # noqa: F401  (registers the accessor)
+from pyku import check, drs, geo, mask, meta, resources, timekit  # noqa: F401  (pyku's modules)
 from pyku.errors import (GridError, OptionError, ProcessingError, PykuError, TimeBoundsError,
                          UnitsError)
 from pyku.areas import get_grid, list_grids

@@ -1,14 +1,15 @@
 """The ``.pyku`` accessor on :class:`xarray.Dataset`.
 
-Each method forwards to a plain function of a topic module, so the same
-operations are available without the accessor and documented in one place.
+Each method forwards to a plain function of a topic module, under pyku's
+names and keywords, so the same operations are available without the
+accessor and documented in one place.
 """
 
 from __future__ import annotations
 
 import xarray as xr
 
-from pyku import drs, geo, timekit
+from pyku import check, drs, geo, mask, meta, timekit
 
 
 @xr.register_dataset_accessor("pyku")
@@ -30,7 +31,7 @@ class PykuAccessor:
         return geo.get_area_def(self._ds)
 
     def source_grid(self):
-        """The dataset's horizontal grid; see :func:`pyku.geo.source_grid`."""
+        """The dataset's horizontal grid; see :func:`pyku.project.source_grid`."""
         return geo.source_grid(self._ds)[0]
 
     def set_time_labels_from_time_bounds(self, how="lower", time="time"):
@@ -44,3 +45,46 @@ class PykuAccessor:
     def to_cmor_units(self):
         """Convert to CMOR units; see :func:`pyku.drs.to_cmor_units`."""
         return drs.to_cmor_units(self._ds)
+
+    def to_cmor_attrs(self):
+        """Set CMOR attributes; see :func:`pyku.drs.to_cmor_attrs`."""
+        return drs.to_cmor_attrs(self._ds)
+
+    def cmorize(self, global_metadata=None):
+        """CMOR-ize one variable; see :func:`pyku.drs.cmorize`."""
+        return drs.cmorize(self._ds, global_metadata=global_metadata)
+
+    def check_metadata(self, standard=None, completeness_period=None):
+        """Table of metadata checks; see :func:`pyku.check.check_metadata`."""
+        return check.check_metadata(self._ds, standard=standard, completeness_period=completeness_period)
+
+    def apply_mask(self, mask, from_nans=False, tolerance=0.001):
+        """NaN outside a mask; see :func:`pyku.mask.apply_mask`."""
+        return mask_module.apply_mask(self._ds, mask, from_nans=from_nans, tolerance=tolerance)
+
+    def get_frequency(self, dtype="freqstr"):
+        """Time frequency; see :func:`pyku.meta.get_frequency`."""
+        return meta.get_frequency(self._ds, dtype=dtype)
+
+    def get_geodata_varnames(self):
+        """Climate variables on the grid; see :func:`pyku.meta.get_geodata_varnames`."""
+        return meta.get_geodata_varnames(self._ds)
+
+    def get_geographic_latlon_varnames(self):
+        """(lat, lon) names; see :func:`pyku.meta.get_geographic_latlon_varnames`."""
+        return meta.get_geographic_latlon_varnames(self._ds)
+
+    def get_projection_yx_varnames(self):
+        """(y, x) names; see :func:`pyku.meta.get_projection_yx_varnames`."""
+        return meta.get_projection_yx_varnames(self._ds)
+
+    def get_crs_varname(self):
+        """Grid-mapping variable name; see :func:`pyku.meta.get_crs_varname`."""
+        return meta.get_crs_varname(self._ds)
+
+    def get_time_bounds_varname(self):
+        """Time-bounds variable name; see :func:`pyku.meta.get_time_bounds_varname`."""
+        return meta.get_time_bounds_varname(self._ds)
+
+
+mask_module = mask  # the method apply_mask has a parameter named mask

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pyproj
 
 from pyku.errors import GridError
 from pyku.grids import Grid
@@ -212,10 +213,30 @@ def load_area_def(projection_name, area_file=None):
     return AreaDefinition(get_grid(projection_name, area_file=area_file))
 
 
+def same_crs(a, b):
+    """True if grids ``a`` and ``b`` place coordinates identically (same CRS, however written).
+
+    A CRS read from CF attributes and the same CRS from a PROJ string differ in
+    names, so ``pyproj.CRS.equals`` is not enough: compare where 9 points of
+    ``a`` land on the globe through both CRSs (to 1e-9 degrees).
+    """
+    if a.pyproj_crs.equals(b.pyproj_crs):
+        return True
+    xx, yy = np.meshgrid(a.x[[0, a.nx // 2, -1]], a.y[[0, a.ny // 2, -1]])
+    points = []
+    for crs in (a.pyproj_crs, b.pyproj_crs):
+        to_geo = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        points.append(np.array(to_geo.transform(xx, yy)))
+    if not np.isfinite(points).all():
+        return False
+    dlon = (points[0][0] - points[1][0] + 180) % 360 - 180
+    return bool(np.abs(dlon).max() < 1e-9 and np.abs(points[0][1] - points[1][1]).max() < 1e-9)
+
+
 def find_area(grid, tolerance=1e-6):
     """Name of the catalogue area equal to ``grid`` (same CRS, centres within ``tolerance``), or None."""
     for name, known in _catalogue()[0].items():
-        if known.shape != grid.shape or not known.pyproj_crs.equals(grid.pyproj_crs):
+        if known.shape != grid.shape or not same_crs(known, grid):
             continue
         tol = tolerance * (1e-5 if known.pyproj_crs.is_geographic else 1.0)
         if (np.allclose(np.sort(known.x), np.sort(grid.x), rtol=0, atol=tol)

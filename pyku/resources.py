@@ -204,3 +204,6 @@ def _weather(variable, lon, lat, year, ndays, seed):
     else:  # sfcWind
         v = np.abs(3.5 + 0.8 * lat_n + 1.2 * anomaly + 0.4 * noise)
     return np.ascontiguousarray(v, dtype=np.float32)
+
+
+from pyku.fakedata import generate_fake_cmip6_data, generate_fake_cordex_data  # noqa: E402,F401
