@@ -26,12 +26,20 @@ def build(source, tlon, tlat):
     return _build_curvilinear(source, tlon, tlat)
 
 
-def _fractional(coord, values):
-    """Fractional position of ``values`` along a monotonic 1-D ``coord``; NaN outside."""
+def _fractional(coord, values, slack=1e-6):
+    """Fractional position of ``values`` along a monotonic 1-D ``coord``; NaN outside.
+
+    A value within ``slack`` of a cell beyond the first or last centre counts as
+    on it: a target centre on the source's edge centre comes back from the CRS
+    round trip a few ulp outside, and must not be lost.
+    """
     order = np.arange(coord.size, dtype="f8")
     if coord[0] > coord[-1]:
         coord, order = coord[::-1], order[::-1]
-    return np.interp(values, coord, order, left=np.nan, right=np.nan)
+    step = abs(coord[-1] - coord[0]) / max(coord.size - 1, 1)
+    lo, hi = coord[0] - slack * step, coord[-1] + slack * step
+    inside = (values >= lo) & (values <= hi)
+    return np.where(inside, np.interp(values, coord, order), np.nan)
 
 
 def _bilinear_from_fractions(fi, fj, shape, tshape, cyclic=False):

@@ -3,8 +3,9 @@ of the source cells it overlaps.
 
 Cells are polygons in an equal-area working plane: cylindrical equal-area
 when both grids are regular latitude/longitude (their cells are then exact
-rectangles, so overlaps are exact), else Lambert azimuthal equal-area centred
-on the target (cell edges taken as straight lines between corners there).
+rectangles, so overlaps are exact, across the antimeridian too), else Lambert
+azimuthal equal-area centred on the target (cell edges taken as straight
+lines between corners there).
 Overlap areas come from shapely's vectorised intersection with an STRtree.
 
 The weight of source cell i in target cell j is overlap(i, j) / covered(j),
@@ -29,27 +30,60 @@ MIN_COVER = 0.5
 
 def build(source, target):
     """:class:`pyku.regrid.WeightMatrix` of conservative weights from ``source`` to ``target`` (Grid)."""
-    tlon, tlat = _target_corners(target)
-    slon, slat = _source_corners(source)
-    plane, regular = _working_plane(source, target, tlon, tlat)
-    tpoly, tok = _polygons(plane, tlon, tlat)
-    spoly, sok = _polygons(plane, slon, slat)
-    if not regular:  # the azimuthal plane is only sound on the target's side of the globe
-        sok &= _near(slon, slat, tlon, tlat)
+    if _regular(source.crs) and _regular(target.pyproj_crs):
+        spoly, sok, owner, tpoly, tok = _cea_polygons(source, target)
+    else:
+        tlon, tlat = _target_corners(target)
+        slon, slat = _source_corners(source)
+        plane = _laea_plane(tlon, tlat)
+        tpoly, tok = _polygons(plane, tlon, tlat)
+        spoly, sok = _polygons(plane, slon, slat)
+        sok &= _near(slon, slat, tlon, tlat)  # the azimuthal plane is only sound near the target
+        owner = np.arange(spoly.size)
     sidx, tidx = np.flatnonzero(sok), np.flatnonzero(tok)
     tree = shapely.STRtree(spoly[sidx])
     pairs = tree.query(tpoly[tidx], predicate="intersects")
-    j, i = tidx[pairs[0]], sidx[pairs[1]]
-    overlap = shapely.area(shapely.intersection(spoly[i], tpoly[j]))
+    j, k = tidx[pairs[0]], sidx[pairs[1]]
+    overlap = shapely.area(shapely.intersection(spoly[k], tpoly[j]))
     tarea = shapely.area(tpoly)
     keep = overlap > 1e-12 * tarea[j]
-    j, i, overlap = j[keep], i[keep], overlap[keep]
+    j, i, overlap = j[keep], owner[k[keep]], overlap[keep]
     covered = np.bincount(j, weights=overlap, minlength=tpoly.size)
     valid = tok & (covered >= MIN_COVER * np.where(tok, tarea, np.inf))
     use = valid[j]
+    nsource = source.shape[0] * source.shape[1]
     matrix = sparse.csr_matrix((overlap[use] / covered[j[use]], (j[use], i[use])),
-                               shape=(tpoly.size, spoly.size))
+                               shape=(tpoly.size, nsource))
+    matrix.sum_duplicates()
     return WeightMatrix("conservative", target.shape, matrix, valid)
+
+
+def _regular(crs):
+    return (crs is not None and crs.is_geographic
+            and crs.to_cf().get("grid_mapping_name") == "latitude_longitude")
+
+
+def _cea_polygons(source, target):
+    """Cells of two regular lat/lon grids as exact rectangles of the cylindrical equal-area plane.
+
+    Longitudes are not wrapped: each source cell also appears shifted by
+    +-360 degrees, so a target on -180..180 meets a source on 0..360.
+    """
+    def rectangles(x, y):
+        xe, ye = _edges(x), np.clip(_edges(y), -90, 90)
+        xe, ye = np.radians(xe) * EARTH_RADIUS, np.sin(np.radians(ye)) * EARTH_RADIUS
+        x0, y0 = np.meshgrid(np.minimum(xe[:-1], xe[1:]), np.minimum(ye[:-1], ye[1:]))
+        x1, y1 = np.meshgrid(np.maximum(xe[:-1], xe[1:]), np.maximum(ye[:-1], ye[1:]))
+        return shapely.box(x0.ravel(), y0.ravel(), x1.ravel(), y1.ravel())
+
+    turn = 2 * np.pi * EARTH_RADIUS
+    base = rectangles(source.x, source.y)
+    copies = [base, shapely.transform(base, lambda xy: xy + [turn, 0]),
+              shapely.transform(base, lambda xy: xy - [turn, 0])]
+    spoly = np.concatenate(copies)
+    owner = np.tile(np.arange(base.size), 3)
+    tpoly = rectangles(target.x, target.y)
+    return spoly, shapely.area(spoly) > 0, owner, tpoly, shapely.area(tpoly) > 0
 
 
 def _edges(centres):
@@ -82,16 +116,13 @@ def _source_corners(source):
             np.degrees(np.arcsin(np.clip(corner[..., 2], -1, 1))))
 
 
-def _working_plane(source, target, tlon, tlat):
-    """Transformer lon/lat -> an equal-area plane suited to the two grids, and whether it is cea."""
+def _laea_plane(tlon, tlat):
+    """Transformer lon/lat -> the Lambert azimuthal equal-area plane centred on the target."""
     centre = unit_vectors(tlon, tlat).reshape(-1, 3).mean(axis=0)
     lon0 = float(np.degrees(np.arctan2(centre[1], centre[0])))
     lat0 = float(np.degrees(np.arcsin(centre[2] / np.linalg.norm(centre))))
-    regular = all(crs is not None and crs.is_geographic and crs.to_cf().get("grid_mapping_name")
-                  == "latitude_longitude" for crs in (source.crs, target.pyproj_crs))
-    proj = (f"+proj=cea +lon_0={lon0} +R={EARTH_RADIUS}" if regular
-            else f"+proj=laea +lat_0={lat0} +lon_0={lon0} +R={EARTH_RADIUS}")
-    return pyproj.Transformer.from_crs("EPSG:4326", proj, always_xy=True), regular
+    proj = f"+proj=laea +lat_0={lat0} +lon_0={lon0} +R={EARTH_RADIUS}"
+    return pyproj.Transformer.from_crs("EPSG:4326", proj, always_xy=True)
 
 
 def _polygons(plane, lon, lat):

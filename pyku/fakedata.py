@@ -23,7 +23,7 @@ def _field(variable, lat, lon, time, rng):
     """(time, *lat.shape) values of ``variable`` in CMOR units."""
     if variable not in VARIABLES:
         raise OptionError(f"no sample recipe for {variable!r}; choose one of {', '.join(VARIABLES)}")
-    season = np.sin(2 * np.pi * time.dayofyear.values / 365.0)[:, None, None]
+    season = np.sin(2 * np.pi * time.day_of_year.values / 365.0)[:, None, None]
     pattern = (np.sin(np.radians(lat)) * np.cos(np.radians(lon)))[None]
     noise = rng.standard_normal((time.size,) + lat.shape)
     offset = {"tasmax": 4.0, "tasmin": -4.0}.get(variable, 0.0)
