@@ -164,9 +164,10 @@ def get_frequency(ds, dtype="freqstr"):
     if dtype == "DateOffset":
         return first
     if dtype == "Timedelta":
-        if not hasattr(first, "nanos"):
-            raise FrequencyError(f"get_frequency: {freqstr} has no fixed length; use dtype='freqstr'")
-        return pd.Timedelta(first.nanos)
+        try:
+            return pd.Timedelta(first.nanos)
+        except (AttributeError, ValueError):  # months, years: calendar lengths
+            raise FrequencyError(f"get_frequency: {freqstr} has no fixed length; use dtype='freqstr'") from None
     return freqstr
 
 

@@ -334,3 +334,110 @@ def test_dataset_without_spatial_coordinates_is_refused():
     ds = xr.Dataset({"tas": (("a", "b"), np.zeros((3, 3)))})
     with pytest.raises(pyku.GridError, match="latitude/longitude"):
         ds.pyku.project("HYR-LAEA-5")
+
+
+# --- time labels, CMOR names/units/attributes, metadata, checks, masks, samples ---------
+
+def test_time_labels_refuse_time_point_variables_as_pyku_does():
+    ds = resources.sample_dataset("tas", days=3, coarsen=16)
+    for how, hour in (("lower", 0), ("middle", 12), ("upper", 0)):
+        out = ds.pyku.set_time_labels_from_time_bounds(how=how)
+        assert out.time.dt.hour.values.tolist() == [hour] * 3
+    ds.T_2M.attrs["cell_methods"] = "time: point"
+    with pytest.raises(pyku.TimeBoundsError, match="time: point") as info:
+        ds.pyku.set_time_labels_from_time_bounds(how="lower")
+    assert "T_2M" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cmor_names_units_and_long_name_of_precipitation():
+    ds = resources.sample_dataset("pr", days=3, coarsen=16)
+    assert ds.TOT_PREC.attrs["long_name"] == "total precipitation amount"
+    out = ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    assert out.pr.attrs["units"] == "kg m-2 s-1"
+    assert out.pr.attrs["long_name"] == "Precipitation"  # a flux now, no longer an amount
+    assert out.pr.attrs["standard_name"] == "precipitation_flux"
+    np.testing.assert_allclose(out.pr.values, ds.TOT_PREC.values / 86400, rtol=1e-6)
+
+
+@pytest.mark.parametrize("alias, cmor", [("tasAdjust", "tas"), ("prAdjust", "pr"), ("TD_2M", "tdps"),
+                                         ("tdew", "tdps"), ("precipitation_flux", "pr"),
+                                         ("sfcWindAdjust", "sfcWind"), ("d2m", "tdps")])
+def test_cmor_table_knows_pyku_s_aliases(alias, cmor):
+    ds = xr.Dataset({alias: ("t", [1.0])})
+    assert list(ds.pyku.to_cmor_varnames()) == [cmor]
+
+
+def test_to_cmor_attrs_and_cmorize():
+    ds = resources.sample_dataset("tas", days=3, coarsen=16)
+    ds.T_2M.attrs["long_name"] = "my temperature"
+    ds = ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    attrs = ds.pyku.to_cmor_attrs()
+    assert attrs.tas.attrs["long_name"] == "Near-Surface Air Temperature"
+    assert attrs.attrs["frequency"] == "day" and attrs.rlat.attrs["standard_name"] == "grid_latitude"
+    raw = resources.sample_dataset("pr", days=3, coarsen=16)
+    out = pyku.drs.cmorize(raw, global_metadata={"institute_id": "DWD"})
+    assert list(out.data_vars)[0] == "pr" and out.attrs["institute_id"] == "DWD"
+    assert out.time.dt.hour.values.tolist() == [12, 12, 12]  # CMOR: middle of the bounds
+    assert out.pr.attrs["units"] == "kg m-2 s-1"
+    assert raw.pyku.cmorize().pr.attrs == out.pr.attrs
+    with pytest.raises(pyku.PykuError, match="exactly one"):
+        pyku.drs.cmorize(raw.assign(other=raw.TOT_PREC * 2))
+
+
+def test_meta_getters_and_frequency():
+    ds = resources.sample_dataset("tas", days=5, coarsen=16)
+    meta = pyku.meta
+    assert meta.get_frequency(ds) == "D" == ds.pyku.get_frequency(dtype="freqstr")
+    assert meta.get_frequency(ds, dtype="Timedelta") == np.timedelta64(1, "D")
+    assert meta.get_frequency(ds.isel(time=[0]), dtype="DateOffset").freqstr == "D"
+    assert meta.get_geodata_varnames(ds) == ["T_2M"] == ds.pyku.get_geodata_varnames()
+    assert meta.get_geographic_latlon_varnames(ds) == ("lat", "lon")
+    assert meta.get_projection_yx_varnames(ds) == ("rlat", "rlon")
+    assert meta.get_crs_varname(ds) == "rotated_pole" and meta.get_time_bounds_varname(ds) == "time_bnds"
+    monthly = resources.generate_fake_cmip6_data("tas", nlat=18, nlon=36, freq="MS")
+    assert meta.get_frequency(monthly) == "MS"
+    with pytest.raises(pyku.PykuError, match="Timedelta|fixed length"):
+        meta.get_frequency(monthly, dtype="Timedelta")
+    with pytest.raises(pyku.PykuError, match="disagree"):
+        meta.get_frequency(ds.assign_attrs(frequency="mon"))
+
+
+def test_check_metadata_table():
+    raw = resources.sample_dataset("pr", days=40, coarsen=16)
+    table = pyku.check.check_metadata(raw, standard="cordex", completeness_period="1MS")
+    assert list(table.columns) == ["key", "value", "issue", "description"]
+    failed = set(table.loc[~table.value.astype(bool), "key"])
+    assert failed == {"TOT_PREC_is_cmor_varname", "complete_1980-02", "global_attribute_institute_id"}
+    clean = raw.pyku.cmorize(global_metadata={"institute_id": "DWD"}).isel(time=slice(0, 31))
+    assert clean.pyku.check_metadata(standard="cordex", completeness_period="1MS").value.all()
+
+
+def test_apply_mask_with_polygons_geojson_and_raster(tmp_path):
+    import json
+
+    shapely = pytest.importorskip("shapely")
+    ds = resources.sample_dataset("tas", days=1, coarsen=8)
+    box = shapely.box(8, 49, 12, 53)
+    inside = ((ds.lon > 8) & (ds.lon < 12) & (ds.lat > 49) & (ds.lat < 53)).values
+    out = pyku.mask.apply_mask(ds, box)
+    np.testing.assert_array_equal(np.isfinite(out.T_2M.values[0]), inside)
+    path = tmp_path / "box.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(box)}]}))
+    np.testing.assert_array_equal(ds.pyku.apply_mask(str(path)).T_2M.values, out.T_2M.values)
+    raster = ds.T_2M.isel(time=0).where(inside)
+    np.testing.assert_array_equal(ds.pyku.apply_mask(raster, from_nans=True).T_2M.values, out.T_2M.values)
+    with pytest.raises(pyku.PykuError, match="does not exist"):
+        ds.pyku.apply_mask(str(tmp_path / "missing.geojson"))
+
+
+def test_sample_generators_are_offline_and_pyku_shaped():
+    cmip6 = resources.generate_fake_cmip6_data(variable="pr", ntime=1, nlat=90, nlon=180, freq="D", seed=42)
+    assert cmip6.pr.shape == (365, 90, 180) and cmip6.attrs["frequency"] == "day"
+    again = resources.generate_fake_cmip6_data(variable="pr", ntime=1, nlat=90, nlon=180, freq="D", seed=42)
+    xr.testing.assert_identical(cmip6, again)
+    assert cmip6.pyku.check_metadata().value.all()
+    cordex = resources.generate_fake_cordex_data("tas", ntime=1, area="EUR-44", freq="MS")
+    assert cordex.tas.shape == (12, 103, 106) and cordex.attrs["CORDEX_domain"] == "EUR-44"
+    assert geo.get_area_def(cordex).area_id == "EUR-44"
+    assert cordex.pyku.check_metadata(standard="cordex").value.all()
