@@ -6,7 +6,9 @@ when both grids are regular latitude/longitude (their cells are then exact
 rectangles, so overlaps are exact, across the antimeridian too), else Lambert
 azimuthal equal-area centred on the target (cell edges taken as straight
 lines between corners there).
-Overlap areas come from shapely's vectorised intersection with an STRtree.
+Candidate pairs come from shapely's STRtree on bounding boxes; overlap areas
+from a vectorised Sutherland-Hodgman clip of each source quadrilateral by
+its (convex) target cell, in numpy.
 
 The weight of source cell i in target cell j is overlap(i, j) / covered(j),
 where covered(j) is the part of target cell j that source cells cover; a
@@ -31,31 +33,107 @@ MIN_COVER = 0.5
 def build(source, target):
     """:class:`pyku.regrid.WeightMatrix` of conservative weights from ``source`` to ``target`` (Grid)."""
     if _regular(source.crs) and _regular(target.pyproj_crs):
-        spoly, sok, owner, tpoly, tok = _cea_polygons(source, target)
+        sring, sok, owner, tring, tok = _cea_rings(source, target)
     else:
         tlon, tlat = _target_corners(target)
         slon, slat = _source_corners(source)
         plane = _laea_plane(tlon, tlat)
-        tpoly, tok = _polygons(plane, tlon, tlat)
-        spoly, sok = _polygons(plane, slon, slat)
+        tring, tok = _rings(plane, tlon, tlat)
+        sring, sok = _rings(plane, slon, slat)
         sok &= _near(slon, slat, tlon, tlat)  # the azimuthal plane is only sound near the target
-        owner = np.arange(spoly.size)
-    sidx, tidx = np.flatnonzero(sok), np.flatnonzero(tok)
-    tree = shapely.STRtree(spoly[sidx])
-    pairs = tree.query(tpoly[tidx], predicate="intersects")
-    j, k = tidx[pairs[0]], sidx[pairs[1]]
-    overlap = shapely.area(shapely.intersection(spoly[k], tpoly[j]))
-    tarea = shapely.area(tpoly)
+        owner = np.arange(sok.size)
+    j, k = _candidate_pairs(sring, sok, tring, tok)
+    tarea = np.abs(_shoelace(tring, np.full(len(tring), 4)))
+    overlap = _overlap_areas(sring[k], tring[j])
     keep = overlap > 1e-12 * tarea[j]
     j, i, overlap = j[keep], owner[k[keep]], overlap[keep]
-    covered = np.bincount(j, weights=overlap, minlength=tpoly.size)
+    covered = np.bincount(j, weights=overlap, minlength=len(tring))
     valid = tok & (covered >= MIN_COVER * np.where(tok, tarea, np.inf))
     use = valid[j]
     nsource = source.shape[0] * source.shape[1]
     matrix = sparse.csr_matrix((overlap[use] / covered[j[use]], (j[use], i[use])),
-                               shape=(tpoly.size, nsource))
+                               shape=(len(tring), nsource))
     matrix.sum_duplicates()
     return WeightMatrix("conservative", target.shape, matrix, valid)
+
+
+def _candidate_pairs(sring, sok, tring, tok):
+    """(target, source) index pairs whose bounding boxes intersect (shapely's STRtree)."""
+    def boxes(ring):
+        lo, hi = ring.min(axis=1), ring.max(axis=1)
+        return shapely.box(lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1])
+
+    sidx, tidx = np.flatnonzero(sok), np.flatnonzero(tok)
+    tree = shapely.STRtree(boxes(sring[sidx]))
+    pairs = tree.query(boxes(tring[tidx]), predicate="intersects")
+    return tidx[pairs[0]], sidx[pairs[1]]
+
+
+def _cross(a, b):
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+def _shoelace(ring, count):
+    """Signed area of polygons (n, m, 2) whose first ``count`` vertices are used."""
+    m = ring.shape[1]
+    nxt = np.where(np.arange(m)[None] + 1 < count[:, None], np.arange(m)[None] + 1, 0)
+    used = np.arange(m)[None] < count[:, None]
+    following = np.take_along_axis(ring, nxt[..., None], axis=1)
+    return 0.5 * np.where(used, _cross(ring, following), 0.0).sum(axis=1)
+
+
+def _overlap_areas(subject, clip, block=32768):
+    """Areas of subject (n, 4, 2) quads clipped by convex clip (n, 4, 2) quads.
+
+    Pairs with the subject wholly inside the clip (its own area) or wholly
+    beyond one clip edge (0) are settled at once; the rest are clipped, a
+    block at a time so that the work arrays stay in cache.
+    """
+    n = len(subject)
+    clip = np.where((_shoelace(clip, np.full(n, 4)) < 0)[:, None, None], clip[:, ::-1], clip)
+    inside = np.ones((n, 4), bool)
+    areas = np.zeros(n)
+    outside = np.zeros(n, bool)
+    for edge in range(4):
+        a, b = clip[:, edge][:, None], clip[:, (edge + 1) % 4][:, None]
+        side = _cross(b - a, subject - a) >= 0
+        inside &= side
+        outside |= ~side.any(axis=1)
+    whole = inside.all(axis=1)
+    areas[whole] = np.abs(_shoelace(subject[whole], np.full(whole.sum(), 4)))
+    rest = np.flatnonzero(~whole & ~outside)
+    for start in range(0, rest.size, block):
+        part = rest[start:start + block]
+        areas[part] = _clip_areas(subject[part], clip[part])
+    return areas
+
+
+def _clip_areas(subject, clip):
+    """Sutherland-Hodgman, vectorised over pairs; clip quads convex and counter-clockwise.
+
+    At most 8 vertices survive clipping a quadrilateral by a convex quadrilateral.
+    """
+    n = len(subject)
+    poly, count = np.zeros((n, 8, 2)), np.full(n, 4)
+    poly[:, :4] = subject
+    rows = np.arange(n)[:, None]
+    for edge in range(4):
+        a, b = clip[:, edge][:, None], clip[:, (edge + 1) % 4][:, None]
+        cur = poly
+        prev = np.take_along_axis(poly, ((np.arange(8)[None] - 1) % np.maximum(count, 1)[:, None])[..., None], 1)
+        side_cur, side_prev = _cross(b - a, cur - a) >= 0, _cross(b - a, prev - a) >= 0
+        used = np.arange(8)[None] < count[:, None]
+        d = cur - prev
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = _cross(b - a, a - prev) / _cross(b - a, d)
+        crossing = prev + np.nan_to_num(s)[..., None] * d
+        # Each input vertex emits (crossing if the side changes) then (itself if inside).
+        out = np.stack([crossing, cur], axis=2).reshape(n, 16, 2)
+        emit = np.stack([used & (side_cur != side_prev), used & side_cur], axis=2).reshape(n, 16)
+        order = np.argsort(~emit, axis=1, kind="stable")[:, :8]
+        poly = out[rows, order]
+        count = np.minimum(emit.sum(axis=1), 8)
+    return np.abs(_shoelace(poly, count))
 
 
 def _regular(crs):
@@ -63,7 +141,7 @@ def _regular(crs):
             and crs.to_cf().get("grid_mapping_name") == "latitude_longitude")
 
 
-def _cea_polygons(source, target):
+def _cea_rings(source, target):
     """Cells of two regular lat/lon grids as exact rectangles of the cylindrical equal-area plane.
 
     Longitudes are not wrapped: each source cell also appears shifted by
@@ -72,18 +150,18 @@ def _cea_polygons(source, target):
     def rectangles(x, y):
         xe, ye = _edges(x), np.clip(_edges(y), -90, 90)
         xe, ye = np.radians(xe) * EARTH_RADIUS, np.sin(np.radians(ye)) * EARTH_RADIUS
-        x0, y0 = np.meshgrid(np.minimum(xe[:-1], xe[1:]), np.minimum(ye[:-1], ye[1:]))
-        x1, y1 = np.meshgrid(np.maximum(xe[:-1], xe[1:]), np.maximum(ye[:-1], ye[1:]))
-        return shapely.box(x0.ravel(), y0.ravel(), x1.ravel(), y1.ravel())
+        x0, y0 = np.meshgrid(xe[:-1], ye[:-1])
+        x1, y1 = np.meshgrid(xe[1:], ye[1:])
+        ring = np.stack([np.stack([x0, y0], -1), np.stack([x1, y0], -1),
+                         np.stack([x1, y1], -1), np.stack([x0, y1], -1)], axis=2)
+        return ring.reshape(-1, 4, 2)
 
-    turn = 2 * np.pi * EARTH_RADIUS
+    turn = np.array([2 * np.pi * EARTH_RADIUS, 0.0])
     base = rectangles(source.x, source.y)
-    copies = [base, shapely.transform(base, lambda xy: xy + [turn, 0]),
-              shapely.transform(base, lambda xy: xy - [turn, 0])]
-    spoly = np.concatenate(copies)
-    owner = np.tile(np.arange(base.size), 3)
-    tpoly = rectangles(target.x, target.y)
-    return spoly, shapely.area(spoly) > 0, owner, tpoly, shapely.area(tpoly) > 0
+    sring = np.concatenate([base, base + turn, base - turn])
+    owner = np.tile(np.arange(len(base)), 3)
+    tring = rectangles(target.x, target.y)
+    return sring, np.ones(len(sring), bool), owner, tring, np.ones(len(tring), bool)
 
 
 def _edges(centres):
@@ -125,20 +203,17 @@ def _laea_plane(tlon, tlat):
     return pyproj.Transformer.from_crs("EPSG:4326", proj, always_xy=True)
 
 
-def _polygons(plane, lon, lat):
-    """One polygon per cell from (ny+1, nx+1) corners, and which are usable."""
+def _rings(plane, lon, lat):
+    """One quadrilateral (n, 4, 2) per cell from (ny+1, nx+1) corners, and which are usable."""
     x, y = plane.transform(lon, lat)
     ring = np.stack([np.stack([x[:-1, :-1], x[:-1, 1:], x[1:, 1:], x[1:, :-1]], -1),
                      np.stack([y[:-1, :-1], y[:-1, 1:], y[1:, 1:], y[1:, :-1]], -1)], -1)
     ring = ring.reshape(-1, 4, 2)
     ok = np.isfinite(ring).all(axis=(1, 2))
     # A cell wider than half the plane wraps around its antimeridian: leave it out.
-    width = np.ptp(np.where(ok[:, None], ring[..., 0], 0.0), axis=1)
-    ok &= width < np.pi * EARTH_RADIUS
+    ok &= np.ptp(np.where(ok[:, None], ring[..., 0], 0.0), axis=1) < np.pi * EARTH_RADIUS
     ring = np.where(ok[:, None, None], ring, 0.0)
-    polys = shapely.polygons(np.concatenate([ring, ring[:, :1]], axis=1))
-    polys = shapely.make_valid(polys)  # a cell given clockwise or twisted still has its area
-    return polys, ok & (shapely.area(polys) > 0)
+    return ring, ok & (np.abs(_shoelace(ring, np.full(len(ring), 4))) > 0)
 
 
 def _near(slon, slat, tlon, tlat):
