@@ -124,9 +124,9 @@ def _clip_areas(subject, clip):
         side_cur, side_prev = _cross(b - a, cur - a) >= 0, _cross(b - a, prev - a) >= 0
         used = np.arange(8)[None] < count[:, None]
         d = cur - prev
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = _cross(b - a, a - prev) / _cross(b - a, d)
-        crossing = prev + np.nan_to_num(s)[..., None] * d
+        den = _cross(b - a, d)  # 0 only for edges parallel to the clip edge: no crossing used
+        s = np.divide(_cross(b - a, a - prev), den, out=np.zeros_like(den), where=den != 0)
+        crossing = prev + np.clip(s, 0.0, 1.0)[..., None] * d
         # Each input vertex emits (crossing if the side changes) then (itself if inside).
         out = np.stack([crossing, cur], axis=2).reshape(n, 16, 2)
         emit = np.stack([used & (side_cur != side_prev), used & side_cur], axis=2).reshape(n, 16)

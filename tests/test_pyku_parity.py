@@ -441,3 +441,19 @@ def test_sample_generators_are_offline_and_pyku_shaped():
     assert cordex.tas.shape == (12, 103, 106) and cordex.attrs["CORDEX_domain"] == "EUR-44"
     assert geo.get_area_def(cordex).area_id == "EUR-44"
     assert cordex.pyku.check_metadata(standard="cordex").value.all()
+
+
+def test_conservative_overlaps_equal_shapely_intersections():
+    shapely = pytest.importorskip("shapely")
+    from pyku import conservative
+
+    rng = np.random.default_rng(1)
+    n = 5000
+    base = rng.uniform(0, 10, (n, 1, 2))
+    quad = np.array([[0, 0], [2, 0.3], [2.2, 2], [0.1, 1.8]])
+    subject = base + quad * rng.uniform(0.2, 3, (n, 1, 1))
+    clip = base + rng.uniform(-4, 4, (n, 1, 2)) + quad[::-1] * rng.uniform(0.2, 3, (n, 1, 1))  # clockwise
+    ours = conservative._overlap_areas(subject, clip, block=700)
+    theirs = shapely.area(shapely.intersection(shapely.polygons(subject), shapely.polygons(clip)))
+    assert 0.2 < (theirs > 0).mean() < 0.8  # disjoint, partial and nested pairs all occur
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
