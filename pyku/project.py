@@ -81,10 +81,8 @@ def project(ds, area_def=None, roi=1e6, method="nearest_neighbor", use_dask=True
     grid = get_grid(area_def, area_file=area_file)
     source, mapping_name, aux_names = source_grid(ds)
     index = regrid.get_index(source, grid, method, roi=roi, neighbours=neighbours, power=power_parameter)
-    inside = None
-    if keep_mask and method != "nearest_neighbor":
-        inside = regrid.get_index(source, grid, "nearest_neighbor", roi=roi)
-    apply = _applier(index, keep_mask, inside)
+    cell = regrid.get_index(source, grid, "source_cell") if keep_mask else None
+    apply = _applier(index, cell)
     if not use_dask:
         ds = ds.compute()
     spatial = set(source.dims)
@@ -135,16 +133,15 @@ def _check_options(area_def, roi, method, power_parameter, neighbours):
     return canonical
 
 
-def _applier(index, keep_mask, inside):
-    """The per-block function: regrid, then (keep_mask) NaN outside valid source cells."""
-    if not keep_mask:
+def _applier(index, cell):
+    """The per-block function: regrid, then NaN where the target centre is outside a
+    valid source cell (``cell``, the source_cell index; None: no keep_mask)."""
+    if cell is None:
         return index.apply
-    nearest = index if inside is None else inside
 
     def apply(data):
         out = index.apply(data)
-        source_value = nearest.apply(data, keep_mask=True)  # NaN outside, or on a NaN source cell
-        out[np.isnan(source_value)] = np.nan
+        out[np.isnan(cell.apply(data))] = np.nan  # outside the source, or on a NaN source cell
         return out
     return apply
 

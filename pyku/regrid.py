@@ -15,8 +15,10 @@ sphere of 6370997 m.
 
 * ``nearest_neighbor``: every target cell whose nearest source centre is
   within ``roi`` gets its value, also outside the source domain (pyku's
-  default roi of 1000 km fills far beyond it).  ``keep_mask`` in
-  :func:`pyku.project.project` keeps only cells inside a source cell.
+  default roi of 1000 km fills far beyond it).
+* ``source_cell`` (internal): nearest, but only where the target centre lies
+  within that source cell; ``keep_mask`` in :func:`pyku.project.project`
+  uses it to carry the source's mask over to any method.
 * ``idw``: the ``neighbours`` nearest source centres within ``roi``,
   weighted by distance ** -power.
 * ``bilinear`` (:mod:`pyku.bilinear`), ``conservative``
@@ -89,28 +91,28 @@ class SourceGrid:
 class NeighbourIndex:
     """Nearest neighbour: target cell k reads source cell ``index[k]`` where ``valid[k]``.
 
-    ``inside[k]`` says whether the target centre lies within its source
-    cell's footprint (half diagonal): ``keep_mask`` uses it.
+    Method ``source_cell`` is the same with ``valid`` = the target centre lies
+    within its nearest source cell (its half diagonal): the source's mask,
+    which ``keep_mask`` carries over.
     """
 
     method: str
     shape: tuple[int, int]
     index: np.ndarray
     valid: np.ndarray
-    inside: np.ndarray
 
-    def apply(self, data, keep_mask=False):
+    def apply(self, data):
         """Regrid ``data`` (..., ny_src, nx_src) to (..., ny, nx); NaN where invalid."""
         data = np.asarray(data)
         lead = data.shape[:-2]
         flat = data.reshape(lead + (-1,))
         out = flat[..., self.index].astype(np.result_type(data.dtype, np.float32), copy=False)
-        out[..., ~(self.inside if keep_mask else self.valid)] = np.nan
+        out[..., ~self.valid] = np.nan
         return out.reshape(lead + self.shape)
 
     @property
     def nbytes(self):
-        return self.index.nbytes + self.valid.nbytes + self.inside.nbytes
+        return self.index.nbytes + self.valid.nbytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,15 +150,14 @@ class WeightMatrix:
         matrix.sum_duplicates()
         return cls(method, tuple(shape), matrix, valid)
 
-    def apply(self, data, keep_mask=False, inside=None):
+    def apply(self, data):
         """Regrid ``data`` (..., ny_src, nx_src) to (..., ny, nx); NaN where invalid."""
         data = np.asarray(data)
         lead = data.shape[:-2]
         flat = data.reshape((-1, data.shape[-2] * data.shape[-1]))
         dtype = np.result_type(data.dtype, np.float32)
         out = np.asarray((self.matrix @ flat.T).T, dtype=dtype)
-        invalid = ~self.valid if not keep_mask else ~(self.valid & inside)
-        out[:, invalid] = np.nan
+        out[:, ~self.valid] = np.nan
         return out.reshape(lead + self.shape)
 
     @property
@@ -179,7 +180,7 @@ def get_index(source, target, method, roi=DEFAULT_ROI, neighbours=None, power=No
     power : float, optional
         idw: weights are distance ** -power (required for idw).
     """
-    if method not in METHODS:
+    if method not in METHODS + ("source_cell",):
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     options = {"nearest_neighbor": (float(roi),), "idw": (float(roi), neighbours or 8, float(power or 0)),
                }.get(method, ())
@@ -206,6 +207,8 @@ def _build(source, target, method, *options):
     tlon, tlat = target.lonlat()
     if method == "nearest_neighbor":
         return _build_nearest(source, tlon, tlat, *options)
+    if method == "source_cell":
+        return _build_source_cell(source, tlon, tlat)
     if method == "idw":
         return _build_idw(source, tlon, tlat, *options)
     from pyku import bilinear
@@ -265,18 +268,29 @@ def _source_tree(source):
 
 def _build_nearest(source, tlon, tlat, roi):
     tree, usable, sxyz = _source_tree(source)
-    radius = _half_diagonals(sxyz).ravel()
     txyz = unit_vectors(tlon.ravel(), tlat.ravel())
     # pyresample's convention: roi is the straight-line (ECEF) distance in metres.
     bound = roi / EARTH_RADIUS
     dist, nearest = tree.query(txyz, k=1, distance_upper_bound=bound, workers=-1)
+    valid = nearest < usable.size
+    index = np.zeros(nearest.shape, dtype=index_dtype(sxyz.shape[0] * sxyz.shape[1]))
+    index[valid] = usable[nearest[valid]]
+    return NeighbourIndex("nearest_neighbor", tlon.shape, index, valid)
+
+
+def _build_source_cell(source, tlon, tlat):
+    """Nearest source cell where the target centre lies within it (its half diagonal)."""
+    tree, usable, sxyz = _source_tree(source)
+    radius = _half_diagonals(sxyz).ravel()
+    txyz = unit_vectors(tlon.ravel(), tlat.ravel())
+    # 1 % slack: the half diagonal is the farthest a point inside a cell can be.
+    bound = float(np.nanmax(radius[usable])) * 1.01
+    dist, nearest = tree.query(txyz, k=1, distance_upper_bound=bound, workers=-1)
     found = nearest < usable.size
     index = np.zeros(nearest.shape, dtype=index_dtype(sxyz.shape[0] * sxyz.shape[1]))
     index[found] = usable[nearest[found]]
-    valid = found & (dist <= bound)
-    # 1 % slack: the half diagonal is the farthest a point inside a cell can be.
-    inside = valid & (dist <= radius[index] * 1.01)
-    return NeighbourIndex("nearest_neighbor", tlon.shape, index, valid, inside)
+    valid = found & (dist <= radius[index] * 1.01)
+    return NeighbourIndex("source_cell", tlon.shape, index, valid)
 
 
 def _build_idw(source, tlon, tlat, roi, neighbours, power):
