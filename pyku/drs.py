@@ -63,6 +63,16 @@ def cmor_name(name, attrs=None):
     return by_long_name.get(long_name)
 
 
+def get_cmor_varname(da):
+    """CMOR name of a DataArray (by its name, then its long_name), or None (pyku's name)."""
+    return cmor_name(da.name, da.attrs)
+
+
+def get_cmor_varname_aliases(cmor_varname):
+    """The other names ``cmor_varname`` goes by (T_2M, tasAdjust, ...); [] if unknown."""
+    return list(cmor_table().get(cmor_varname, {}).get("aliases", []))
+
+
 def to_cmor_varnames(ds):
     """Rename the data variables known under other names (T_2M, t2m, ...) to CMOR names.
 

@@ -51,6 +51,19 @@ def apply_mask(dat, mask, from_nans=False, tolerance=0.001):
     return out
 
 
+def apply_polygon_mask(dat, mask, from_nans=False, tolerance=0.001):
+    """:func:`apply_mask` with polygons (pyku's name for that case)."""
+    return apply_mask(dat, mask, from_nans=from_nans, tolerance=tolerance)
+
+
+def apply_raster_mask(dat, mask, from_nans=False, tolerance=0.001):
+    """:func:`apply_mask` with a field on the data's grid (pyku's name for that case)."""
+    if not isinstance(mask, (xr.Dataset, xr.DataArray)):
+        raise MaskError(f"apply_raster_mask: the mask must be an xarray Dataset or DataArray, "
+                        f"not {type(mask).__name__}")
+    return apply_mask(dat, mask, from_nans=from_nans, tolerance=tolerance)
+
+
 def _raster_keep(dat, mask, from_nans, tolerance):
     if isinstance(mask, xr.Dataset):
         names = meta.get_geodata_varnames(mask) or list(mask.data_vars)

@@ -365,6 +365,8 @@ def test_cmor_names_units_and_long_name_of_precipitation():
 def test_cmor_table_knows_pyku_s_aliases(alias, cmor):
     ds = xr.Dataset({alias: ("t", [1.0])})
     assert list(ds.pyku.to_cmor_varnames()) == [cmor]
+    assert pyku.drs.get_cmor_varname(ds[alias]) == cmor
+    assert alias in pyku.drs.get_cmor_varname_aliases(cmor)
 
 
 def test_to_cmor_attrs_and_cmorize():
@@ -427,6 +429,8 @@ def test_apply_mask_with_polygons_geojson_and_raster(tmp_path):
     np.testing.assert_array_equal(ds.pyku.apply_mask(str(path)).T_2M.values, out.T_2M.values)
     raster = ds.T_2M.isel(time=0).where(inside)
     np.testing.assert_array_equal(ds.pyku.apply_mask(raster, from_nans=True).T_2M.values, out.T_2M.values)
+    np.testing.assert_array_equal(pyku.mask.apply_raster_mask(ds, raster.notnull()).T_2M.values,
+                                  pyku.mask.apply_polygon_mask(ds, [box]).T_2M.values)
     with pytest.raises(pyku.PykuError, match="does not exist"):
         ds.pyku.apply_mask(str(tmp_path / "missing.geojson"))
 
