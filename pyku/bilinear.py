@@ -61,6 +61,17 @@ def _bilinear_from_fractions(fi, fj, shape, tshape, cyclic=False):
 
 
 def _build_native(source, tlon, tlat):
+    fi, fj, cyclic = native_fractions(source, tlon, tlat)
+    return _bilinear_from_fractions(fi, fj, source.shape, tlon.shape, cyclic=cyclic)
+
+
+def native_fractions(source, tlon, tlat):
+    """Fractional (column, row) positions of target points in a CRS source's index space.
+
+    NaN outside the hull of source centres; ``cyclic`` is True for a global
+    angular source, whose column nx - 1 + s then lies between the last and
+    the first column.
+    """
     to_src = pyproj.Transformer.from_crs("EPSG:4326", source.crs, always_xy=True)
     xs, ys = to_src.transform(tlon.ravel(), tlat.ravel())
     xs, ys = np.asarray(xs, dtype="f8"), np.asarray(ys, dtype="f8")
@@ -76,8 +87,7 @@ def _build_native(source, tlon, tlat):
         if cyclic:
             x = np.append(x, x[-1] + step)
             xs = np.where(_outside(xs, x), xs + np.sign(step) * 360.0, xs)
-    fi, fj = _fractional(x, xs), _fractional(source.y, ys)
-    return _bilinear_from_fractions(fi, fj, source.shape, tlon.shape, cyclic=cyclic)
+    return _fractional(x, xs), _fractional(source.y, ys), cyclic
 
 
 def _outside(values, coord):

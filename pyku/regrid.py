@@ -268,15 +268,65 @@ def _source_tree(source):
 
 
 def _build_nearest(source, tlon, tlat, roi):
+    if source.crs is not None:
+        found = _nearest_native(source, tlon, tlat)
+        if found is not None:
+            index, dist = found
+            return _nearest_index(index, dist, roi, tlon.shape)
     tree, usable, sxyz = _source_tree(source)
     txyz = unit_vectors(tlon.ravel(), tlat.ravel())
-    # pyresample's convention: roi is the straight-line (ECEF) distance in metres.
     # Queried without a bound and cut afterwards: a large bound only slows the search.
     dist, nearest = tree.query(txyz, k=1, workers=-1)
+    return _nearest_index(usable[nearest], dist, roi, tlon.shape)
+
+
+def _nearest_index(index, dist, roi, shape):
+    # pyresample's convention: roi is the straight-line (ECEF) distance in metres.
     valid = dist <= roi / EARTH_RADIUS
-    index = usable[nearest].astype(index_dtype(sxyz.shape[0] * sxyz.shape[1]))
-    index[~valid] = 0
-    return NeighbourIndex("nearest_neighbor", tlon.shape, index, valid)
+    index = np.where(valid, index, 0).astype(index_dtype(int(index.max(initial=0)) + 1))
+    return NeighbourIndex("nearest_neighbor", shape, index, valid)
+
+
+def _nearest_native(source, tlon, tlat):
+    """Nearest source centres (ECEF) of a CRS grid without a tree, or None if unsuitable.
+
+    A target point inside the source's hull has its nearest centre among the
+    3 x 3 centres around its rounded position in the source's index space
+    (its fractional index, exact through the CRS); one outside the hull has it
+    on the outermost ring of cells, searched with a small tree.  Same answer
+    as the tree over all cells, at a fraction of the cost.
+    """
+    from pyku.bilinear import native_fractions
+
+    ny, nx = source.shape
+    slon, slat = source.lonlat()
+    sxyz = unit_vectors(slon, slat)
+    if ny < 3 or nx < 3 or not np.isfinite(sxyz).all():
+        return None
+    fi, fj, cyclic = native_fractions(source, tlon, tlat)
+    txyz = unit_vectors(tlon.ravel(), tlat.ravel())
+    inside = np.flatnonzero(np.isfinite(fi) & np.isfinite(fj))
+    index = np.zeros(txyz.shape[0], dtype=np.int64)
+    best = np.full(txyz.shape[0], np.inf)
+    ic, jc = np.rint(fi[inside]).astype(np.int64), np.rint(fj[inside]).astype(np.int64)
+    points, near, near_index = txyz[inside], best[inside], index[inside]
+    for dj in (-1, 0, 1):
+        j = np.clip(jc + dj, 0, ny - 1)
+        for di in (-1, 0, 1):
+            i = (ic + di) % nx if cyclic else np.clip(ic + di, 0, nx - 1)
+            d2 = ((sxyz[j, i] - points) ** 2).sum(axis=-1)
+            closer = d2 < near
+            near = np.where(closer, d2, near)
+            near_index = np.where(closer, j * nx + i, near_index)
+    best[inside], index[inside] = near, near_index
+    outside = np.setdiff1d(np.arange(txyz.shape[0]), inside, assume_unique=True)
+    if outside.size:
+        ring = np.zeros((ny, nx), bool)
+        ring[[0, -1], :] = ring[:, [0, -1]] = True
+        ring = np.flatnonzero(ring)
+        d, k = cKDTree(sxyz.reshape(-1, 3)[ring]).query(txyz[outside], k=1)
+        best[outside], index[outside] = d ** 2, ring[k]
+    return index, np.sqrt(best)
 
 
 def _build_source_cell(source, tlon, tlat):

@@ -461,3 +461,26 @@ def test_conservative_overlaps_equal_shapely_intersections():
     theirs = shapely.area(shapely.intersection(shapely.polygons(subject), shapely.polygons(clip)))
     assert 0.2 < (theirs > 0).mean() < 0.8  # disjoint, partial and nested pairs all occur
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("source_area, target", [
+    ("sample", "HYR-LAEA-5"), ("sample", "EUR-11"), ("HYR-LCC-5", "HYR-LAEA-5"),
+    ("HYR-LAEA-5", "cerra"), ("global", "EUR-44"), ("global", "world_360x180"),
+])
+def test_nearest_without_a_tree_finds_what_the_tree_finds(source_area, target):
+    """CRS sources skip the k-d tree (3 x 3 candidates in index space; the outer ring for
+    points outside): the chosen source centre is at the same distance as the tree's."""
+    if source_area == "sample":
+        ds = resources.sample_dataset("tas", days=1, coarsen=2)
+    elif source_area == "global":
+        ds = resources.generate_fake_cmip6_data("tas", nlat=90, nlon=180)
+    else:
+        ds = pyku.get_grid(source_area).to_dataset()
+        ds["t"] = (ds.crs.dims + ("y", "x"), np.zeros(pyku.get_grid(source_area).shape), {"grid_mapping": "crs"})
+    src = geo.source_grid(ds)[0]
+    tlon, tlat = pyku.get_grid(target).lonlat()
+    index, dist = regrid._nearest_native(src, tlon, tlat)
+    tree, usable, sxyz = regrid._source_tree(src)
+    tree_dist, nearest = tree.query(regrid.unit_vectors(tlon.ravel(), tlat.ravel()), k=1)
+    np.testing.assert_allclose(dist, tree_dist, rtol=0, atol=1e-12)  # ties may pick either cell
+    assert np.mean(index == usable[nearest]) > 0.99
