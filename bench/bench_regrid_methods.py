@@ -20,9 +20,7 @@ absolute difference between the two results where both are valid.
 """
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -33,6 +31,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_project  # noqa: E402  (its timer; bench/ is on sys.path when run as a script)
 import pyku  # noqa: E402
 from pyku import regrid, resources  # noqa: E402
 
@@ -42,12 +41,9 @@ POWER = 2.0
 
 
 def timed(fn, repeats):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    """Median seconds of ``repeats`` runs, and the last result."""
+    median, _, result = bench_project.timed(fn, repeats)
+    return median, result
 
 
 def bench_pyku(ds, method, repeats):
