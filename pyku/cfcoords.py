@@ -10,6 +10,8 @@ functions rather than reading ``bounds`` or ``grid_mapping`` themselves.
 
 from __future__ import annotations
 
+import warnings
+
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
 
 _AXIS_FALLBACKS = {"X": ("x", "rlon", "lon", "longitude"), "Y": ("y", "rlat", "lat", "latitude")}
@@ -20,7 +22,9 @@ _LATLON_FALLBACKS = {"latitude": ("lat", "latitude", "nav_lat"),
 def _associated(ds, name, key):
     """Names in ``ds`` that ``ds[name]`` refers to under ``key`` (bounds, grid_mapping, ...)."""
     try:
-        refs = ds.cf.get_associated_variable_names(name, error=False)[key]
+        with warnings.catch_warnings():  # a dangling reference is simply not returned
+            warnings.simplefilter("ignore", UserWarning)
+            refs = ds.cf.get_associated_variable_names(name, error=False)[key]
     except (KeyError, ValueError):  # malformed attributes: nothing usable
         return []
     return [str(r).rstrip(":") for r in refs if str(r).rstrip(":") in ds.variables]
@@ -34,10 +38,8 @@ def bounds_name(ds, name):
     """
     if name not in ds.variables:
         return None
-    var = ds[name]
-    ref = var.attrs.get("bounds") or var.encoding.get("bounds")
-    for candidate in (ref, f"{name}_bnds", f"{name}_bounds"):
-        if candidate and candidate in ds.variables:
+    for candidate in (*_associated(ds, name, "bounds"), f"{name}_bnds", f"{name}_bounds"):
+        if candidate in ds.variables:
             return candidate
     return None
 
