@@ -14,7 +14,7 @@ cluster was started: it only ever asks ``distributed`` for the current client.
 """
 
 from pyku import accessor  # noqa: F401  (registers the accessor)
-from pyku import check, drs, geo, mask, meta, resources, timekit  # noqa: F401  (pyku's modules)
+from pyku import drs, geo, meta, resources, timekit  # noqa: F401  (pyku's modules)
 from pyku.errors import (GridError, OptionError, ProcessingError, PykuError, TimeBoundsError,
                          UnitsError)
 from pyku.areas import get_grid, list_grids
@@ -24,3 +24,13 @@ __version__ = "0.1.0"
 
 __all__ = ["Grid", "GridError", "OptionError", "ProcessingError", "PykuError", "TimeBoundsError", "UnitsError",
            "get_grid", "list_grids", "__version__"]
+
+
+def __getattr__(name):
+    """``pyku.check`` and ``pyku.mask`` on first use: they pull in pandas tables and shapely,
+    which workers that only project and convert never need."""
+    if name in ("check", "mask"):
+        import importlib
+
+        return importlib.import_module(f"pyku.{name}")
+    raise AttributeError(f"module 'pyku' has no attribute {name!r}")

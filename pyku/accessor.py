@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from pyku import check, drs, geo, mask, meta, timekit
+from pyku import drs, geo, meta, timekit
 
 
 @xr.register_dataset_accessor("pyku")
@@ -56,11 +56,15 @@ class PykuAccessor:
 
     def check_metadata(self, standard=None, completeness_period=None):
         """Table of metadata checks; see :func:`pyku.check.check_metadata`."""
+        from pyku import check
+
         return check.check_metadata(self._ds, standard=standard, completeness_period=completeness_period)
 
     def apply_mask(self, mask, from_nans=False, tolerance=0.001):
         """NaN outside a mask; see :func:`pyku.mask.apply_mask`."""
-        return mask_module.apply_mask(self._ds, mask, from_nans=from_nans, tolerance=tolerance)
+        from pyku.mask import apply_mask
+
+        return apply_mask(self._ds, mask, from_nans=from_nans, tolerance=tolerance)
 
     def get_frequency(self, dtype="freqstr"):
         """Time frequency; see :func:`pyku.meta.get_frequency`."""
@@ -86,5 +90,3 @@ class PykuAccessor:
         """Time-bounds variable name; see :func:`pyku.meta.get_time_bounds_varname`."""
         return meta.get_time_bounds_varname(self._ds)
 
-
-mask_module = mask  # the method apply_mask has a parameter named mask
