@@ -33,14 +33,15 @@ def _grid_from_spec(name, spec):
 
 @functools.cache
 def _catalogue():
-    """name -> Grid for every area of etc/areas.toml, plus name -> name for aliases."""
+    """name -> Grid for every area of etc/areas.toml; alias -> name; deprecated name -> successor."""
     text = importlib.resources.files("pyku").joinpath("etc").joinpath("areas.toml").read_text()
+    table = tomllib.loads(text)
     grids, aliases = {}, {}
-    for name, spec in tomllib.loads(text)["area"].items():
+    for name, spec in table["area"].items():
         grids[name] = _grid_from_spec(name, spec)
         for alias in spec.get("aliases", []):
             aliases[alias] = name
-    return grids, aliases
+    return grids, aliases, table.get("deprecated", {})
 
 
 def list_standard_areas():
@@ -143,10 +144,14 @@ def get_grid(target, area_file=None):
         if target in user:
             return user[target]
         raise GridError(f"area {target!r} is not in {area_file}; it has {', '.join(user)}")
-    grids, aliases = _catalogue()
+    grids, aliases, deprecated = _catalogue()
     name = aliases.get(target, target)
     if name in grids:
         return grids[name]
+    if target in deprecated:  # as pyku: refused, with the successor named
+        successor = deprecated[target]
+        hint = f"use {successor!r} instead" if successor else "it has no successor among pyku's areas"
+        raise GridError(f"area {target!r} is deprecated and has been removed; {hint}")
     folded = {n.lower(): n for n in grids}
     if name.lower() in folded:
         return grids[folded[name.lower()]]

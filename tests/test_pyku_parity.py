@@ -315,6 +315,7 @@ def test_conservative_preserves_the_area_weighted_mean():
 
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"area_def": "HYR-LAEA-6"}, pyku.GridError, "HYR-LAEA-5"),
+    ({"area_def": "HYR-5"}, pyku.GridError, "deprecated and has been removed; use 'HYR-LCC-5'"),
     ({"area_def": 42}, pyku.GridError, "not a grid"),
     ({"area_def": None}, pyku.GridError, "area_def"),
     ({"area_def": "HYR-LAEA-5", "method": "cubic"}, pyku.OptionError, "conservative"),
