@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 
 try:
-    import pyku  # noqa: F401
+    import pyku
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench_project  # noqa: E402  (its timer; bench/ is on sys.path when run as a script)
-import pyku  # noqa: E402
-from pyku import regrid, resources  # noqa: E402
+import bench_project  # its timer (bench/ is on sys.path when run as a script)
+
+import pyku
+from pyku import regrid, resources
 
 TARGET = "HYR-LAEA-5"
 ROI = 1e6

@@ -227,4 +227,4 @@ def _near(slon, slat, tlon, tlat):
     cells /= np.linalg.norm(cells, axis=-1, keepdims=True)
     size = np.linalg.norm(sxyz[1:, 1:] - sxyz[:-1, :-1], axis=-1)
     angle = np.arccos(np.clip(cells @ centre, -1, 1))
-    return ((angle <= min(reach + 2 * size.max() + 1e-9, np.radians(89.0)))).ravel()
+    return (angle <= min(reach + 2 * size.max() + 1e-9, np.radians(89.0))).ravel()

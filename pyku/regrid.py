@@ -273,7 +273,7 @@ def _build_nearest(source, tlon, tlat, roi):
         if found is not None:
             index, dist = found
             return _nearest_index(index, dist, roi, tlon.shape)
-    tree, usable, sxyz = _source_tree(source)
+    tree, usable, _ = _source_tree(source)
     txyz = unit_vectors(tlon.ravel(), tlat.ravel())
     # Queried without a bound and cut afterwards: a large bound only slows the search.
     dist, nearest = tree.query(txyz, k=1, workers=-1)

@@ -206,4 +206,4 @@ def _weather(variable, lon, lat, year, ndays, seed):
     return np.ascontiguousarray(v, dtype=np.float32)
 
 
-from pyku.fakedata import generate_fake_cmip6_data, generate_fake_cordex_data  # noqa: E402,F401
+from pyku.fakedata import generate_fake_cmip6_data, generate_fake_cordex_data  # noqa: F401

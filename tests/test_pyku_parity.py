@@ -14,8 +14,7 @@ import pytest
 import xarray as xr
 
 import pyku
-import pyku.geo as geo
-from pyku import regrid, resources
+from pyku import geo, regrid, resources
 
 # name, PROJ string, (height, width), (x_ll, y_ll, x_ur, y_ur), units of the extent
 PUBLISHED_AREAS = [
@@ -141,7 +140,7 @@ def test_area_cell_centres_equal_pyku_s(name, proj, shape, extent, unit):
     dlon = (lon[finite] - lon_ref[finite] + 180) % 360 - 180
     assert np.abs(dlon).max() < 1e-9
     if shape[0] * shape[1] <= 2_000_000:  # the 2-D lat/lon project() writes, for the others
-        glon, glat = grid.lonlat()
+        _glon, glat = grid.lonlat()
         np.testing.assert_allclose(glat[yrows][:, cols][finite], lat_ref[finite], rtol=0, atol=1e-9)
         pyku.grids._lonlat_cached.cache_clear()  # up to 1.4 million cells each: do not hoard them
 
@@ -379,7 +378,7 @@ def test_to_cmor_attrs_and_cmorize():
     assert attrs.attrs["frequency"] == "day" and attrs.rlat.attrs["standard_name"] == "grid_latitude"
     raw = resources.sample_dataset("pr", days=3, coarsen=16)
     out = pyku.drs.cmorize(raw, global_metadata={"institute_id": "DWD"})
-    assert list(out.data_vars)[0] == "pr" and out.attrs["institute_id"] == "DWD"
+    assert next(iter(out.data_vars)) == "pr" and out.attrs["institute_id"] == "DWD"
     assert out.time.dt.hour.values.tolist() == [12, 12, 12]  # CMOR: middle of the bounds
     assert out.pr.attrs["units"] == "kg m-2 s-1"
     assert raw.pyku.cmorize().pr.attrs == out.pr.attrs
@@ -481,7 +480,7 @@ def test_nearest_without_a_tree_finds_what_the_tree_finds(source_area, target):
     src = geo.source_grid(ds)[0]
     tlon, tlat = pyku.get_grid(target).lonlat()
     index, dist = regrid._nearest_native(src, tlon, tlat)
-    tree, usable, sxyz = regrid._source_tree(src)
+    tree, usable, _ = regrid._source_tree(src)
     tree_dist, nearest = tree.query(regrid.unit_vectors(tlon.ravel(), tlat.ravel()), k=1)
     np.testing.assert_allclose(dist, tree_dist, rtol=0, atol=1e-12)  # ties may pick either cell
     assert np.mean(index == usable[nearest]) > 0.99
