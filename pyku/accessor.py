@@ -30,6 +30,14 @@ class PykuAccessor:
         """The area the dataset is on; see :func:`pyku.geo.get_area_def`."""
         return geo.get_area_def(self._ds)
 
+    def get_lonlats(self, dtype="ndarray"):
+        """Cell-centre longitudes and latitudes; see :func:`pyku.geo.get_lonlats`."""
+        return geo.get_lonlats(self._ds, dtype=dtype)
+
+    def wrap_longitudes(self):
+        """Longitudes to [-180, 180), sorted; see :func:`pyku.geo.wrap_longitudes`."""
+        return geo.wrap_longitudes(self._ds)
+
     def source_grid(self):
         """The dataset's horizontal grid; see :func:`pyku.project.source_grid`."""
         return geo.source_grid(self._ds)[0]

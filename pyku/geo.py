@@ -1,15 +1,19 @@
 """Areas and georeferencing, under pyku's names (``pyku.geo``).
 
 :func:`load_area_def` and :func:`get_area_def` give the area a name or a
-dataset stands for; :func:`project` (in :mod:`pyku.project`) reprojects.
+dataset stands for; :func:`project` (in :mod:`pyku.project`) reprojects;
+:func:`get_lonlats` and :func:`wrap_longitudes` as pyku has them.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from pyku.areas import AreaDefinition, find_area, list_standard_areas, load_area_def
 from pyku.project import project, source_grid
 
-__all__ = ["AreaDefinition", "get_area_def", "list_standard_areas", "load_area_def", "project"]
+__all__ = ["AreaDefinition", "get_area_def", "get_lonlats", "list_standard_areas", "load_area_def", "project",
+           "wrap_longitudes"]
 
 
 def get_area_def(ds):
@@ -40,3 +44,41 @@ def get_area_def(ds):
         from pyku.areas import get_grid
         return AreaDefinition(get_grid(name))
     return AreaDefinition(grid)
+
+
+def get_lonlats(ds, dtype="ndarray"):
+    """2-D longitudes and latitudes of the cell centres (pyku.geo.get_lonlats).
+
+    From the dataset's latitude/longitude, or computed from its grid mapping
+    and x/y when it has none.  ``dtype="ndarray"`` gives ``(lons, lats)``;
+    ``"xarray.Dataset"`` a dataset holding ``lon`` and ``lat`` on the grid's dims.
+    """
+    import xarray as xr
+
+    from pyku.errors import OptionError
+
+    if dtype not in ("ndarray", "xarray.Dataset", "xarray"):
+        raise OptionError(f"get_lonlats: dtype={dtype!r}; use 'ndarray' or 'xarray.Dataset'")
+    source, _, _ = source_grid(ds)
+    lons, lats = (np.asarray(a) for a in source.lonlat())
+    if dtype == "ndarray":
+        return lons, lats
+    return xr.Dataset(coords={"lon": (source.dims, lons, {"standard_name": "longitude", "units": "degrees_east"}),
+                              "lat": (source.dims, lats, {"standard_name": "latitude", "units": "degrees_north"})})
+
+
+def wrap_longitudes(ds):
+    """Longitudes to [-180, 180) and sorted increasing (pyku.geo.wrap_longitudes).
+
+    For regular latitude/longitude data (1-D longitude as a dimension), such
+    as ERA5's 0..360.
+    """
+    from pyku import meta
+    from pyku.errors import GridError
+
+    _, lon = meta.get_geographic_latlon_varnames(ds)
+    if lon is None or ds[lon].ndim != 1 or ds[lon].dims[0] != lon:
+        raise GridError("wrap_longitudes: needs a 1-D longitude dimension coordinate "
+                        "(regular latitude/longitude data)")
+    wrapped = (ds[lon] + 180.0) % 360.0 - 180.0
+    return ds.assign_coords({lon: wrapped.assign_attrs(ds[lon].attrs)}).sortby(lon)

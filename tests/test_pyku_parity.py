@@ -268,6 +268,22 @@ def test_get_area_def_recognises_pyku_s_areas():
     assert geo.get_area_def(off_grid).area_id is None
 
 
+def test_get_lonlats_and_wrap_longitudes():
+    ds = source(days=1, coarsen=16)
+    lons, lats = geo.get_lonlats(ds)
+    np.testing.assert_array_equal(lats, ds.lat.values)
+    np.testing.assert_array_equal(lons, ds.lon.values)
+    no_latlon = ds.drop_vars(["lat", "lon"])  # computed from the rotated pole instead
+    np.testing.assert_allclose(no_latlon.pyku.get_lonlats()[1], ds.lat.values, rtol=0, atol=1e-9)
+    assert geo.get_lonlats(ds, dtype="xarray.Dataset").lat.dims == ("rlat", "rlon")
+    era5 = resources.generate_fake_cmip6_data("tas", nlat=18, nlon=36)  # longitudes 5..355
+    wrapped = era5.pyku.wrap_longitudes()
+    assert wrapped.lon.values[0] == -175.0 and np.all(np.diff(wrapped.lon.values) > 0)
+    np.testing.assert_array_equal(wrapped.tas.sel(lon=-175.0).values, era5.tas.sel(lon=185.0).values)
+    with pytest.raises(pyku.GridError, match="1-D longitude"):
+        ds.pyku.wrap_longitudes()
+
+
 def test_metadata_after_project_names_the_target():
     ds = source(days=1, coarsen=16)
     assert ds.attrs["CORDEX_domain"] == "GER-0275"
