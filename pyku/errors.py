@@ -16,6 +16,10 @@ class GridError(PykuError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class OptionError(PykuError, ValueError):
+    """An argument has a value the function does not accept (unknown method, negative roi, ...)."""
+
+
 class UnitsError(PykuError, ValueError):
     """A variable's units are missing, unparseable or not convertible."""
 

@@ -116,7 +116,7 @@ def test_decode_coords_all_keeps_time_bounds_and_their_links(tmp_path):
 
 def project_only(ds):
     """The seed's chain without the units step, so the stored packing still fits the values."""
-    ds = ds.pyku.project("HYR-LAEA-5")
+    ds = ds.pyku.project("HYR-LAEA-5", keep_mask=True)  # NaN outside the source: needs a fill value
     ds = ds.pyku.set_time_labels_from_time_bounds(how="lower")
     return ds.pyku.to_cmor_varnames()
 
