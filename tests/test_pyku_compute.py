@@ -23,6 +23,7 @@ import xarray as xr
 import pyku
 import pyku.compute as compute
 import pyku.resources as resources
+import pyku.writing as writing
 from pyku import regrid
 from example import load_preprocess
 
@@ -131,7 +132,7 @@ def test_packed_input_stays_packed_and_coordinates_have_no_fill_value(tmp_path, 
         warnings.simplefilter("ignore", xr.SerializationWarning)
         src.to_netcdf(path)
     budget = 64 * 1024
-    monkeypatch.setattr(compute, "CHUNK_BYTES", budget)
+    monkeypatch.setattr(writing, "CHUNK_BYTES", budget)
 
     [out] = compute.persistent_processing(project_only, [path], tmp_path / "out")
 
@@ -282,7 +283,7 @@ def test_killed_run_then_rerun_gives_complete_correct_outputs(tmp_path):
     assert len(outputs) == len(files)
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # not redone
     for src in files:
-        [dst] = out.glob(Path(src).stem + ".*.nc")
+        [dst] = out.glob(Path(src).stem + "-pyku-*-00000000.nc")
         got, raw = xr.open_dataset(dst), xr.open_dataset(src)
         np.testing.assert_array_equal(got.tas.values, in_kelvin(raw.T_2M.values))
         assert got.tas.attrs["units"] == "K"
