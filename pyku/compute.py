@@ -26,7 +26,7 @@ import xarray as xr
 
 from pyku.cache_key import cache_key, func_token, host_tag
 from pyku.errors import ProcessingError, PykuError, WorkerDiedError
-from pyku.pieces import Piece, memory_budget, plan_pieces
+from pyku.pieces import Piece, plan_pieces
 from pyku.progress import Progress
 from pyku.writing import remove_stale_parts, write_atomic
 
@@ -275,7 +275,7 @@ def plan_file(path, job):
             ds = None
             if pieces is None:
                 ds = stack.enter_context(job.open(path))
-                pieces = plan_pieces(ds, job.func, job.token, memory_budget(job.budget), path)
+                pieces = plan_pieces(ds, job.func, job.token, path, job.budget)
                 _write_manifest(manifest, pieces)
             outputs = tuple(str(outdir / f"{prefix}-{p.index:08d}.{job.extension}") for p in pieces)
             missing = tuple(i for i, name in enumerate(outputs) if not os.path.exists(name))

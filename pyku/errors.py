@@ -73,7 +73,7 @@ class DiskFullError(_Rebuilt, PykuError, OSError):
     def __init__(self, directory, needed, free):
         self._init = (directory, needed, free)
         super().__init__(f"no space left in {directory}: writing a piece needs up to {needed} bytes "
-                         f"({needed / 2**20:.1f} MiB, uncompressed) and {free} bytes are free; "
+                         f"({needed / 2**20:.1f} MiB, uncompressed) and {free} bytes are free there; "
                          "free space there or pass another tmpdir")
 
 

@@ -26,17 +26,21 @@ import numpy as np
 
 from pyku.errors import StepTooLargeError
 
-# Fraction of a worker's memory_limit that pieces may use, process included:
-# below distributed's spill (0.7) and pause (0.8) thresholds, so a worker
-# neither spills nor pauses under a well-estimated piece.
-LIMIT_FRACTION = 0.6
+# Fraction of a worker's memory_limit that the process may reach with a
+# piece by the estimate: leaves room for what tracemalloc does not see
+# (HDF5's buffers, freed memory the allocator keeps), so the real peak stays
+# below distributed's spill (0.7) and pause (0.8) thresholds.
+LIMIT_FRACTION = 0.5
 # A function that cannot be measured (it fails on one step) is assumed to
 # hold this many copies of its input step.
 DEFAULT_FACTOR = 6.0
 # A calendar group this many times smaller than the budget is one piece
-# without measuring func: no function's temporaries come near that.
-UNMEASURED_FACTOR = 10.0
-SAMPLE_STEPS = 4
+# without measuring func: even a projection onto a grid 50 times finer
+# (output and temporaries) fits.
+UNMEASURED_FACTOR = 100.0
+# The larger sample of a measurement holds about this much input (at least
+# 4 steps), so the per-step slope is not lost in the noise of small objects.
+SAMPLE_BYTES = 8 * 2**20
 _GIB = 2.0 ** 30
 # (func token, variable signature) -> (fixed, per_step): measured once per process.
 _MEASURED: dict = {}
@@ -149,11 +153,11 @@ def signature(ds):
                         for k, v in ds.variables.items()))
 
 
-def measure(func, ds, token):
+def measure(func, ds, token, sample_bytes=SAMPLE_BYTES):
     """``(fixed, per_step)`` bytes of ``func`` on ``ds``, measured once per process and input layout.
 
     ``func`` runs on 1 step (to warm its caches, e.g. a neighbour index),
-    then on 1 and on ``SAMPLE_STEPS`` steps; the peaks of traced memory
+    then on 1 step and on ``SAMPLE_BYTES`` of steps; the peaks of traced memory
     give the per-step slope and the fixed part.  The per-step figure is at
     least the input plus the output of a step, plus one more output step
     for the copy the writer makes when it encodes (packing, fill values).
@@ -162,8 +166,8 @@ def measure(func, ds, token):
     if key in _MEASURED:
         return _MEASURED[key]
     n = ds.sizes.get("time", 1)
-    big = min(SAMPLE_STEPS, n)
     in_step, _, _ = step_bytes(ds)
+    big = int(min(max(4, sample_bytes // max(in_step, 1)), n))
     try:
         _peak(func, ds, 1)
         one, out_one = _peak(func, ds, 1)
@@ -202,23 +206,27 @@ def _peak(func, ds, steps):
     return peak, out
 
 
-def plan_pieces(ds, func, token, budget, path):
-    """The pieces of ``ds`` (the opened input at ``path``): calendar groups cut to fit ``budget``.
+def plan_pieces(ds, func, token, path, override=None):
+    """The pieces of ``ds`` (the opened input at ``path``): calendar groups cut to fit the budget.
 
     Raises :class:`StepTooLargeError` before any computing when one time
     step of one variable cannot fit, and after measuring when one step of
-    the function's working set cannot.
+    the function's working set cannot.  The budget is taken again after
+    measuring, so what the function's first call keeps (imports, caches
+    such as a neighbour index) counts as the process's own.
     """
     if "time" not in ds.dims:
         return [Piece(0, 0, 0, int(ds.nbytes))]
     in_step, largest, name = step_bytes(ds)
+    budget = memory_budget(override)
     if 2 * largest > budget.nbytes:  # its input and its output at least
         raise StepTooLargeError(path, name, largest, budget)
     groups = calendar_groups(ds["time"])
     if max(b - a for a, b in groups) * in_step * UNMEASURED_FACTOR <= budget.nbytes:
         fixed, per_step = 0, in_step * UNMEASURED_FACTOR
     else:
-        fixed, per_step = measure(func, ds, token)
+        fixed, per_step = measure(func, ds, token, min(SAMPLE_BYTES, budget.nbytes / 50))
+        budget = memory_budget(override)
     if fixed + per_step > budget.nbytes:
         raise StepTooLargeError(path, name, largest, budget, working_set=fixed + per_step)
     most = max(1, int((budget.nbytes - fixed) // max(per_step, 1)))

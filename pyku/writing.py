@@ -5,8 +5,8 @@ under a hidden ``.<name>.<host>.<pid>.<nonce>.part`` name (a file for
 NetCDF, a directory for Zarr), flushed to disk and renamed.  A writer that
 dies leaves only its ``.part``, which the next run on that host removes
 (its pid is dead) or any run removes after a day.  A full disk is reported
-as :class:`DiskFullError` naming the directory and the bytes needed, with
-the ``.part`` closed and removed.
+as :class:`DiskFullError` naming the directory and the bytes needed,
+before a ``.part`` is opened.
 """
 
 from __future__ import annotations
@@ -27,63 +27,81 @@ from pyku.errors import DiskFullError
 
 CHUNK_BYTES = 4 * 1024 * 1024
 STALE_PART_SECONDS = 24 * 3600
+# Below this much free space a failed write is taken for a full disk even when
+# the library reports it as something else (HDF5 says "NetCDF: HDF error").
+_NEARLY_FULL = 1024 * 1024
 # Encodings of the input that still describe the values (storage type, packing,
 # fill value, time units); the layout (chunks, compression) is chosen anew.
 _KEEP_ENCODING = ("dtype", "_FillValue", "missing_value", "scale_factor", "add_offset",
                   "units", "calendar")
-# Below this much free space a failed write is taken for a full disk even when
-# the library reports it as something else (HDF5 says "NetCDF: HDF error").
-_NEARLY_FULL = 1024 * 1024
 
 
 def write_atomic(ds, final, chunks=None, compression=1, extension="nc"):
-    """Write ``ds`` to ``final`` (a ``.nc`` file or ``.zarr`` store) so that it appears complete or not at all."""
+    """Write ``ds`` to ``final`` (a ``.nc`` file or ``.zarr`` store) so that it appears complete or not at all.
+
+    A piece is started only where its uncompressed size is free (pieces
+    are sized to memory, so this asks for little), because HDF5 cannot
+    close a file it failed to flush: a write that meets a full disk anyway
+    (someone else filled it meanwhile) is emptied, removed and reported the
+    same way, but netCDF keeps its handle of the emptied file open.
+    """
     final = Path(final)
     outdir = final.parent
     remove_stale_parts(outdir, f".{final.name}.*.part")
     part = outdir / f".{final.name}.{host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
     ds, encoding = prepare(ds, chunks, compression, extension)
+    needed = _written_bytes(ds, encoding)
+    free = shutil.disk_usage(outdir).free
+    if free < needed:
+        raise DiskFullError(str(outdir), needed, free)
     try:
-        try:
-            _write(ds, part, encoding, extension)
-            _fsync_tree(part)
-        except Exception as exc:
-            _remove(part)
-            _raise_if_disk_full(exc, outdir, ds)
-            raise
+        with _synchronous_on_worker():
+            if extension == "zarr":
+                ds.to_zarr(part, mode="w-", encoding=encoding, consolidated=True, safe_chunks=False)
+            else:
+                ds.to_netcdf(part, format="NETCDF4", encoding=encoding)
+        _fsync_tree(part)
         try:
             os.rename(part, final)
         except OSError:  # another writer finished first (a store cannot replace a store)
             if not final.exists():
                 raise
         _fsync_directory(outdir)  # make the rename itself durable
+    except Exception as exc:
+        free = shutil.disk_usage(outdir).free
+        if part.is_file():
+            with contextlib.suppress(OSError):
+                os.truncate(part, 0)  # give the space back even if the library still holds the file
+        _remove(part)
+        if _disk_full(exc) or free < _NEARLY_FULL:
+            raise DiskFullError(str(outdir), needed, free) from exc
+        raise
     finally:
         _remove(part)
 
 
-def _write(ds, path, encoding, extension):
-    """Write with dask's synchronous scheduler on a worker: never nest cluster tasks."""
+def _written_bytes(ds, encoding):
+    """Uncompressed bytes of ``ds`` in the dtypes it is written in, plus room for metadata."""
+    total = 64 * 1024
+    for name, var in ds.variables.items():
+        dtype = np.dtype(encoding.get(name, {}).get("dtype", var.dtype))
+        total += var.size * (dtype.itemsize if dtype.kind in "biufc" else 8)
+    return int(total)
+
+
+def _disk_full(exc):
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _synchronous_on_worker():
+    """dask's synchronous scheduler on a worker: never nest cluster tasks."""
     import dask
 
-    with dask.config.set(scheduler="synchronous") if _on_worker() else contextlib.nullcontext():
-        if extension == "zarr":
-            ds.to_zarr(path, mode="w-", encoding=encoding, consolidated=True, safe_chunks=False)
-        else:
-            ds.to_netcdf(path, format="NETCDF4", encoding=encoding)
-
-
-def _raise_if_disk_full(exc, directory, ds):
-    """Turn a write failure on a full disk into :class:`DiskFullError` (the part is already removed)."""
-    free = shutil.disk_usage(directory).free
-    full = any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in _chain(exc))
-    if full or free < _NEARLY_FULL:
-        raise DiskFullError(str(directory), int(ds.nbytes), int(free)) from exc
-
-
-def _chain(exc):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    return dask.config.set(scheduler="synchronous") if _on_worker() else contextlib.nullcontext()
 
 
 def _remove(part):
