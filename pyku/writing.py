@@ -57,7 +57,8 @@ def write_atomic(ds, final, chunks=None, compression=1, extension="nc"):
     try:
         with _synchronous_on_worker():
             if extension == "zarr":
-                ds.to_zarr(part, mode="w-", encoding=encoding, consolidated=True, safe_chunks=False)
+                ds.to_zarr(part, mode="w-", encoding=encoding, zarr_format=2, consolidated=True,
+                           safe_chunks=False)  # v2: consolidated metadata every reader knows
             else:
                 ds.to_netcdf(part, format="NETCDF4", encoding=encoding)
         _fsync_tree(part)
