@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import threading
 import uuid
 import warnings
 from pathlib import Path
@@ -25,9 +24,10 @@ from pathlib import Path
 import xarray as xr
 
 from pyku.cache_key import cache_key, func_token, host_tag
-from pyku.errors import ProcessingError, PykuError, WorkerDiedError
+from pyku.errors import ProcessingError, PykuError
 from pyku.pieces import Piece, plan_pieces
 from pyku.progress import Progress
+from pyku.worker_memory import WorkerMemory
 from pyku.writing import remove_stale_parts, write_atomic
 
 EXTENSIONS = ("nc", "zarr")
@@ -205,7 +205,7 @@ class _Run:
             future = client.submit(plan_file, path, self.job, pure=False, key=_task_key("plan", path))
             tags[future] = (path, None)
             pending.add(future)
-        with _WorkerMemory(client) as memory:
+        with WorkerMemory(client) as memory:
             for future in pending:
                 path, index = tags.pop(future)
                 try:
@@ -353,50 +353,3 @@ def _current_client():
         return default_client()
     except ValueError:
         return None
-
-
-class _WorkerMemory:
-    """The last memory figure of every worker, polled from the scheduler while pieces run.
-
-    A worker killed for exceeding its memory limit is gone from the
-    scheduler by the time its task fails, so the figure is kept here.
-    """
-
-    def __init__(self, client, interval=1.0):
-        self.client, self.interval = client, interval
-        self.last: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="pyku-worker-memory", daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        return False
-
-    def _poll(self):
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # a client closing under us: nothing to record
-                for address, info in self.client.scheduler_info(n_workers=-1)["workers"].items():
-                    memory = info.get("metrics", {}).get("memory")
-                    if memory is not None:
-                        self.last[address] = memory
-            self._stop.wait(self.interval)
-
-    def died(self, exc, path, index):
-        """A :class:`WorkerDiedError` for the ``KilledWorker`` of ``path`` piece ``index``."""
-        worker = exc.last_worker
-        limit = getattr(worker, "memory_limit", 0) or 0
-        memory = self.last.get(worker.address)
-        figure = ("no memory figure was received from it" if memory is None else
-                  f"its last memory figure: {memory / 2**20:.0f} MiB"
-                  + (f" ({memory / limit:.0%} of its limit)" if limit else ""))
-        where = f"piece {index}" if index is not None else "(planning, or its only piece)"
-        err = WorkerDiedError(f"worker died (memory limit {limit / 2**30:.2f} GiB?) while processing {path} "
-                              f"{where}; {figure}; {exc.allowed_failures + 1} worker(s) died running it. "
-                              "Give workers more memory (memory_limit) or run fewer per host")
-        err.__cause__ = exc
-        return err
