@@ -181,6 +181,7 @@ def on_cluster(tmp, args, parts):
 
 def write_big_input(tmp, years):
     """One daily file of ``years`` years, written year by year (never all in this process's memory)."""
+    import dask
     import xarray as xr
 
     import pyku.resources as resources
@@ -188,7 +189,8 @@ def write_big_input(tmp, years):
     yearly = resources.write_sample_files(tmp / "years", variables=("tas",), years=range(1980, 1980 + years))
     big = tmp / "tas_big.nc"
     with xr.open_mfdataset(yearly, combine="nested", concat_dim="time", data_vars="minimal",
-                           coords="minimal", compat="override", chunks={"time": 365}) as ds:
+                           coords="minimal", compat="override", chunks={"time": 365}) as ds, \
+            dask.config.set(scheduler="synchronous"):  # here, not on the workers being measured
         ds.to_netcdf(big)
     return str(big), yearly
 
