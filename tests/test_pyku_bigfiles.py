@@ -9,6 +9,7 @@ cannot fit is refused before anything is computed; a full disk is named.
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def test_file_larger_than_the_limit_completes_on_both_workers(tmp_path, big_inpu
     assert not list((tmp_path / "out").glob(".*.part"))
 
 
-def test_pieces_follow_pyku_calendar_groups(tmp_path):
+def test_pieces_follow_pyku_calendar_groups(tmp_path, capsys):
     # Daily 1979-1992: pyku's 5-year groups are (year - 1) // 5, i.e. ..-1980, 1981-1985, 1986-1990, 1991-..
     path = tmp_path / "tas_daily.nc"
     resources.sample_dataset("tas", 1979, days=5114, coarsen=16).to_netcdf(path)
@@ -119,8 +120,13 @@ def test_pieces_follow_pyku_calendar_groups(tmp_path):
     assert all("-daily-" in Path(p).name for p in outputs)
 
     # A small memory budget cuts further, never across a calendar group.
-    cut = compute.persistent_processing(cmor, [path], tmp_path / "cut", budget=2_000_000)
+    cut = compute.persistent_processing(cmor, [path], tmp_path / "cut", budget=2_000_000, progress=True)
     assert len(cut) > len(outputs)
+    # Progress counts pieces and bytes: the last line has every piece and every MiB done.
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    done, known, mib_done, mib_known = map(int, re.match(r"\[(\d+)/(\d+) pieces, (\d+)/(\d+) MiB\]", last).groups())
+    assert done == known == len(cut) and mib_done == mib_known
+    assert abs(mib_known - xr.open_dataset(path).nbytes / 2**20) <= 1  # the input's size in memory
     groups = [set(y) for y in years]
     for p in cut:
         in_piece = set(xr.open_dataset(p).time.dt.year.values.tolist())
