@@ -256,3 +256,26 @@ def test_file_larger_than_the_limit_on_a_launched_cluster(sshd, state_dir, tmp_p
         launcher.stop("bigfile")
     assert len(outputs) > 4
     assert_complete(outputs, big_input)
+
+
+def test_rerun_redoes_only_the_missing_piece_even_with_another_budget(tmp_path):
+    path = tmp_path / "tas_three_years.nc"
+    resources.sample_dataset("tas", 1981, days=3 * 365, coarsen=16).to_netcdf(path)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+
+    def func(ds):
+        (calls / uuid.uuid4().hex).touch()
+        return cmor(ds)
+
+    first = compute.persistent_processing(func, [path], tmp_path / "out", budget=1_000_000)
+    assert len(first) > 3
+    stamps = {p: os.stat(p).st_mtime_ns for p in first}
+    Path(first[2]).unlink()
+    for p in calls.iterdir():
+        p.unlink()
+    again = compute.persistent_processing(func, [path], tmp_path / "out", budget=50_000_000)
+    assert again == first  # the recorded plan, not one for the new budget
+    assert len(list(calls.iterdir())) == 1  # only the missing piece was computed
+    assert all(os.stat(p).st_mtime_ns == stamps[p] for p in first if p != first[2])
+    assert_complete(again, path)
