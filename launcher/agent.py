@@ -164,14 +164,22 @@ def _versions(distributions):
 
 
 def _fingerprint(pkg):
-    """A hash of an importable package's source files (not its version), None if missing."""
+    """A hash of an importable package's source files (not its version), None if missing.
+
+    ``find_spec`` of a top-level name locates the package without importing it.
+    """
     from importlib import util
-    import hashlib
 
     spec = util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
         return None
-    root = list(spec.submodule_search_locations)[0]
+    return _fingerprint_dir(list(spec.submodule_search_locations)[0])
+
+
+def _fingerprint_dir(root):
+    """The hash :func:`_fingerprint` gives a package whose directory is ``root``."""
+    import hashlib
+
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -230,6 +238,7 @@ def op_spawn(p):
     into the run directory (mode 0700).
     """
     rundir = _prepare_rundir(p)
+    shipped = _unpack(rundir, p.get("archives", {}))
     wait_file = p.get("wait_file") and os.path.join(rundir, p["wait_file"])
     if wait_file and os.path.exists(wait_file):
         os.remove(wait_file)
@@ -237,6 +246,8 @@ def op_spawn(p):
     log = os.path.join(rundir, p["log"])
     env = dict(os.environ, **{k: _subst(v, rundir) for k, v in p.get("env", {}).items()})
     env[TOKEN_VAR] = p["token"]
+    if shipped:  # the shipped packages come first on the path
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (os.path.join(rundir, "ship"), env.get("PYTHONPATH")) if x)
     argv = [_subst(a, rundir) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
@@ -250,10 +261,34 @@ def op_spawn(p):
         close_fds=True,
     )
     logf.close()
-    result = {"pid": proc.pid, "log": log, "rundir": rundir}
+    result = {"pid": proc.pid, "log": log, "rundir": rundir, "shipped": shipped}
     if wait_file:
         result.update(_wait_for_file(proc, wait_file, log, p))
     return result
+
+
+def _unpack(rundir, archives):
+    """Unpack shipped packages (name -> base64 tar.gz) into ``rundir/ship``; their fingerprints."""
+    import base64
+    import io
+    import shutil
+    import tarfile
+
+    out = {}
+    for name, data in archives.items():
+        target = os.path.join(rundir, "ship", name)
+        shutil.rmtree(target, ignore_errors=True)
+        os.makedirs(target, mode=0o700)
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(data)), mode="r:gz") as tar:
+            for m in tar.getmembers():  # plain files and directories inside the target only
+                if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name.split("/"):
+                    raise ValueError(f"shipped {name}: refusing archive member {m.name!r}")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(target, filter="data")
+            else:
+                tar.extractall(target)
+        out[name] = _fingerprint_dir(target)
+    return out
 
 
 def _prepare_rundir(p):

@@ -8,6 +8,7 @@ failed, then raises :class:`Interrupted`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from os import PathLike
 
@@ -74,7 +75,8 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
-           reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
+           reporter: Reporter | None = None, on_step: StepHook | None = None,
+           ship: tuple[str, ...] = ()) -> ClusterRecord:
     """Launch the cluster an inventory describes; return its state record.
 
     ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
@@ -86,6 +88,8 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     failed; everything started was stopped again).
     """
     inv = _inventory(inventory)
+    if ship:  # --ship adds to [cluster] ship (launcher/ship.py)
+        inv = dataclasses.replace(inv, ship=tuple(dict.fromkeys(inv.ship + tuple(ship))))
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "pyku-launch launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,

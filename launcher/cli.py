@@ -137,8 +137,11 @@ Examples:
 @click.option("--allow-partial", is_flag=True, help="Go on without hosts that fail; they are named.")
 @click.option("--dry-run", is_flag=True, help="Print every remote command per host; touch nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary or the error.")
+@click.option("--ship", multiple=True, metavar="PACKAGE",
+              help="Send this machine's source of PACKAGE (e.g. pyku) to every host, first on PYTHONPATH; "
+                   "adds to [cluster] ship. Repeatable.")
 @_guard
-def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
+def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet, ship):
     """Launch the cluster described by INVENTORY (a TOML hosts file).
 
     Connects to every host, runs the preflight, starts the scheduler and the
@@ -151,7 +154,7 @@ def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
         return
     with Reporter(quiet=quiet) as reporter:
         rec = api.launch(inventory, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                         timeout=timeout, reporter=reporter)
+                         timeout=timeout, reporter=reporter, ship=ship)
     print_summary(rec, _console())
 
 
@@ -168,6 +171,7 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     _line(console, "cluster", rec.name, "bold")
     _line(console, "scheduler", rec.scheduler, "cyan")
     _dashboard_line(console, dashboard_reach(rec))
+    _shipped_lines(console, rec.shipped)
     rows, styles, workers, memory = [], {}, 0, 0
     for h in rec.hosts:
         if h.role == "workers":
@@ -188,6 +192,11 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     name = rec.name
     _line(console, "connect", f"from launcher import connect; client = connect({name!r})")
     _line(console, "stop", f"pyku-launch stop --name {name}")
+
+
+def _shipped_lines(console, shipped: dict) -> None:
+    for name, fp in shipped.items():
+        _line(console, "shipped", f"{name} (source fingerprint {fp}), first on the hosts' PYTHONPATH")
 
 
 def _dashboard_line(console, text: str) -> None:
@@ -258,6 +267,7 @@ def status(name, as_json):
         return
     _line(console, "scheduler", st["scheduler"], "cyan")
     _dashboard_line(console, st.get("dashboard_reach") or st["dashboard"] or "disabled")
+    _shipped_lines(console, st.get("shipped") or {})
     for sh in st.get("shares", []):
         _line(console, "share", f"{sh['label']}: {sh['state']}, expires {sh['expires']}"
                                 + (f", revoked {sh['revoked']}" if sh.get("revoked") else ""))

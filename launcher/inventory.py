@@ -93,6 +93,8 @@ class Inventory:
     #: "closed": a TLS cluster's dashboard binds to the scheduler host's loopback
     #: (reach it with ``pyku-launch dashboard``); "open": on the scheduler's address.
     dashboard: str = "closed"
+    #: Local packages packed and sent to every host, first on PYTHONPATH there (launcher/ship.py).
+    ship: tuple[str, ...] = ()
 
 
 _ADDRESS = v.matching(v.ADDRESS, "a host name, IP address or ssh alias"
@@ -123,6 +125,7 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "min_hosts": _POSITIVE,
         "transport": _TRANSPORT,
         "dashboard": v.choice("closed", "open"),
+        "ship": v.names(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "top-level package name"),
     },
     "ssh": {**_CONNECTION, "config": v.local_path, "accept_new": v.boolean,
             "connect_timeout": v.seconds, "transport": _TRANSPORT},
@@ -216,6 +219,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),
         hosts=_unique_labels(hosts),
         dashboard=cluster.get("dashboard", "closed"),
+        ship=cluster.get("ship", ()),
     )
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 import dataclasses
 
-from . import logtail, preflight, readiness, remote_commands, state, tls, tunnel
+from . import logtail, preflight, readiness, remote_commands, ship, state, tls, tunnel
 from .errors import LaunchError
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
@@ -76,6 +76,7 @@ class _Launch:
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
         self.ca: tls.CA | None = None  # its key signs shares later (launcher/share.py)
         self.scheduler_up = asyncio.Event()  # its spawn replied: it listens
+        self.shipped = ship.pack(inv.ship)  # read from disk, never imported here
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
@@ -89,7 +90,8 @@ class _Launch:
             self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
                        launch_seconds=round(time.perf_counter() - t0, 3),
                        tls=material["client"] if material else None,
-                       ca_key=self.ca.key if self.ca else None)
+                       ca_key=self.ca.key if self.ca else None,
+                       shipped={p.name: p.fingerprint for p in self.shipped})
             return state.read(self.inv.name)
         except BaseException:
             # Roll back on every host: errors, Ctrl-C, SIGTERM and SIGHUP alike.
@@ -159,6 +161,8 @@ class _Launch:
         """
         rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit)
         self.records.append(rec)
+        if self.shipped:
+            payload = dict(payload, archives=ship.archives(self.shipped))
         self._save("starting")
         task = asyncio.ensure_future(self.conn(spec).request(Spawn(rec.token, payload), timeout))
         try:
@@ -171,6 +175,7 @@ class _Launch:
         rec.pid, rec.log = reply.pid, reply.log
         if reply.failure:
             raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
+        ship.verify(self.shipped, reply.shipped, spec.address)
         return reply
 
     def _save(self, phase: str, **extra) -> None:

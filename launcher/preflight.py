@@ -90,8 +90,9 @@ def auto_memory(spec: HostSpec, mem_total: int) -> int:
 def assess(inv, probe: Probe, reference: dict) -> None:
     """Fill in a probe's differences, problems, warnings and memory limit."""
     ref, got = _flatten(reference), _flatten(probe.reply)
+    shipped = {f"{name} source" for name in getattr(inv, "ship", ())}  # replaced by this machine's copy
     for key in ref:
-        if got.get(key) != ref[key]:
+        if key not in shipped and got.get(key) != ref[key]:
             probe.differences[key] = (got.get(key), ref[key])
     r, spec = probe.reply, probe.spec
     if probe.role == "scheduler":

@@ -29,6 +29,7 @@ class SpawnReply:
     wait_file: dict | None = None   # the JSON the process wrote (the scheduler's address)
     failure: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    shipped: dict[str, str] = field(default_factory=dict)  # package -> fingerprint of the unpacked copy
 
     @classmethod
     def from_json(cls, data: dict) -> SpawnReply:

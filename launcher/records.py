@@ -83,6 +83,7 @@ class ClusterRecord:
     launch_seconds: float | None = None
     ca_key: str | None = None           # the cluster CA's key: signs shares (launcher/share.py)
     shares: list[dict] = field(default_factory=list)  # issued shares: label, serial, expires, revoked
+    shipped: dict[str, str] = field(default_factory=dict)  # package -> fingerprint shipped (launcher/ship.py)
     version: int = VERSION
     #: Set on the record a launch returns when the cluster was already running (never saved).
     already_running: bool = field(default=False, compare=False)

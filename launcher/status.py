@@ -46,4 +46,4 @@ async def status_async(name: str) -> dict:
         st = "degraded"
     return {"name": name, "state": st, "scheduler": rec.scheduler, "dashboard": rec.dashboard,
             "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing,
-            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec)}
+            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec), "shipped": rec.shipped}
