@@ -1,0 +1,65 @@
+"""Benchmark: the cost of shipping pyku — a launch with ``ship = ["pyku"]`` vs without.
+
+Per repeat and in the same run, on this script's own sshd testbed
+(scheduler 127.0.0.2, 1 worker on 127.0.0.3 and 1 on 127.0.0.4, TLS), one
+launch as is and one with pyku shipped (packed here, sent with each of the
+3 spawns, unpacked and fingerprinted on the host), each followed by a stop.
+Also timed: packing alone (``launcher.ship.pack``). Target: the shipped
+launch <= 1.5 x the plain one.
+
+    python bench/bench_ship.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import _util as u  # bench/ is the script's directory, so on sys.path
+
+
+def main() -> int:
+    args = u.arguments(__doc__).parse_args()
+    if not u.ready():
+        return 0
+    import launcher
+    from launcher import ship
+
+    names = ["benchship"]
+    tb = u.start_testbed(n_hosts=3, first=2)
+    ok = True
+    try:
+        with u.private_state("bench-ship-"), tempfile.TemporaryDirectory() as tmp:
+            inv = u.write_inventory(Path(tmp) / "h.toml", tb, name=names[0], workers=(1, 2), nworkers=1)
+            packs, plain, shipped = [], [], []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                [pkg] = ship.pack(["pyku"])
+                packs.append(time.perf_counter() - t0)
+                for times, extra in ((plain, ()), (shipped, ("pyku",))):
+                    t0 = time.perf_counter()
+                    launcher.launch(inv, ship=extra)
+                    times.append(time.perf_counter() - t0)
+                    launcher.stop(names[0])
+            ratio = u.median(shipped) / u.median(plain)
+            print(f"pyku archive: {pkg.size / 1024:.0f} KiB (tar.gz of {pkg.root})")
+            print(f"pack              {u.fmt_runs(packs)}  median {u.median(packs):.3f} s")
+            print(f"launch            {u.fmt_runs(plain)}  median {u.median(plain):.2f} s")
+            print(f"launch + ship     {u.fmt_runs(shipped)}  median {u.median(shipped):.2f} s")
+            print(f"shipped / plain: {ratio:.2f} x (+{u.median(shipped) - u.median(plain):.2f} s; "
+                  f"target <= 1.5 x: {u.verdict(ratio <= 1.5)})")
+    except Exception:
+        traceback.print_exc()
+        ok = False
+        u.stop_all(names)
+    finally:
+        tb.close()
+    u.final_check(names)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
