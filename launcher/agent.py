@@ -176,20 +176,25 @@ def _fingerprint(pkg):
     return _fingerprint_dir(list(spec.submodule_search_locations)[0])
 
 
+def _source_files(root):
+    """(path relative to ``root``, full path) of a package's files in a fixed order, no bytecode."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for fn in sorted(filenames):
+            if not fn.endswith((".pyc", ".pyo")):
+                full = os.path.join(dirpath, fn)
+                yield os.path.relpath(full, root), full
+
+
 def _fingerprint_dir(root):
     """The hash :func:`_fingerprint` gives a package whose directory is ``root``."""
     import hashlib
 
     h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for fn in sorted(filenames):
-            if fn.endswith((".pyc", ".pyo")):
-                continue
-            full = os.path.join(dirpath, fn)
-            h.update(os.path.relpath(full, root).encode() + b"\0")
-            with open(full, "rb") as f:
-                h.update(hashlib.sha256(f.read()).digest())
+    for rel, full in _source_files(root):
+        h.update(rel.encode() + b"\0")
+        with open(full, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()[:16]
 
 

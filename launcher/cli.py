@@ -386,9 +386,6 @@ def revoke(label, name):
 def dashboard(name, port):
     """Forward a local port to the dashboard on the scheduler's host (bound to
     its loopback on a TLS cluster) and stay in the foreground until Ctrl-C."""
-    import signal
-    import threading
-
     from . import dashboard as _dashboard
     from .client import resolve_name
 
@@ -396,18 +393,9 @@ def dashboard(name, port):
     if tunnel is None:
         click.echo(f"dashboard: {url} (local, no tunnel needed)")
         return
-    click.echo(f"dashboard: {url}  (tunnel to {tunnel.spec.address}; Ctrl-C to close)", err=False)
+    click.echo(f"dashboard: {url}  (tunnel to {tunnel.spec.address}; Ctrl-C to close)")
     sys.stdout.flush()
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *_: done.set())
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        tunnel.close()
+    _dashboard.hold(tunnel)
     click.echo("dashboard tunnel closed")
 
 

@@ -47,3 +47,20 @@ def open_tunnel(name: str, local_port: int = 0, timeout: float = 30) -> tuple[Tu
         return None, rec.dashboard
     tunnel = Tunnel(srec.spec, host, port, local_port).start(timeout)
     return tunnel, f"http://{tunnel.address}/status"
+
+
+def hold(tunnel: Tunnel) -> None:
+    """Keep the tunnel open until Ctrl-C, SIGTERM or SIGHUP, then close it."""
+    import signal
+    import threading
+
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tunnel.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import tarfile
 from dataclasses import dataclass
 from importlib import util
@@ -55,16 +54,10 @@ def locate(name: str) -> str:
 
 def _archive(root: str) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for fn in sorted(filenames):
-                if fn.endswith((".pyc", ".pyo")):
-                    continue
-                full = os.path.join(dirpath, fn)
-                if not os.path.isfile(full) or os.path.islink(full):
-                    continue
-                tar.add(full, arcname=os.path.relpath(full, root), recursive=False)
+    # dereference: a symlinked file ships as the file it points to (what the fingerprint hashes)
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6, dereference=True) as tar:
+        for rel, full in agent._source_files(root):  # exactly the files the fingerprint hashes
+            tar.add(full, arcname=rel, recursive=False)
     return buf.getvalue()
 
 
