@@ -32,6 +32,7 @@ from .errors import LaunchError
 from .protocol import Put
 from .records import ClusterRecord
 from .transport import close_all, connection_key, open_connections
+from .validate import NAME
 
 KIND = "pyku-launch connection"
 LABEL = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
@@ -121,8 +122,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def is_connection_file(target: str) -> bool:
-    """Whether ``target`` (a ``connect()`` argument or ``$PYKU_CLUSTER``) names a file, not a cluster."""
-    return os.sep in target or target.endswith(".json") or os.path.isfile(target)
+    """Whether ``target`` (a ``connect()`` argument or ``$PYKU_CLUSTER``) names a file, not a cluster.
+
+    A cluster name is letters, digits, ``_`` and ``-``: anything else is a path.
+    """
+    return not re.fullmatch(NAME, target)
 
 
 def load(path: str | os.PathLike) -> ConnectionFile:
@@ -132,7 +136,8 @@ def load(path: str | os.PathLike) -> ConnectionFile:
         mode = path.stat().st_mode
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise LaunchError(f"{path}: no such connection file (pyku-launch share -o FILE writes one)") from None
+        raise LaunchError(f"{path}: no such connection file, nor a cluster name "
+                          f"(pyku-launch share -o FILE writes one)") from None
     except (OSError, ValueError) as e:
         raise LaunchError(f"{path}: not a readable connection file ({e})") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
