@@ -13,7 +13,7 @@ from os import PathLike
 
 from . import commands, preflight, state
 from .client import resolve_name
-from .errors import LaunchError
+from .errors import LaunchError, by_cause
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
 from .transport import close_all, connection_key, open_connections
@@ -112,7 +112,8 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
         conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         try:
             if failed:
-                raise LaunchError("; ".join(dict.fromkeys(failed.values())))
+                raise LaunchError(by_cause({s.address: failed[connection_key(s)]
+                                            for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
             targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
             targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
             return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import asdict
 
 from . import commands, logtail, preflight, readiness, state, tls
-from .errors import LaunchError
+from .errors import LaunchError, by_cause
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
 from .teardown import stop_trees
@@ -111,14 +111,16 @@ class _Launch:
         if len(hosts) < self.min_hosts:
             hint = "" if self.partial else " (pass --allow-partial to go on without " + (
                 "it)" if len(self.missing) == 1 else "them)")
-            raise LaunchError("; ".join(f"{a}: {w}" for a, w in self.missing.items()) + hint)
+            addresses = {s.label: s.address for s in self.inv.hosts}
+            raise LaunchError(by_cause({addresses.get(k, k): w for k, w in self.missing.items()}) + hint)
 
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
         self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
         self.conns, failed = await open_connections([inv.scheduler, *inv.hosts])
-        if connection_key(inv.scheduler) in failed:
-            raise LaunchError(failed[connection_key(inv.scheduler)])
+        if connection_key(inv.scheduler) in failed:  # name every host that failed, not just this one
+            raise LaunchError(by_cause({s.address: failed[connection_key(s)]
+                                        for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
         for spec in inv.hosts:
             if connection_key(spec) in failed:
                 self._leave_out(spec, failed[connection_key(spec)])
@@ -271,8 +273,8 @@ class _Launch:
                 self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
                                          f"{when}{logs.get(s.label, '')}")
             if len(hosts) - len(late) < self.min_hosts:
-                raise LaunchError("workers did not arrive: " + "; ".join(
-                    f"{s.address}: {self.missing[s.label]}" for s in late))
+                raise LaunchError("workers did not arrive: " + by_cause(
+                    {s.address: self.missing[s.label] for s in late}))
             for s in late:  # going on without them: stop what they did start
                 recs = [r for r in self.records if r["label"] == s.label and r["role"] == "workers"]
                 await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)

@@ -16,7 +16,7 @@ import asyncio
 import time
 
 from . import state
-from .errors import LaunchError
+from .errors import LaunchError, by_cause
 from .progress import Reporter
 from .transport import Connection, close_all, connection_key, open_connections
 
@@ -92,7 +92,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
             f"{a}: pids {p}" for a, p in survivors.items()))
     if "scheduler" in unstopped_roles:
         raise LaunchError("the scheduler host could not be reached, state kept (run stop again when it "
-                          "answers): " + "; ".join(summary["unreachable"].values()))
+                          "answers): " + by_cause(summary["unreachable"]))
     for why in summary["unreachable"].values():
         report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
     state.remove(name)

@@ -17,6 +17,7 @@ import collections
 import itertools
 import json
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -284,9 +285,24 @@ async def _ssh_connect(spec: HostSpec) -> Connection:
             f"(check [ssh] user/identity, or the host's authorized_keys)"
         ) from None
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
-        why = str(e) or type(e).__name__
-        raise LaunchError(f"{spec.address}: cannot connect over SSH: {why}") from None
+        raise LaunchError(f"{spec.address}: cannot connect over SSH: {_connect_failure(spec, opts, e)}") from None
     return SSHConnection(spec, conn)
+
+
+def _connect_failure(spec: HostSpec, opts: dict, e: BaseException) -> str:
+    """Why a connect failed, without the address or errno noise, so that
+    hosts failing for the same reason read the same (and group)."""
+    from .hostkeys import resolved_port
+
+    if isinstance(e, ConnectionRefusedError):
+        return f"connection refused on port {resolved_port(spec, opts)}"
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {spec.connect_timeout:g} s (connect_timeout)"
+    if isinstance(e, socket.gaierror):
+        return f"unknown host name ({e.strerror})"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
 
 
 def connection_key(spec: HostSpec) -> tuple:
@@ -305,6 +321,10 @@ async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connectio
     unique: dict[tuple, HostSpec] = {}
     for s in specs:
         unique.setdefault(connection_key(s), s)
+    if any(s.transport == "ssh" for s in unique.values()):
+        from .hostkeys import check_files
+
+        check_files(list(unique.values()))  # one bad key file: one error, before any connect
 
     async def one(spec: HostSpec) -> Connection:
         conn = LocalConnection(spec) if spec.transport == "local" else await _ssh_connect(spec)
