@@ -13,7 +13,8 @@ from os import PathLike
 
 from . import commands, preflight, state
 from .client import resolve_name
-from .errors import LaunchError, by_cause
+from . import validate as v
+from .errors import InventoryError, LaunchError, by_cause
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
 from .transport import close_all, connection_key, open_connections
@@ -80,6 +81,11 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     from .start import launch_async
 
     inv = _inventory(inventory)
+    if timeout is not None:
+        try:
+            timeout = v.seconds(timeout)
+        except v.Invalid as e:
+            raise InventoryError(f"timeout: {e}") from None
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "pyku-launch launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
@@ -125,6 +131,8 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
 
 def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> list[tuple[str, str, str]]:
     """The last ``lines`` of each remote log, as (host, file, line) in host order."""
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        raise InventoryError(f"lines: must be a positive integer, got {lines!r}")
     name = resolve_name(name)
     rec = state.read(name)
     if rec is None:

@@ -20,6 +20,7 @@ from . import api, state
 from .errors import LaunchError
 from .preflight import fmt_bytes
 from .progress import Reporter
+from .validate import Invalid, seconds
 
 _ORDER = ("up", "check", "status", "logs", "stop")
 
@@ -34,6 +35,16 @@ class _DefaultUp(click.Group):
 
     def list_commands(self, ctx):
         return sorted(self.commands, key=lambda c: (_ORDER.index(c) if c in _ORDER else len(_ORDER), c))
+
+
+def _seconds(value: float | None) -> float | None:
+    """A positive, finite number of seconds (click's float takes -1, 0 and nan)."""
+    if value is None:
+        return None
+    try:
+        return seconds(value)
+    except Invalid as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _fail(e: LaunchError) -> None:
@@ -150,7 +161,8 @@ Examples:
   pyku-launch --dry-run hosts/example.toml       # every remote command, per host
 """)
 @click.argument("inventory", type=click.Path(dir_okay=False))
-@click.option("--timeout", type=float, default=None, help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
+@click.option("--timeout", type=float, default=None, callback=lambda ctx, param, value: _seconds(value),
+              help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
 @click.option("--allow-mismatch", is_flag=True, help="Launch even if versions differ (the table is shown as a warning).")
 @click.option("--allow-partial", is_flag=True, help="Go on without hosts that fail; they are named.")
 @click.option("--dry-run", is_flag=True, help="Print every remote command per host; touch nothing.")
@@ -330,7 +342,8 @@ Examples:
 """)
 @click.argument("host", required=False)
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
-@click.option("-n", "--lines", default=20, show_default=True, help="Lines per log file.")
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Lines per log file.")
 @_guard
 def logs(host, name, lines):
     """Print the remote scheduler and worker logs, each line prefixed with its host.

@@ -12,6 +12,8 @@ from .validate import NAME
 
 def resolve_name(name: str | None) -> str:
     """The cluster meant: ``name``, else ``$PYKU_CLUSTER``, else the only one known."""
+    if name == "":  # not "the only cluster": an empty value is a mistake (an unset shell variable)
+        raise InventoryError("the cluster name is empty (pass a name, or leave --name out for the only cluster)")
     name = name or os.environ.get("PYKU_CLUSTER")
     if name:
         if not re.fullmatch(NAME, name):

@@ -92,8 +92,7 @@ class Inventory:
     hosts: tuple[HostSpec, ...]
 
 
-_ADDRESS = v.matching(v.ADDRESS, "a host name, IP address or ssh alias"
-                      " (letters, digits and _ . : % -, not starting with - or .)")
+_ADDRESS = v.address
 _USER = v.matching(v.USER, "a user name (letters, digits and _ . -)")
 _TRANSPORT = v.choice("ssh", "local")
 _POSITIVE = v.integer(1, None, "a positive integer")

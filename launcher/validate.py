@@ -25,7 +25,10 @@ Checker = Callable[[Any], Any]
 #: Host name, IPv4, IPv6 (without brackets, zone index after ``%``) or an
 #: ``~/.ssh/config`` alias. No leading ``-`` (could read as an ssh option) or
 #: ``.`` (``..`` would be a path when used as a run directory label).
-ADDRESS = re.compile(r"[A-Za-z0-9_:%][A-Za-z0-9_.:%-]{0,254}")
+#: At most 200 characters: the address names run and spill directories
+#: (``<label>.scheduler``), whose names the file system caps at 255 bytes,
+#: with room for a ``-<port>`` suffix that keeps labels unique.
+ADDRESS = re.compile(r"[A-Za-z0-9_:%][A-Za-z0-9_.:%-]{0,199}")
 USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 #: A shell program: ``bash``, ``/bin/zsh``; one word, no shell syntax.
@@ -114,6 +117,15 @@ def matching(pattern: re.Pattern[str], what: str) -> Checker:
             raise Invalid(f"must be {what}, got {show(value)}")
         return value
     return check
+
+
+def address(value: Any) -> str:
+    """A host name, IP address or ssh alias (:data:`ADDRESS`), with its length said apart."""
+    if isinstance(value, str) and len(value) > 200:
+        raise Invalid(f"must be at most 200 characters, got {len(value)} (it names run directories,"
+                      " and file names stop at 255 bytes: use a shorter ~/.ssh/config alias)")
+    return matching(ADDRESS, "a host name, IP address or ssh alias"
+                    " (letters, digits and _ . : % -, not starting with - or .)")(value)
 
 
 def word(value: Any) -> str:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from launcher import state
-from clusters import cli, cluster_processes, ssh_inventory
+from clusters import ROOT, cli, cluster_processes, ssh_inventory
 
 NOBODY = [f"127.0.0.{i}" for i in range(9, 14)]  # loopback addresses where no sshd listens
 
@@ -59,3 +59,54 @@ def test_many_unreachable_hosts_are_grouped_by_cause(sshd, state_dir, tmp_path):
     assert f"7 hosts: cannot connect over SSH: connection refused on port {sshd.port} " in line
     assert "127.0.0.14" in line and NOBODY[-1] in line
     assert state.read("grouped") is None
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--timeout", "-1"], "Invalid value for '--timeout': must be a positive number of seconds, got -1.0"),
+    (["--timeout", "0"], "Invalid value for '--timeout': must be a positive number of seconds, got 0.0"),
+    (["--timeout", "nan"], "Invalid value for '--timeout': must be a positive number of seconds, got nan"),
+])
+def test_bad_timeout_is_a_usage_error_before_anything_starts(sshd, state_dir, tmp_path, args, says):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="badtimeout")
+    r = cli(str(inv), *args)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "connect" not in r.stderr  # refused before the first step
+    assert state.read("badtimeout") is None and cluster_processes("badtimeout") == []
+
+
+def test_bad_timeout_from_python_is_an_inventory_error(state_dir, tmp_path):
+    import launcher
+    from launcher import InventoryError
+
+    inv = ROOT / "hosts" / "localhost.toml"
+    with pytest.raises(InventoryError, match="timeout: must be a positive number of seconds, got nan"):
+        launcher.launch(inv, timeout=float("nan"))
+
+
+@pytest.mark.parametrize("lines", ["0", "-3"])
+def test_logs_needs_a_positive_line_count(state_dir, lines):
+    r = cli("logs", "--name", "any", "-n", lines)
+    assert r.returncode == 2 and "Invalid value for '-n' / '--lines'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["stop"], ["logs"]])
+def test_an_empty_name_is_refused_not_taken_for_the_only_cluster(state_dir, command):
+    state.write("onlyone", {"hosts": []})
+    line = _one_line_error(cli(*command, "--name", ""), 2)
+    assert "cluster name is empty" in line and "onlyone" not in line
+
+
+def test_an_address_too_long_for_a_directory_name_is_refused(tmp_path):
+    from launcher.inventory import load_inventory
+    from launcher.errors import InventoryError
+
+    path = tmp_path / "hosts.toml"
+    path.write_text(f'[scheduler]\naddress = "h"\n[[host]]\naddress = "{"a" * 250}"\n')
+    with pytest.raises(InventoryError) as e:
+        load_inventory(path)
+    assert str(e.value) == (f"{path}: host[1].address: must be at most 200 characters, got 250 (it names run"
+                            " directories, and file names stop at 255 bytes: use a shorter ~/.ssh/config alias)")
+    path.write_text(f'[scheduler]\naddress = "h"\n[[host]]\naddress = "{"a" * 200}"\nport = 2222\n'
+                    f'[[host]]\naddress = "{"a" * 200}"\nport = 2223\n')
+    labels = [h.label for h in load_inventory(path).hosts]
+    assert all(len(f"{label}.scheduler".encode()) <= 255 for label in labels)
