@@ -41,13 +41,18 @@ def python_of(spec: HostSpec) -> str:
 
 
 def shell_command(spec: HostSpec, command: str) -> str:
-    """``bash -l -c '<env> && <command>'``: how the agent is started on a host.
+    """``bash -l -c '{ <env>\n} && <command>'``: how the agent is started on a host.
 
     A login shell, so the ``module load``/``source`` lines of HPC and lab
     environments work; ``env`` is the user's shell code and runs as written,
-    every other value is quoted by the caller.
+    every other value is quoted by the caller. ``env`` ends with a line break
+    inside a group, so whatever its last line is (a ``# comment``, a trailing
+    ``;`` or ``&``, a TOML multi-line block, a here-document) it cannot
+    swallow or break the command, and the command still runs only if the
+    group's last command succeeded (a failed ``source`` is reported, not
+    ignored).
     """
-    inner = f"{spec.env} && {command}" if spec.env else command
+    inner = f"{{ {spec.env}\n}} && {command}" if spec.env else command
     return f"{shlex.quote(spec.shell)} -l -c {shlex.quote(inner)}"
 
 
