@@ -110,3 +110,20 @@ def test_an_address_too_long_for_a_directory_name_is_refused(tmp_path):
                     f'[[host]]\naddress = "{"a" * 200}"\nport = 2223\n')
     labels = [h.label for h in load_inventory(path).hosts]
     assert all(len(f"{label}.scheduler".encode()) <= 255 for label in labels)
+
+
+@pytest.mark.parametrize("key", ["port", "dashboard_port"])
+def test_a_port_in_use_suggests_any_free_port(sshd, state_dir, tmp_path, key):
+    import socket
+
+    held = socket.socket()
+    held.bind((sshd.hosts[0].address, 0))  # as a Jupyter LocalCluster holds 8787
+    held.listen()
+    try:
+        port = held.getsockname()[1]
+        inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="portclash")
+        inv.write_text(inv.read_text().replace(f"\n{key} = 0\n", f"\n{key} = {port}\n", 1))
+        line = _one_line_error(cli("check", str(inv)), 3)
+    finally:
+        held.close()
+    assert f"port {port} is in use on {sshd.hosts[0].address} (set {key} = 0 under [cluster]" in line
