@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -48,12 +49,24 @@ def _seconds(value: float | None) -> float | None:
 
 
 def _fail(e: LaunchError) -> None:
-    click.echo(f"pyku-launch: {click.style('error:', fg='red', bold=True)} {e}", err=True)
+    _say(f"pyku-launch: {click.style('error:', fg='red', bold=True)} {e}")
     sys.exit(e.exit_code)
 
 
+def _say(line: str) -> None:
+    """A line on stderr, if anyone still reads it."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        pass
+
+
 def _guard(fn):
-    """Print our own errors as one line with their exit code, never a traceback."""
+    """Print our own errors as one line with their exit code, never a traceback.
+
+    Output nobody reads any more (``pyku-launch HOSTS | head -1``) ends the
+    printing, not the command: what it did stands, and its exit code says so.
+    """
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
@@ -62,9 +75,41 @@ def _guard(fn):
         except LaunchError as e:
             _fail(e)
         except KeyboardInterrupt:
-            click.echo("pyku-launch: interrupted", err=True)
+            _say("pyku-launch: interrupted")
             sys.exit(130)
+        except BrokenPipeError:
+            _silence()
     return wrapper
+
+
+def _silence() -> None:
+    """Point stdout and stderr at /dev/null, so that the interpreter's final
+    flush of a closed pipe does not print a traceback or change the exit code."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    os.close(devnull)
+
+
+def _open_standard_fds() -> None:
+    """Give a closed stdin, stdout or stderr (``>&-``) /dev/null.
+
+    Otherwise the next file or socket opened (an SSH connection) would get
+    that descriptor, and anything printed would go into it.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, mode, closefd=False))
 
 
 def _console():
@@ -147,6 +192,7 @@ def main(ctx):
     pyku-launch logs [HOST]    remote logs
     pyku-launch stop           stop everything and verify
     """
+    _open_standard_fds()
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
         names = state.known_names()
