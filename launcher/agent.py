@@ -53,32 +53,56 @@ def _reply(rid, reply):
         sys.stdout.flush()
 
 
-def _subst(text, rundir=""):
-    """Fill in the placeholders ``{uid}`` and ``{rundir}``."""
-    return text.replace("{uid}", str(os.getuid())).replace("{rundir}", rundir)
+def _tmpdir():
+    """The host's temporary directory: ``$TMPDIR`` (node-local scratch on HPC
+    nodes) if it is an absolute path, else /tmp."""
+    tmp = os.environ.get("TMPDIR", "")
+    return tmp.rstrip("/") or "/" if os.path.isabs(tmp) else "/tmp"
+
+
+def _subst(text, rundir="", local_directory=""):
+    """Fill in the placeholders ``{uid}``, ``{tmpdir}``, ``{rundir}`` and ``{local_directory}``."""
+    return (text.replace("{uid}", str(os.getuid())).replace("{tmpdir}", _tmpdir())
+            .replace("{rundir}", rundir).replace("{local_directory}", local_directory))
 
 
 def _expand(path, rundir=""):
-    """A path with ``~`` and the placeholders expanded."""
-    return os.path.abspath(os.path.expanduser(_subst(path, rundir)))
+    """An absolute path: ``~`` and the placeholders expanded, a relative path
+    read against the home directory (the same for every transport: the local
+    agent's working directory is wherever pyku-launch was started)."""
+    path = os.path.expanduser(_subst(path, rundir))
+    return os.path.normpath(os.path.join(os.path.expanduser("~"), path))
 
 
-def _private_dir(path):
-    """Make ``path`` (and a missing parent under /tmp) a directory of ours, mode 0700.
+def _make_dirs(path, top, policy):
+    """Make ``path`` and every missing directory between ``top`` and it, mode 0700.
 
-    In a shared /tmp another user could have made the directory, or a
-    symlink, first: refuse anything not owned by us or not a real directory.
+    ``policy`` says what to do with levels that exist already:
+    ``"private"`` (under a shared /tmp, where another user could have made a
+    directory or a symlink first): ``top`` and every level below it must be
+    a real directory owned by us, and is made 0700; ``"ours"`` (run
+    directories under home): levels below ``top`` owned by us are made
+    0700; ``"new"`` (a directory the user chose): existing levels are left
+    as they are.
     """
-    parent = os.path.dirname(path)
-    for d in (parent, path):
+    levels = [path]
+    while levels[-1] != top and os.path.dirname(levels[-1]) != levels[-1]:
+        levels.append(os.path.dirname(levels[-1]))
+    if levels[-1] != top:  # ``path`` is not below ``top``: only it is ours to make
+        levels = [path]
+    elif policy != "private":
+        levels.pop()
+    for d in reversed(levels):
         try:
             os.mkdir(d, 0o700)
+            continue
         except FileExistsError:
             pass
-        st = os.lstat(d)
-        if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        st = os.lstat(d) if policy == "private" else os.stat(d)
+        if policy == "private" and (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()):
             raise RuntimeError(f"{d} is not a directory owned by uid {os.getuid()}: refusing to use it")
-        os.chmod(d, 0o700)
+        if policy != "new" and st.st_uid == os.getuid():
+            os.chmod(d, 0o700)
 
 
 TOKEN_VAR = "PYKU_LAUNCH_TOKEN"
@@ -211,12 +235,16 @@ def op_spawn(p):
     into the run directory (mode 0700).
     """
     rundir = _expand(p["rundir"])
-    os.makedirs(rundir, mode=0o700, exist_ok=True)
-    os.chmod(rundir, 0o700)
-    for d in p.get("private_dirs", []):
-        _private_dir(_expand(d, rundir))
-    for d in p.get("mkdirs", []):
-        os.makedirs(_expand(d, rundir), mode=0o700, exist_ok=True)
+    home = os.path.expanduser("~")
+    # Every level below home (~/.pyku-launch, its cluster, the run directory) is 0700.
+    _make_dirs(rundir, home, "ours")
+    local_directory = ""
+    if "local_directory" in p:  # the workers' spill space, resolved once for them all
+        local_directory = _expand(p["local_directory"])
+        if p.get("private_top"):  # under a shared temporary directory
+            _make_dirs(local_directory, _expand(p["private_top"]), "private")
+        else:  # the user's own; its existing parents are left as they are
+            _make_dirs(local_directory, "/", "new")
     for name, content in p.get("files", {}).items():
         path = os.path.join(rundir, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -228,9 +256,9 @@ def op_spawn(p):
         os.remove(wait_file)
 
     log = os.path.join(rundir, p["log"])
-    env = dict(os.environ, **{k: _subst(v, rundir) for k, v in p.get("env", {}).items()})
+    env = dict(os.environ, **{k: _subst(v, rundir, local_directory) for k, v in p.get("env", {}).items()})
     env[TOKEN_VAR] = p["token"]
-    argv = [_subst(a, rundir) for a in p["argv"]]
+    argv = [_subst(a, rundir, local_directory) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,
@@ -243,7 +271,7 @@ def op_spawn(p):
         close_fds=True,
     )
     logf.close()
-    result = {"pid": proc.pid, "log": log, "rundir": rundir}
+    result = {"pid": proc.pid, "log": log, "rundir": rundir, "local_directory": local_directory or None}
 
     if wait_file:
         deadline = time.monotonic() + p.get("wait_timeout", 30)

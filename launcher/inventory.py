@@ -68,7 +68,8 @@ class HostSpec:
     nthreads: int
     memory_limit: int | None  # None: "auto"
     reserve: int | None       # None: max(2 GiB, 5 % of MemTotal)
-    local_directory: str | None  # remote path, not expanded; None: under /tmp
+    local_directory: str | None  # remote path, not expanded (absolute, ~/… or relative to home);
+    #                               None: $TMPDIR (else /tmp)/pyku-launch-<uid>/<cluster>/<label>
     listen: str | None        # None: bind to `address`
     connect_timeout: float
 
@@ -101,7 +102,7 @@ _CONNECTION = {"user": _USER, "port": v.port(), "identity": v.local_path,
 _RUNTIME = {"env": v.shell_code, "python": v.word}
 _SIZING = {"nworkers": _POSITIVE, "nthreads": _POSITIVE,
            "memory_limit": v.memory(64 * v.MiB), "reserve": v.memory(0),
-           "local_directory": v.word}
+           "local_directory": v.remote_directory}
 
 #: Every table and key an inventory may hold, with the checker of each value.
 SCHEMA: dict[str, dict[str, v.Checker]] = {

@@ -170,6 +170,9 @@ class _Launch:
                 rec.update(pid=task.result().get("pid"), log=task.result().get("log"))
             raise
         rec.update(pid=reply.get("pid"), log=reply.get("log"))
+        if reply.get("local_directory") and not spec.local_directory:  # as the host resolved $TMPDIR
+            rec["remove"], rec["prune"] = commands.cleanup_paths(self.inv.name, spec, role,
+                                                                 reply["local_directory"])
         if "error" in reply:
             raise LaunchError(f"{spec.address}: {role} {reply['error']}: {logtail.summary(reply.get('log_tail', []))}")
         return reply

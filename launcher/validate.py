@@ -139,6 +139,26 @@ def word(value: Any) -> str:
     return value
 
 
+def remote_directory(value: Any) -> str:
+    """A directory on a host (``local_directory``): absolute, ``~/…`` or relative to home.
+
+    The host's agent resolves it once for every process that uses it, so
+    ``..`` (which climbs out of wherever it is read against) and the root
+    itself are refused, as are names longer than a file system allows.
+    """
+    path = word(value)
+    parts = path.split("/")
+    if ".." in parts:
+        raise Invalid(f"must not contain '..', got {show(value)} (write the directory it means,"
+                      " e.g. /scratch/me/dask or ~/dask)")
+    if not path.strip("/"):
+        raise Invalid(f"must not be the root directory, got {show(value)} (e.g. /scratch/me/dask)")
+    if any(len(p.encode()) > 255 for p in parts) or len(path.encode()) > 1024:
+        raise Invalid(f"is too long for a path (a name at most 255 bytes, the whole at most 1024),"
+                      f" got {show(value)}")
+    return path
+
+
 def local_path(value: Any) -> str:
     """A path on the machine running pyku-launch, with ``~`` expanded."""
     return os.path.expanduser(word(value))
