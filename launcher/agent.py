@@ -108,7 +108,26 @@ def _make_dirs(path, top, policy):
 TOKEN_VAR = "PYKU_LAUNCH_TOKEN"
 
 
-def _members(token):
+def _processes():
+    """(pid, parent pid, environment) of this user's live processes, this agent excepted."""
+    me, uid = os.getpid(), os.getuid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:  # gone
+            continue
+        if fields[0] != b"Z":
+            yield int(name), int(fields[1]), env
+
+
+def _members(token, processes=None):
     """Pids of this user's live processes that carry ``token`` in their environment.
 
     Every process a launch starts gets a random token (one per host and
@@ -117,20 +136,45 @@ def _members(token):
     pid for ours, and finds them even when a spawn's reply was lost.
     """
     needle = f"{TOKEN_VAR}={token}".encode()
-    me, pids = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:  # gone, or another user's
-            continue
-        if needle in env and state != b"Z":
-            pids.append(int(name))
-    return pids
+    return [pid for pid, _, env in (processes if processes is not None else _processes()) if needle in env]
+
+
+def _tree(tokens, known=()):
+    """Every process of these tokens, the still living ``known`` ones, and all their descendants.
+
+    A process a task starts with a fresh environment (``env -i``, a
+    ``subprocess`` with ``env={}``) and a session of its own carries no
+    token, but it is still a descendant: of its worker, or, once orphaned,
+    of the tree's leader, which is a child subreaper (see
+    :data:`SUBREAPER`). Walking the parent links before any signal finds it;
+    ``known`` keeps what an earlier walk found once its parent is gone.
+    """
+    processes = list(_processes())
+    found = {pid for t in tokens for pid in _members(t, processes)}
+    found |= {pid for pid, _, _ in processes if pid in known}
+    children = {}
+    for pid, ppid, _ in processes:
+        children.setdefault(ppid, []).append(pid)
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return sorted(found)
+
+
+# What a spawned process runs first: it makes itself a child subreaper
+# (Linux prctl PR_SET_CHILD_SUBREAPER, kept across exec), so that processes
+# its tasks start and orphan (a double fork, ``setsid cmd &``) become its
+# children instead of init's, where stop's tree walk finds them; then it
+# execs the real command, keeping its pid.
+SUBREAPER = ("import ctypes, os, sys\n"
+             "try:\n"
+             "    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)\n"
+             "except (OSError, AttributeError):\n"
+             "    pass  # not Linux, or no prctl: orphans go to init, stop finds what is still a descendant\n"
+             "os.execvp(sys.argv[1], sys.argv[1:])\n")
 
 
 def _tail(path, n):
@@ -258,7 +302,7 @@ def op_spawn(p):
     log = os.path.join(rundir, p["log"])
     env = dict(os.environ, **{k: _subst(v, rundir, local_directory) for k, v in p.get("env", {}).items()})
     env[TOKEN_VAR] = p["token"]
-    argv = [_subst(a, rundir, local_directory) for a in p["argv"]]
+    argv = [sys.executable, "-c", SUBREAPER] + [_subst(a, rundir, local_directory) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,
@@ -297,7 +341,8 @@ def op_spawn(p):
 
 def op_status(p):
     """How many processes of each token are alive."""
-    return {"alive": {t: len(_members(t)) for t in p["tokens"]}}
+    processes = list(_processes())
+    return {"alive": {t: len(_members(t, processes)) for t in p["tokens"]}}
 
 
 def op_stop(p):
@@ -309,9 +354,12 @@ def op_stop(p):
     """
     tokens = p["tokens"]
     grace = p.get("grace", 3.0)
+    seen = set()
 
     def members():
-        return [pid for t in tokens for pid in _members(t)]
+        found = _tree(tokens, seen)
+        seen.update(found)  # kept: once its parent dies, a tokenless descendant is an orphan
+        return found
 
     found = members()
     initial = len(found)
