@@ -12,7 +12,7 @@ import signal
 from os import PathLike
 
 from . import commands, preflight, state
-from .client import resolve_name
+from .client import NothingLaunched, resolve_name
 from . import validate as v
 from .errors import InventoryError, LaunchError, by_cause
 from .inventory import Inventory, load_inventory
@@ -96,14 +96,24 @@ def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
     """Stop a launched cluster on every host and forget it."""
     from .teardown import stop_async
 
-    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True)))
+    report = reporter or Reporter(quiet=True)
+    try:
+        name = resolve_name(name)
+    except NothingLaunched:  # stopping what is not running is not an error (nor is stopping twice)
+        report.info("no launched cluster is known: nothing to stop")
+        return {"name": None, "stopped": 0, "killed": 0, "unreachable": {}}
+    return run(stop_async(name, report=report))
 
 
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
-    from .health import status_async
+    from .health import not_launched, status_async
 
-    return run(status_async(resolve_name(name)))
+    try:
+        name = resolve_name(name)
+    except NothingLaunched:
+        return not_launched(None)
+    return run(status_async(name))
 
 
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):

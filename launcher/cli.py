@@ -19,6 +19,7 @@ import click
 
 from . import api, state
 from .errors import LaunchError
+from .health import EXIT_CODES
 from .preflight import fmt_bytes
 from .progress import Reporter
 from .validate import Invalid, seconds
@@ -313,17 +314,31 @@ Examples:
 def status(name, as_json):
     """Show hosts, expected and live workers, memory limits and the dashboard.
 
-    The scheduler itself is asked which workers it has; state is running,
-    degraded (workers missing), down (the scheduler does not answer), not
-    launched, half-launched or corrupt.
+    The scheduler itself is asked which workers it has. The exit code is the
+    state's: 0 running, 4 degraded (workers missing), 5 launching, 6 down
+    (the scheduler does not answer, or a launch was killed half-way: stop
+    cleans up), 7 not launched, 1 corrupt state; 2 a usage error. With
+    --json the status is printed as JSON in every case, errors included.
     """
-    st = _stable(api.status(name))
+    try:
+        st = _stable(api.status(name))
+    except LaunchError as e:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"name": name, "state": "error", "error": str(e), "scheduler": None,
+                               "dashboard": None, "hosts": [], "missing": {}}, indent=1))
+        _fail(e)
     if as_json:
         click.echo(json.dumps(st, indent=1))
-        return
+    else:
+        _print_status(st)
+    sys.exit(EXIT_CODES[st["state"]])
+
+
+def _print_status(st: dict) -> None:
     console = _console()
     colour = {"running": "green", "degraded": "yellow"}.get(st["state"], "red")
-    _line(console, "cluster", f"{st['name']}: {st['state']}", colour)
+    _line(console, "cluster", f"{st['name']}: {st['state']}" if st["name"] else "none launched", colour)
     if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way
         if st.get("error"):
             click.echo(st["error"])

@@ -23,9 +23,13 @@ def resolve_name(name: str | None) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise LaunchError("no launched cluster is known: run pyku-launch HOSTS.toml first")
-    raise LaunchError(f"several clusters are known ({', '.join(names)}): "
-                      f"pass name=... (or --name), or set PYKU_CLUSTER")
+        raise NothingLaunched("no launched cluster is known: run pyku-launch HOSTS.toml first")
+    raise InventoryError(f"several clusters are known ({', '.join(names)}): "
+                         f"pass name=... (or --name), or set PYKU_CLUSTER")
+
+
+class NothingLaunched(LaunchError):
+    """No cluster name given and none known: ``status`` says "not launched", ``stop`` has nothing to do."""
 
 
 def connect(name: str | None = None, timeout: float = 30, **client_kwargs):

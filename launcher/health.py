@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from . import readiness, state, tls
 
+#: ``pyku-launch status`` exits with the code of the state it reports: one
+#: rule for scripts, with or without ``--json`` (README, "Commands and exit
+#: codes"). 1 and 2 keep their meaning for every command (runtime failure,
+#: usage error); 3 is the preflight's.
+EXIT_CODES = {"running": 0, "degraded": 4, "launching": 5, "down": 6, "half-launched": 6,
+              "not launched": 7, "corrupt": 1}
+
+
+def not_launched(name: str | None) -> dict:
+    """The status of a cluster with no record (``name`` None: none is known)."""
+    return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
+            "hosts": [], "missing": {}}
+
 
 async def status_async(name: str) -> dict:
     """Per host expected and live workers and memory limit; ``state`` says up or down.
@@ -17,8 +30,7 @@ async def status_async(name: str) -> dict:
         return {"name": name, "state": "corrupt", "error": str(e), "scheduler": None,
                 "dashboard": None, "hosts": [], "missing": {}}
     if rec is None:
-        return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
-                "hosts": [], "missing": {}}
+        return not_launched(name)
     if rec.get("phase") != "running":
         return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
                 "hosts": [], "missing": rec.get("missing", {}),
