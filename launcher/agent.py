@@ -127,19 +127,24 @@ def _processes():
             yield int(name), int(fields[1]), env
 
 
-def _members(token, processes=None):
+def _members(token, processes=None, prefix=False):
     """Pids of this user's live processes that carry ``token`` in their environment.
 
     Every process a launch starts gets a random token (one per host and
     role) in its environment, and so do all the processes it forks (nanny,
     forkserver, workers). Finding processes by token cannot mistake a reused
     pid for ours, and finds them even when a spawn's reply was lost.
+    ``prefix``: every token that starts with ``token`` (a token starts with
+    its cluster's name, so a sweep finds a cluster without its record).
     """
     needle = f"{TOKEN_VAR}={token}".encode()
-    return [pid for pid, _, env in (processes if processes is not None else _processes()) if needle in env]
+    processes = processes if processes is not None else _processes()
+    if prefix:
+        return [pid for pid, _, env in processes if any(e.startswith(needle) for e in env)]
+    return [pid for pid, _, env in processes if needle in env]
 
 
-def _tree(tokens, known=()):
+def _tree(tokens, known=(), prefixes=()):
     """Every process of these tokens, the still living ``known`` ones, and all their descendants.
 
     A process a task starts with a fresh environment (``env -i``, a
@@ -151,6 +156,7 @@ def _tree(tokens, known=()):
     """
     processes = list(_processes())
     found = {pid for t in tokens for pid in _members(t, processes)}
+    found |= {pid for t in prefixes for pid in _members(t, processes, prefix=True)}
     found |= {pid for pid, _, _ in processes if pid in known}
     children = {}
     for pid, ppid, _ in processes:
@@ -346,18 +352,19 @@ def op_status(p):
 
 
 def op_stop(p):
-    """End every process carrying one of the tokens, verify, remove run files.
+    """End every process carrying one of the tokens (or a token starting with
+    one of the ``prefixes``), and their descendants; verify, remove run files.
 
     SIGTERM first so nannies close their workers cleanly, SIGKILL for what is
     left after ``grace`` seconds; returns only when none of them is left (or
     reports the survivors).
     """
-    tokens = p["tokens"]
+    tokens, prefixes = p.get("tokens", []), p.get("prefixes", [])
     grace = p.get("grace", 3.0)
     seen = set()
 
     def members():
-        found = _tree(tokens, seen)
+        found = _tree(tokens, seen, prefixes)
         seen.update(found)  # kept: once its parent dies, a tokenless descendant is an orphan
         return found
 
