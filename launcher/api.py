@@ -87,7 +87,7 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
         except v.Invalid as e:
             raise InventoryError(f"timeout: {e}") from None
     reporter = reporter or Reporter(quiet=True)
-    with state.lock(inv.name, "pyku-launch launch"):
+    with state.lock(inv.name, "launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
                                 allow_partial=allow_partial, timeout=timeout))
 

@@ -339,9 +339,9 @@ def _print_status(st: dict) -> None:
     console = _console()
     colour = {"running": "green", "degraded": "yellow"}.get(st["state"], "red")
     _line(console, "cluster", f"{st['name']}: {st['state']}" if st["name"] else "none launched", colour)
-    if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way
-        if st.get("error"):
-            click.echo(st["error"])
+    if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way or under way
+        if st.get("error") or st.get("detail"):
+            click.echo(st.get("error") or st["detail"])
         return
     _line(console, "scheduler", st["scheduler"], "cyan")
     _line(console, "dashboard", st["dashboard"] or "disabled",

@@ -49,6 +49,9 @@ def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
 
     name = resolve_name(name)
     rec = state.read(name)
+    busy = state.holder(name)
+    if busy and (rec is None or rec.get("phase") != "running"):
+        raise LaunchError(f"cluster '{name}' is {state.busy_words(busy)}: connect once it is done")
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
     if rec.get("phase") != "running":

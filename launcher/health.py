@@ -8,7 +8,7 @@ from . import readiness, state, tls
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
 #: codes"). 1 and 2 keep their meaning for every command (runtime failure,
 #: usage error); 3 is the preflight's.
-EXIT_CODES = {"running": 0, "degraded": 4, "launching": 5, "down": 6, "half-launched": 6,
+EXIT_CODES = {"running": 0, "degraded": 4, "launching": 5, "stopping": 5, "down": 6, "half-launched": 6,
               "not launched": 7, "corrupt": 1}
 
 
@@ -24,11 +24,17 @@ async def status_async(name: str) -> dict:
     The keys are stable (``--json``): name, scheduler, dashboard, state,
     hosts[{address, role, expected, live, memory_limit}], missing.
     """
+    busy = state.holder(name)
     try:
         rec = state.read(name)
     except state.CorruptState as e:
         return {"name": name, "state": "corrupt", "error": str(e), "scheduler": None,
                 "dashboard": None, "hosts": [], "missing": {}}
+    if busy and (busy.startswith("stop") or rec is None or rec.get("phase") != "running"):
+        # A launch (or stop) at work, not one killed half-way: say what it is doing.
+        words = state.busy_words(busy)
+        return {**not_launched(name), "state": words.split()[0], "detail": words,
+                "missing": rec.get("missing", {}) if rec else {}}
     if rec is None:
         return not_launched(name)
     if rec.get("phase") != "running":

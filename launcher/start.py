@@ -77,9 +77,20 @@ class _Launch:
         self.conns: dict = {}
         self.records: list[dict] = []      # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
+        self.running_steps: list[str] = []
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
+
+    def _step(self, name: str, detail: str = "") -> None:
+        """A step starts: tell the user, and note it in the lock file for ``status``."""
+        self.running_steps.append(name)
+        self.report.step(name, detail)
+        state.note(self.inv.name, f"launch (pid {os.getpid()}, step {' and '.join(self.running_steps)})")
+
+    def _done(self, name: str, seconds: float, detail: str = "") -> None:
+        self.running_steps.remove(name)
+        self.report.done(name, seconds, detail)
 
     async def go(self) -> dict:
         t0 = time.perf_counter()
@@ -116,7 +127,7 @@ class _Launch:
 
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
-        self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
+        self._step("connect", f"{1 + len(inv.hosts)} hosts")
         self.conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         if connection_key(inv.scheduler) in failed:  # name every host that failed, not just this one
             raise LaunchError(by_cause({s.address: failed[connection_key(s)]
@@ -126,12 +137,12 @@ class _Launch:
                 self._leave_out(spec, failed[connection_key(spec)])
         hosts = [s for s in inv.hosts if connection_key(s) not in failed]
         self._check_enough(hosts)
-        self.report.done("connect", time.perf_counter() - t)
+        self._done("connect", time.perf_counter() - t)
         return hosts
 
     async def _preflight(self, hosts: list[HostSpec]):
         inv, t = self.inv, time.perf_counter()
-        self.report.step("preflight", "versions, pyku source, memory, ports")
+        self._step("preflight", "versions, pyku source, memory, ports")
         targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
         targets += [(s, "workers", self.conn(s)) for s in hosts]
         probes, _, table, dropped = await preflight.run(
@@ -145,7 +156,7 @@ class _Launch:
             for w in p.warnings:
                 self.report.warn(f"{p.spec.address}: {w}")
         material = tls.make_cluster_material(inv.name) if inv.protocol == "tls" else None
-        self.report.done("preflight", time.perf_counter() - t)
+        self._done("preflight", time.perf_counter() - t)
         return probes, material
 
     async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
@@ -219,7 +230,7 @@ class _Launch:
 
     async def _scheduler(self, probe, material, port: int) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
-        self.report.step("scheduler", inv.scheduler.address)
+        self._step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) if material else {}
         wait = min(self.timeout, inv.step_timeout)
         payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
@@ -227,13 +238,13 @@ class _Launch:
         address = reply["wait_file"]["address"]
         port = reply["wait_file"].get("services", {}).get("dashboard")
         dashboard = f"http://{commands.host_port(probe.listen, port)}/status" if port else None
-        self.report.done("scheduler", time.perf_counter() - t, address)
+        self._done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
     async def _workers(self, probes, address: str, material) -> None:
         inv, t = self.inv, time.perf_counter()
         hosts = [p.spec for p in probes]
-        self.report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
+        self._step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
                                     f"host{'s' if len(hosts) != 1 else ''}")
         self.report.expect({s.label: s.nworkers for s in hosts})
         files = tls.files_for(material["worker"]) if material else {}
@@ -284,7 +295,7 @@ class _Launch:
                 for r in recs:
                     self.records.remove(r)
                 self.report.host(s.address, f"left out: {self.missing[s.label]}")
-        self.report.done("workers", time.perf_counter() - t)
+        self._done("workers", time.perf_counter() - t)
 
     async def _still_running(self, labels: set[str], exited: set[str]) -> set[str]:
         """Which of these hosts' worker trees still have a process (one status step each).

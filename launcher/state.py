@@ -89,20 +89,75 @@ def remove(name: str) -> None:
         state_path(name).unlink()
 
 
+def _lock_path(name: str) -> Path:
+    return state_dir() / f"{name}.lock"
+
+
+def note(name: str, what: str) -> None:
+    """Say in the lock file what its holder (this process) is doing now, for :func:`holder`."""
+    try:
+        fd = os.open(_lock_path(name), os.O_WRONLY)
+    except FileNotFoundError:  # not holding the lock (a caller below the API)
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, what.encode())
+    finally:
+        os.close(fd)
+
+
+def holder(name: str) -> str | None:
+    """What the holder of the cluster's lock is doing ("launch (pid 42, step workers)"), None if unheld.
+
+    Read from the kernel's list of locks (``/proc/locks``), so that asking
+    never takes the lock, not even for an instant a launch could run into.
+    """
+    path = _lock_path(name)
+    try:
+        st = path.stat()
+        with open("/proc/locks") as f:
+            held = [ln.split() for ln in f]
+    except OSError:  # no lock file, or not Linux
+        return None
+    for fields in held:
+        try:
+            major, minor, inode = fields[5].split(":")
+            ours = (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev),
+                                                                     st.st_ino)
+        except (IndexError, ValueError):
+            continue
+        if fields[1] == "FLOCK" and ours:
+            try:
+                return path.read_text().strip() or f"pid {fields[4]}"
+            except OSError:
+                return f"pid {fields[4]}"
+    return None
+
+
+def busy_words(holder: str) -> str:
+    """``"launch (pid 42, step workers)"`` → ``"launching (pid 42, step workers)"``."""
+    verb, _, rest = holder.partition(" ")
+    return {"launch": "launching", "stop": "stopping"}.get(verb, verb) + (f" {rest}" if rest else "")
+
+
 @contextlib.contextmanager
 def lock(name: str, what: str):
-    """Hold the cluster's lock; another holder → LaunchError, not a wait."""
-    path = state_dir() / f"{name}.lock"
+    """Hold the cluster's lock; another holder → LaunchError, not a wait.
+
+    ``what`` (``"launch"``, ``"stop"``) is written into the lock file with our
+    pid, for the error another command gets and for :func:`holder`.
+    """
+    path = _lock_path(name)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
+            busy = os.read(fd, 100).decode(errors="replace").strip()
             os.close(fd)
             raise LaunchError(
-                f"cluster '{name}' is busy: {holder} is launching or stopping it; try again when it is done"
-            ) from None
+                f"cluster '{name}' is busy: {busy_words(busy) if busy else 'another pyku-launch works on it'};"
+                f" try again when it is done") from None
         # The previous holder may have unlinked the file after we opened it:
         # then our lock is on a dead inode and a newcomer could lock a new one.
         try:

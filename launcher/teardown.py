@@ -41,7 +41,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     cleaning up a dead cluster of the same name).
     """
     if not locked:
-        with state.lock(name, "pyku-launch stop"):
+        with state.lock(name, "stop"):
             return await stop_async(name, report=report, locked=True)
     try:
         rec = state.read(name)

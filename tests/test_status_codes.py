@@ -72,3 +72,41 @@ def test_running_degraded_down(sshd, state_dir, tmp_path):
     finally:
         launcher.stop(name)
     assert session_members(rec) == []
+
+
+def test_a_launch_under_way_is_launching_not_half_launched(sshd, state_dir, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    import pytest
+
+    from clusters import ROOT
+
+    name = "underway"
+    slow = f"env = '{sshd.env_line()}; sleep 4'"  # this host's login takes a while
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name=name, workers=(1, 2), host_extra={2: slow})
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", str(inv)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = []
+    try:
+        def launching():
+            code, st = _status("--name", name)
+            seen.append((st["state"], st.get("detail")))
+            return code == CODES["launching"]
+
+        assert wait_until(launching, 30, interval=0.1), seen
+        assert re.fullmatch(rf"launching \(pid {proc.pid}, step (connect|preflight|scheduler and workers)\)",
+                            seen[-1][1]), seen[-1]
+        with pytest.raises(launcher.LaunchError, match=rf"is launching \(pid {proc.pid}, step "):
+            launcher.connect(name)
+        assert proc.wait(120) == 0
+        assert {s for s, _ in seen} <= {"not launched", "launching"}  # never "half-launched"
+        assert _status("--name", name)[0] == CODES["running"]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+        rec = state.read(name)
+        launcher.stop(name)
+    assert rec is None or session_members(rec) == []
