@@ -402,7 +402,10 @@ def op_stop(p):
     import shutil
 
     removed = []
-    if not left:
+    # A namesake launched from another state directory (other tokens, same
+    # directories) keeps its files: a sweep removes them only if none runs.
+    shared = p.get("keep_if_running") and _members(p["keep_if_running"], prefix=True)
+    if not left and not shared:
         for path in p.get("remove", []):
             path = _expand(path)
             if os.path.lexists(path):
@@ -414,7 +417,7 @@ def op_stop(p):
                 os.rmdir(_expand(path))
             except OSError:
                 pass
-    return {"found": initial, "killed": killed, "left": left, "removed": removed}
+    return {"found": initial, "killed": killed, "left": left, "removed": removed, "kept": bool(shared)}
 
 
 def op_logs(p):

@@ -92,11 +92,23 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
                                 allow_partial=allow_partial, timeout=timeout))
 
 
-def stop(name: str | None = None, *, reporter: Reporter | None = None) -> dict:
-    """Stop a launched cluster on every host and forget it."""
-    from .teardown import stop_async
+def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | None = None,
+         reporter: Reporter | None = None) -> dict:
+    """Stop a launched cluster on every host and forget it.
+
+    With ``inventory``, sweep instead: end the processes of the inventory's
+    cluster on every one of its hosts, found by the cluster's name in their
+    tokens, without reading the record (lost, or damaged beyond repair).
+    """
+    from .teardown import stop_async, sweep_async
 
     report = reporter or Reporter(quiet=True)
+    if inventory is not None:
+        inv = _inventory(inventory)
+        if name not in (None, inv.name):
+            raise InventoryError(f"--name {name} but {inv.path} describes cluster '{inv.name}'"
+                                 " (leave --name out, or give that cluster's inventory)")
+        return run(sweep_async(inv, report=report))
     try:
         name = resolve_name(name)
     except NothingLaunched:  # stopping what is not running is not an error (nor is stopping twice)

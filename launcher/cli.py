@@ -375,19 +375,24 @@ def _print_status(st: dict) -> None:
 Examples:
   pyku-launch stop
   pyku-launch stop --name pyku
+  pyku-launch stop --inventory hosts/example.toml   # state lost or corrupt: sweep its hosts
 """)
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="Sweep every host of this inventory for its cluster's processes (no state needed).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
 @_guard
-def stop(name, quiet):
+def stop(name, inventory, quiet):
     """Stop every process of the cluster on every host, verify, forget it.
 
     Workers first, then the scheduler; each process session is checked gone
     by its process id (SIGKILL if it outlives SIGTERM), run files and the
-    local state are removed. Stopping twice is not an error.
+    local state are removed. Stopping twice is not an error. A state file
+    that cannot be read is kept and the stop refused (exit 1); --inventory
+    then finds the cluster's processes on every host by the cluster's name.
     """
     with Reporter(quiet=quiet) as reporter:
-        s = api.stop(name, reporter=reporter)
+        s = api.stop(name, inventory=inventory, reporter=reporter)
     if s.get("seconds") is not None:
         click.echo(f"cluster '{s['name']}' stopped: {s['stopped']} processes ended "
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")

@@ -33,11 +33,17 @@ def _preimport_distributed() -> None:
     threading.Thread(target=work, daemon=True).start()
 
 
+def token(name: str, spec: HostSpec, role: str) -> str:
+    """``<name>.<scope>.<random>.<label>.<role>``: unique, and still naming its cluster
+    (and the state directory it was launched from) when the record is lost."""
+    return f"{name}.{state.scope()}.{uuid.uuid4().hex}.{spec.label}.{role}"
+
+
 def host_record(spec: HostSpec, role: str, name: str, expected: int, memory_limit: int | None) -> dict:
     """What the state keeps of one process tree: enough to find, stop and clean it."""
     remove, prune = commands.cleanup_paths(name, spec, role)
     return {"address": spec.address, "label": spec.label, "role": role, "spec": asdict(spec),
-            "token": f"{uuid.uuid4().hex}.{spec.label}.{role}", "pid": None, "log": None,
+            "token": token(name, spec, role), "pid": None, "log": None,
             "rundir": commands.run_dir(name, spec, role), "remove": remove, "prune": prune,
             "expected": expected, "memory_limit": memory_limit}
 
@@ -362,12 +368,7 @@ async def _existing(name: str, report: Reporter) -> dict | None:
     if it is gone (or the record is of a launch that was killed half-way)
     is the old cluster stopped.
     """
-    try:
-        rec = state.read(name)
-    except state.CorruptState as e:
-        report.warn(f"{e}: removing it; processes it described are no longer tracked")
-        state.remove(name)
-        return None
+    rec = state.read(name)  # CorruptState: refused, or a second cluster would start in the same directories
     if rec is None:
         return None
     if rec.get("phase") == "running":

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 from .errors import LaunchError
@@ -38,23 +41,78 @@ def known_names() -> list[str]:
 
 
 class CorruptState(LaunchError):
-    pass
+    """A state file that cannot be read, and no good copy of it: it is kept, never removed.
+
+    ``inventory`` is the inventory path the damaged file still names, if any:
+    ``pyku-launch stop --inventory`` ends the cluster without its record.
+    """
+
+    def __init__(self, name: str, path: Path, why: str, inventory: str | None = None):
+        self.name, self.path, self.inventory = name, path, inventory
+        super().__init__(f"{path}: corrupt state file ({why}); kept, nothing was stopped or started: "
+                         f"pyku-launch stop --inventory {inventory or 'HOSTS.toml'} ends cluster '{name}'"
+                         f" on every host of its inventory without it")
+
+
+def scope() -> str:
+    """A short digest of the state directory, part of every token a launch gives out.
+
+    A sweep (``stop --inventory``) ends the processes whose token starts with
+    ``<name>.<scope>.``: the cluster of that name launched from *this* state
+    directory, not a namesake another user of the same account launched
+    from another one.
+    """
+    return hashlib.sha256(str(state_dir().resolve()).encode()).hexdigest()[:8]
+
+
+def _backup_path(name: str) -> Path:
+    return state_dir() / f"{name}.json.bak"
+
+
+def _parse(name: str, path: Path, text: str) -> dict:
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or "hosts" not in data:
+            raise ValueError("not a pyku-launch state record")
+        if data.get("version") != VERSION:
+            raise ValueError(f"record version {data.get('version')}, this pyku-launch reads {VERSION}")
+    except ValueError as e:
+        named = re.search(r'"inventory":\s*("(?:[^"\\]|\\.)*")', text)
+        try:
+            inventory = json.loads(named[1]) if named else None
+        except ValueError:
+            inventory = None
+        raise CorruptState(name, path, str(e), inventory) from None
+    return data
 
 
 def read(name: str) -> dict | None:
-    """The record of ``name``, None if there is none; CorruptState if unreadable."""
+    """The record of ``name``, None if there is none; CorruptState if unreadable.
+
+    Every write leaves a copy (``<name>.json.bak``); if the record itself is
+    damaged and the copy is good, the copy is restored (the damaged file is
+    kept as ``<name>.json.corrupt``, and a warning logged). Nothing is ever
+    removed because it could not be read.
+    """
     path = state_path(name)
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
     try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != VERSION or "hosts" not in data:
-            raise ValueError("not a pyku-launch state record")
-    except ValueError as e:
-        raise CorruptState(f"{path}: corrupt state file ({e})") from None
-    return data
+        return _parse(name, path, text)
+    except CorruptState as damaged:
+        try:
+            good = _parse(name, _backup_path(name), _backup_path(name).read_text())
+        except (OSError, CorruptState):
+            raise damaged from None
+        kept = path.with_name(f"{name}.json.corrupt")
+        os.replace(path, kept)
+        write(name, good)
+        logging.getLogger("launcher").warning(
+            "%s; restored the last good copy (the damaged file is kept as %s)",
+            str(damaged).split("; kept")[0], kept)
+        return good
 
 
 def host_specs(record: dict) -> list:
@@ -64,29 +122,33 @@ def host_specs(record: dict) -> list:
     try:
         return [HostSpec(**h["spec"]) for h in record["hosts"]]
     except (KeyError, TypeError) as e:
-        raise CorruptState(f"{state_path(record.get('name', '?'))}: corrupt state file "
-                           f"(host record: {e})") from None
+        name = record.get("name", "?")
+        raise CorruptState(name, state_path(name), f"host record: {e}", record.get("inventory")) from None
 
 
 def write(name: str, data: dict) -> Path:
-    path = state_path(name)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(dict(data, version=VERSION), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # only left if the write failed: it holds the client key
-    return path
+    """Save the record atomically, then its copy (the last good one, for :func:`read`)."""
+    text = json.dumps(dict(data, version=VERSION), indent=1)
+    for path in (state_path(name), _backup_path(name)):
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # only left if the write failed: it holds the client key
+    return state_path(name)
 
 
 def remove(name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        state_path(name).unlink()
+    """Forget the cluster: its record, the copy, and a damaged file kept by :func:`read`."""
+    for path in (state_path(name), _backup_path(name), state_dir() / f"{name}.json.corrupt"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _lock_path(name: str) -> Path:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from . import state
+from . import commands, state
 from .errors import LaunchError, by_cause
+from .inventory import Inventory
 from .progress import Reporter
 from .transport import Connection, close_all, connection_key, open_connections
 
@@ -43,12 +44,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     if not locked:
         with state.lock(name, "stop"):
             return await stop_async(name, report=report, locked=True)
-    try:
-        rec = state.read(name)
-    except state.CorruptState as e:
-        report.warn(f"{e}: removed; processes it described are no longer tracked")
-        state.remove(name)
-        return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}, "corrupt": True}
+    rec = state.read(name)  # CorruptState: kept, and the error says how to sweep
     if rec is None:
         report.info(f"cluster '{name}' is not running (nothing recorded): nothing to stop")
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
@@ -98,3 +94,53 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False) -> di
     state.remove(name)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
+
+
+async def sweep_async(inv: Inventory, *, report: Reporter) -> dict:
+    """End cluster ``inv.name`` on every host of the inventory, without its record.
+
+    For a record that is lost or damaged (:class:`~launcher.state.CorruptState`):
+    on each host the agent ends every process whose token starts with the
+    cluster's name and this state directory's scope (see
+    :func:`launcher.state.scope`), and their descendants, then removes the
+    cluster's run and default spill directories. The record goes only when
+    every host was reached and nothing is left.
+    """
+    with state.lock(inv.name, "stop"):
+        t0 = time.perf_counter()
+        specs = [inv.scheduler, *inv.hosts]
+        conns, failed = await open_connections(specs)
+        name = inv.name
+        try:
+            keys = list(conns)
+            replies = await asyncio.gather(*(conns[k].agent(
+                "stop", timeout=60 + 3, prefixes=[f"{name}.{state.scope()}."], grace=3.0,
+                remove=[f"{commands.RUN_ROOT}/{name}", f"{commands.SPILL_ROOT}/{name}"],
+                prune=[commands.RUN_ROOT, commands.SPILL_ROOT], keep_if_running=f"{name}.")
+                for k in keys), return_exceptions=True)
+        finally:
+            await close_all(conns)
+        address = {connection_key(s): s.address for s in reversed(specs)}
+        unreachable = {address[k]: why for k, why in failed.items()}
+        summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": unreachable, "swept": True}
+        survivors = {}
+        for k, reply in zip(keys, replies):
+            if isinstance(reply, LaunchError):
+                unreachable[address[k]] = str(reply)
+            elif isinstance(reply, BaseException):
+                raise reply
+            elif reply["left"]:
+                survivors[address[k]] = reply["left"]
+            else:
+                summary["stopped"] += reply["found"]
+                summary["killed"] += reply["killed"]
+                if reply.get("kept"):
+                    report.warn(f"{address[k]}: run files of '{name}' kept: a cluster of that name "
+                                "launched from another state directory runs there")
+        if survivors or unreachable:
+            raise LaunchError(f"sweep of cluster '{name}' incomplete, state kept: " + by_cause(
+                {**unreachable, **{a: f"processes {p} survived SIGKILL" for a, p in survivors.items()}}))
+        state.remove(name)
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        report.info(f"cluster '{name}' swept on {len(keys)} host(s) of {inv.path}")
+        return summary

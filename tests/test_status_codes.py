@@ -41,9 +41,18 @@ def test_json_even_for_an_ambiguous_name_or_a_corrupt_record(state_dir):
     state.write("two", {"hosts": []})
     code, st = _status()
     assert code == 2 and st["state"] == "error" and "several clusters are known (one, two)" in st["error"]
-    (state_dir / "pyku-launch" / "two.json").write_text("{not json")
+    for damaged in ("two.json", "two.json.bak"):  # the record and its last good copy
+        (state_dir / "pyku-launch" / damaged).write_text("{not json")
     code, st = _status("--name", "two")
     assert (code, st["state"]) == (CODES["corrupt"], "corrupt")
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # gone with its parent already
+            pass
 
 
 def test_running_degraded_down(sshd, state_dir, tmp_path):
@@ -58,15 +67,13 @@ def test_running_degraded_down(sshd, state_dir, tmp_path):
         from launcher.agent import _members
 
         gone = next(h for h in rec["hosts"] if h["role"] == "workers")
-        for pid in _members(gone["token"]):
-            os.kill(pid, signal.SIGKILL)
+        _kill(_members(gone["token"]))
         assert wait_until(lambda: _status("--name", name)[1]["state"] == "degraded", 30)
         assert _status("--name", name)[0] == CODES["degraded"]
         assert invoke("status", "--name", name).exit_code == CODES["degraded"]
 
         sched = next(h for h in rec["hosts"] if h["role"] == "scheduler")
-        for pid in _members(sched["token"]):
-            os.kill(pid, signal.SIGKILL)
+        _kill(_members(sched["token"]))
         code, st = _status("--name", name)
         assert (code, st["state"]) == (CODES["down"], "down")
     finally:
