@@ -7,7 +7,7 @@ import sys
 
 import launcher
 from launcher import state
-from clusters import ROOT, session_members, ssh_inventory
+from launcher.testing.clusters import ROOT, session_members, ssh_inventory
 
 
 def _shell(command: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import launcher
 from launcher import commands, state
 from launcher.errors import InventoryError
 from launcher.inventory import load_inventory
-from clusters import ROOT, session_members, ssh_inventory
+from launcher.testing.clusters import ROOT, session_members, ssh_inventory
 
 
 def test_names_and_labels_never_share_a_directory():

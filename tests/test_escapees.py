@@ -12,7 +12,7 @@ import os
 import signal
 
 import launcher
-from clusters import session_members, ssh_inventory, wait_until
+from launcher.testing.clusters import session_members, ssh_inventory, wait_until
 
 
 def _alive(pid: int) -> bool:

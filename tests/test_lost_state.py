@@ -9,7 +9,7 @@ import os
 
 import launcher
 from launcher import state
-from clusters import cli, session_members, ssh_inventory
+from launcher.testing.clusters import cli, session_members, ssh_inventory
 
 
 def test_a_damaged_record_is_restored_from_its_last_good_copy(state_dir, caplog):

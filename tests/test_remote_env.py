@@ -10,7 +10,7 @@ import pytest
 from launcher.errors import LaunchError
 from launcher.inventory import load_inventory
 from launcher.transport import close_all, open_connections
-from clusters import ROOT
+from launcher.testing.clusters import ROOT
 
 MODULE_BLOCK = """\
 module() { export LOADED="${LOADED:+$LOADED }$2"; }   # what `module load` does, in short

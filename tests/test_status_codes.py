@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 
+import pytest
 from click.testing import CliRunner
 
 import launcher
 from launcher import state
+from launcher.agent import _members
 from launcher.cli import main
-from clusters import session_members, ssh_inventory, wait_until
+from launcher.testing.clusters import ROOT, session_members, ssh_inventory, wait_until
 
 CODES = {"running": 0, "degraded": 4, "launching": 5, "down": 6, "not launched": 7, "corrupt": 1}
 
@@ -64,8 +69,6 @@ def test_running_degraded_down(sshd, state_dir, tmp_path):
         assert (code, st["state"]) == (0, "running")
 
         # one host's workers are gone (their whole tree, so no nanny restarts them)
-        from launcher.agent import _members
-
         gone = next(h for h in rec["hosts"] if h["role"] == "workers")
         _kill(_members(gone["token"]))
         assert wait_until(lambda: _status("--name", name)[1]["state"] == "degraded", 30)
@@ -82,14 +85,6 @@ def test_running_degraded_down(sshd, state_dir, tmp_path):
 
 
 def test_a_launch_under_way_is_launching_not_half_launched(sshd, state_dir, tmp_path):
-    import re
-    import subprocess
-    import sys
-
-    import pytest
-
-    from clusters import ROOT
-
     name = "underway"
     slow = f"env = '{sshd.env_line()}; sleep 4'"  # this host's login takes a while
     inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name=name, workers=(1, 2), host_extra={2: slow})

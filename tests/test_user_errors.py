@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from launcher import state
-from clusters import ROOT, cli, cluster_processes, ssh_inventory
+from launcher.testing.clusters import ROOT, cli, cluster_processes, ssh_inventory
 
 NOBODY = [f"127.0.0.{i}" for i in range(9, 14)]  # loopback addresses where no sshd listens
 
