@@ -278,16 +278,11 @@ def op_probe(p):
     }
 
 
-def op_spawn(p):
-    """Start one detached process tree; optionally wait for a file it writes.
-
-    Files in ``p["files"]`` (TLS material) are written first with mode 0600
-    into the run directory (mode 0700).
-    """
+def _spawn_dirs(p):
+    """Make a spawn's run directory and spill space; return both as absolute paths."""
     rundir = _expand(p["rundir"])
-    home = os.path.expanduser("~")
     # Every level below home (~/.pyku-launch, its cluster, the run directory) is 0700.
-    _make_dirs(rundir, home, "ours")
+    _make_dirs(rundir, os.path.expanduser("~"), "ours")
     local_directory = ""
     if "local_directory" in p:  # the workers' spill space, resolved once for them all
         local_directory = _expand(p["local_directory"])
@@ -295,6 +290,16 @@ def op_spawn(p):
             _make_dirs(local_directory, _expand(p["private_top"]), "private")
         else:  # the user's own; its existing parents are left as they are
             _make_dirs(local_directory, "/", "new")
+    return rundir, local_directory
+
+
+def op_spawn(p):
+    """Start one detached process tree; optionally wait for a file it writes.
+
+    Files in ``p["files"]`` (TLS material) are written first with mode 0600
+    into the run directory (mode 0700).
+    """
+    rundir, local_directory = _spawn_dirs(p)
     for name, content in p.get("files", {}).items():
         path = os.path.join(rundir, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -399,25 +404,30 @@ def op_stop(p):
             time.sleep(0.05)
             left = members()
 
+    # A namesake launched from another state directory (other tokens, same
+    # directories) keeps its files: a sweep removes them only if none runs.
+    shared = bool(p.get("keep_if_running") and _members(p["keep_if_running"], prefix=True))
+    removed = _remove_files(p) if not left and not shared else []
+    return {"found": initial, "killed": killed, "left": left, "removed": removed, "kept": shared}
+
+
+def _remove_files(p):
+    """Remove a stop's ``remove`` paths, then its ``prune`` directories if empty; the removed ones."""
     import shutil
 
     removed = []
-    # A namesake launched from another state directory (other tokens, same
-    # directories) keeps its files: a sweep removes them only if none runs.
-    shared = p.get("keep_if_running") and _members(p["keep_if_running"], prefix=True)
-    if not left and not shared:
-        for path in p.get("remove", []):
-            path = _expand(path)
-            if os.path.lexists(path):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-        # Parents shared with other clusters or hosts go only when empty.
-        for path in p.get("prune", []):
-            try:
-                os.rmdir(_expand(path))
-            except OSError:
-                pass
-    return {"found": initial, "killed": killed, "left": left, "removed": removed, "kept": bool(shared)}
+    for path in p.get("remove", []):
+        path = _expand(path)
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    # Parents shared with other clusters or hosts go only when empty.
+    for path in p.get("prune", []):
+        try:
+            os.rmdir(_expand(path))
+        except OSError:
+            pass
+    return removed
 
 
 def op_logs(p):
