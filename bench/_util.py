@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import os
@@ -175,64 +176,28 @@ def make_timing_reporter():
 
 
 class RoundTripCounter:
-    """Counts the launcher's agent steps per connection (``Connection.round_trips``).
+    """Counts the launcher's agent steps per host, through the API's ``on_step`` hook.
 
-    Wraps ``open_connections`` where ``launcher.start`` and ``launcher.teardown``
-    imported it, so the connections of a launch/stop can be read after they
-    are closed.  Bench-side only: nothing of the launcher changes.
+    Pass it as ``launcher.launch(..., on_step=counter)`` (and ``stop``); every
+    agent step (one request line, one reply line) is one round trip.
     """
 
     def __init__(self):
-        self.connections = []
         self.steps = []  # (address, op, start, end) of every agent step, perf_counter
+        self.trips = collections.Counter()  # address -> steps since the last take()
 
-    def __enter__(self):
-        import launcher.start as start
-        import launcher.teardown as teardown
-        from launcher.transport import Connection
-
-        self._agent = Connection.agent
-        steps = self.steps
-        orig_agent = self._agent
-
-        async def agent(conn, op, *a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return await orig_agent(conn, op, *a, **kw)
-            finally:
-                steps.append((conn.spec.address, op, t0, time.perf_counter()))
-
-        Connection.agent = agent
-
-        self._mods = [start, teardown]
-        self._orig = [m.open_connections for m in self._mods]
-        counter = self
-
-        def wrap(orig):
-            async def open_connections(specs):
-                conns, failed = await orig(specs)
-                counter.connections.extend(conns.values())
-                return conns, failed
-            return open_connections
-
-        for m, o in zip(self._mods, self._orig):
-            m.open_connections = wrap(o)
-        return self
-
-    def __exit__(self, *exc):
-        from launcher.transport import Connection
-
-        Connection.agent = self._agent
-        for m, o in zip(self._mods, self._orig):
-            m.open_connections = o
+    def __call__(self, address: str, op: str, started: float, ended: float) -> None:
+        self.steps.append((address, op, started, ended))
+        self.trips[address] += 1
 
     def take_steps(self) -> list[tuple[str, str, float, float]]:
+        """The steps since the last take, in the order they ended."""
         out, self.steps[:] = list(self.steps), []
         return out
 
     def take(self) -> dict[str, int]:
-        out = {c.spec.address: c.round_trips for c in self.connections}
-        self.connections = []
+        """Round trips per host address since the last take (independent of take_steps)."""
+        out, self.trips = dict(self.trips), collections.Counter()
         return out
 
 

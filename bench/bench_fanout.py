@@ -4,7 +4,7 @@ Starts its own sshd testbed of 9 hosts (127.0.0.2 = scheduler, 127.0.0.3-10
 = worker hosts, all this machine) and launches, per repeat, in the same run:
 
 * 1 worker host x 2 workers and 8 worker hosts x 2 workers, SSH direct
-  (target of issue 7: 8 hosts <= 1 host + 1.5 s);
+  (target: 8 hosts <= 1 host + 1.5 s);
 * the same through a delaying TCP proxy in front of every sshd (asyncio, in
   this script), once with 0 ms delay and once with 50 ms per direction
   (= 100 ms added round-trip time; netem is not available here).  The
@@ -12,9 +12,9 @@ Starts its own sshd testbed of 9 hosts (127.0.0.2 = scheduler, 127.0.0.3-10
   the launch's critical path; it must not grow with the number of hosts.
 
 Round trips are also counted directly: the launcher's agent steps per
-connection (``Connection.round_trips``, read by wrapping
-``open_connections`` in this script), and on the wire by the proxy (a "turn"
-= client->server data followed by server->client data).  Only the SSH
+host (the API's ``on_step`` hook, counted by ``_util.RoundTripCounter``),
+and on the wire by the proxy (a "turn" = client->server data followed by
+server->client data).  Only the SSH
 traffic goes through the proxies; workers reach the scheduler directly.
 
     python bench/bench_fanout.py [--repeats 3] [--delay 0.05]
@@ -40,19 +40,19 @@ def launch_and_stop(tb, tmp, name, workers, ports=None, known_hosts=None, proxy=
     rep = u.make_timing_reporter()
     if proxy is not None:
         proxy.reset_counts()
-    with u.RoundTripCounter() as rt:
-        t0 = time.perf_counter()
-        rec = launcher.launch(inv, reporter=rep)
-        launch = time.perf_counter() - t0
-        steps = rt.take()
-        agent_steps = [(a, op, s - t0, e - t0) for a, op, s, e in rt.take_steps()]
-        cpu = u.cpu_seconds(u.session_members(rec))  # what the cluster's processes burnt so far
-        wire = proxy.counts() if proxy is not None else {}
-        t0 = time.perf_counter()
-        launcher.stop(name)
-        stop = time.perf_counter() - t0
-        stop_steps = rt.take()
-        rt.take_steps()
+    rt = u.RoundTripCounter()
+    t0 = time.perf_counter()
+    rec = launcher.launch(inv, reporter=rep, on_step=rt)
+    launch = time.perf_counter() - t0
+    steps = rt.take()
+    agent_steps = [(a, op, s - t0, e - t0) for a, op, s, e in rt.take_steps()]
+    cpu = u.cpu_seconds(u.session_members(rec))  # what the cluster's processes burnt so far
+    wire = proxy.counts() if proxy is not None else {}
+    t0 = time.perf_counter()
+    launcher.stop(name, on_step=rt)
+    stop = time.perf_counter() - t0
+    stop_steps = rt.take()
+    rt.take_steps()
     left = u.session_members(rec) + u.cluster_processes(name)
     return {"launch": launch, "stop": stop, "phases": rep.phases(), "steps": steps, "stop_steps": stop_steps,
             "wire": wire, "left": left, "agent_steps": agent_steps, "cpu": cpu,

@@ -12,7 +12,7 @@ workers per host (default 1, 10, 30), in the same run:
   same memory limit), until ``client.wait_for_workers(n)``; then
   ``cluster.close()`` and how long its processes live on afterwards.
 
-Prints medians and ratios, PASS/FAIL of the targets of issue 7
+Prints medians and ratios, PASS/FAIL of the targets
 (launch <= 0.4 x SSHCluster for 1 host x 30 workers; stop <= 3 s for 30
 workers), a profile of where the launch time goes, and writes the plot
 ``bench/launch_times.png``.  Exit code: 0 unless the script itself crashed
@@ -45,25 +45,25 @@ def run_ours(tb, tmp, name, n, results):
     inv = u.write_inventory(tmp / f"{name}.toml", tb, name=name, workers=(1,), nworkers=n,
                             memory_limit=MEMORY_LIMIT, protocol=PROTOCOL)
     rep = u.make_timing_reporter()
-    with u.RoundTripCounter() as rt:
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        t0 = time.perf_counter()
-        rec = launcher.launch(inv, reporter=rep)
-        launch = time.perf_counter() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        local_cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
-        remote_cpu = u.cpu_seconds(u.session_members(rec))  # scheduler, worker CLI, forkserver, workers
-        trips = rt.take()
-        try:
-            st = launcher.status(name)
-            live = sum(h["live"] or 0 for h in st["hosts"] if h["role"] == "workers")
-        except Exception as e:  # status is a check, not the benchmark
-            live = f"status failed: {e}"
-        rt.take()
-        t0 = time.perf_counter()
-        summary = launcher.stop(name)
-        stop = time.perf_counter() - t0
-        stop_trips = rt.take()
+    rt = u.RoundTripCounter()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    rec = launcher.launch(inv, reporter=rep, on_step=rt)
+    launch = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    local_cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
+    remote_cpu = u.cpu_seconds(u.session_members(rec))  # scheduler, worker CLI, forkserver, workers
+    trips = rt.take()
+    try:
+        st = launcher.status(name)
+        live = sum(h["live"] or 0 for h in st["hosts"] if h["role"] == "workers")
+    except Exception as e:  # status is a check, not the benchmark
+        live = f"status failed: {e}"
+    rt.take()
+    t0 = time.perf_counter()
+    summary = launcher.stop(name, on_step=rt)
+    stop = time.perf_counter() - t0
+    stop_trips = rt.take()
     left = u.session_members(rec)  # right after stop returned: must be empty
     left += u.cluster_processes(name)
     results.append({"n": n, "launch": launch, "stop": stop, "left": left, "live": live,

@@ -10,7 +10,7 @@ Starts its own sshd testbed of 5 hosts (127.0.0.2 = scheduler, 127.0.0.3-6
   command itself); its ``ru_maxrss`` comes from ``os.wait4``.
 
 then stops it (``launcher.stop``, checking nothing is left).  For scale it
-also measures a bare ``python -c "import distributed"``.  Target of issue 7:
+also measures a bare ``python -c "import distributed"``.  Target:
 the pyku-launch process stays under 150 MiB.
 
     python bench/bench_memory.py [--repeats 3] [--modes api,cli] [--memory-limit 256MiB]
@@ -39,7 +39,7 @@ rec = launcher.launch({inv!r}, timeout={timeout})
 t = time.perf_counter() - t0
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({{"vmhwm_kib": hwm, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                   "launch": t, "workers": sum(h["expected"] for h in rec["hosts"])}}))
+                   "launch": t, "workers": sum(h.expected for h in rec.hosts)}}))
 """
 
 BASELINE_CHILD = r"""
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         finally:
             u.stop_all(names)  # anything a failed run left recorded
             tb.close()
-        base = {m: baseline(m) for m in ("sys", "distributed", "launcher.start")}
+        base = {m: baseline(m) for m in ("sys", "distributed", "launcher.launch")}
         report(rows, base)
     u.final_check(names=names, markers=[f"bm{os.getpid()}"])
     return 1 if crashed else 0

@@ -15,7 +15,7 @@ the same run:
 Each cold run starts with pyku's neighbour-index cache cleared in every
 process (so each builds the index once, as a fresh run does); the workers
 have imported pyku beforehand, as this process has.  The outputs of both
-modes are compared byte for byte.  Targets of issue 7: cluster >= 1.7 x
+modes are compared byte for byte.  Targets: cluster >= 1.7 x
 faster than single-threaded; a cached re-run <= 5 % of the cold run.
 
     python bench/bench_processing.py [--repeats 3] [--days 31]
@@ -95,8 +95,8 @@ def main(argv=None) -> int:
                                     memory_limit="2GiB")
             rec = launcher.launch(inv)
             client = launcher.connect(name)
-            print(f"cluster: {rec['scheduler']}, 2 workers x 1 thread on {tb.addresses[1]} (launched in "
-                  f"{rec['launch_seconds']:.1f} s); single-threaded: this process; {args.repeats} repeats")
+            print(f"cluster: {rec.scheduler}, 2 workers x 1 thread on {tb.addresses[1]} (launched in "
+                  f"{rec.launch_seconds:.1f} s); single-threaded: this process; {args.repeats} repeats")
 
             def warm():
                 import pyku  # noqa: F401

@@ -201,72 +201,18 @@ def _tail(path, n):
 
 def op_probe(p):
     """Versions, source fingerprints, CPUs, memory, free ports, our address."""
-    from importlib import metadata, util
-    import hashlib
     import platform
 
-    versions = {"python": platform.python_version()}
-    for dist in p.get("distributions", []):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-
-    fingerprints = {}
-    for pkg in p.get("fingerprint", []):
-        spec = util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            fingerprints[pkg] = None
-            continue
-        root = list(spec.submodule_search_locations)[0]
-        h = hashlib.sha256()
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for fn in sorted(filenames):
-                if fn.endswith((".pyc", ".pyo")):
-                    continue
-                full = os.path.join(dirpath, fn)
-                h.update(os.path.relpath(full, root).encode() + b"\0")
-                with open(full, "rb") as f:
-                    h.update(hashlib.sha256(f.read()).digest())
-        fingerprints[pkg] = h.hexdigest()[:16]
-
-    mem = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("MemTotal", "MemAvailable"):
-                mem[key] = int(rest.split()[0]) * 1024
-
-    # The address this host was reached on over SSH: what it should bind to.
-    # (Not for the local transport: there SSH_CONNECTION is the user's own login.)
-    ssh_conn = os.environ.get("SSH_CONNECTION", "").split() if p.get("over_ssh") else []
-    reached = ssh_conn[2] if len(ssh_conn) == 4 else None
-    listen = p.get("listen") or reached or p.get("address")
-
-    busy, free_port = [], None
-    # Port 0 in "ports" asks for a free port: the launch then knows the
-    # scheduler's address before starting it, and starts the workers at once.
-    for port in p.get("ports", []):
-        s = socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET)
-        # As the scheduler will: TIME_WAIT leftovers of a previous run do not count.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((listen, port))
-            if port == 0 and free_port is None:
-                free_port = s.getsockname()[1]
-        except OSError:
-            busy.append(port)
-        finally:
-            s.close()
-
+    mem = _meminfo()
+    listen = _listen_address(p)
+    busy, free_port = _try_ports(listen, p.get("ports", []))
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count()
     return {
-            "versions": versions,
-            "fingerprints": fingerprints,
+            "versions": dict({"python": platform.python_version()}, **_versions(p.get("distributions", []))),
+            "fingerprints": {pkg: _fingerprint(pkg) for pkg in p.get("fingerprint", [])},
             "cpus": cpus,
             "mem_total": mem.get("MemTotal"),
             "mem_available": mem.get("MemAvailable"),
@@ -278,19 +224,77 @@ def op_probe(p):
     }
 
 
-def _spawn_dirs(p):
-    """Make a spawn's run directory and spill space; return both as absolute paths."""
-    rundir = _expand(p["rundir"])
-    # Every level below home (~/.pyku-launch, its cluster, the run directory) is 0700.
-    _make_dirs(rundir, os.path.expanduser("~"), "ours")
-    local_directory = ""
-    if "local_directory" in p:  # the workers' spill space, resolved once for them all
-        local_directory = _expand(p["local_directory"])
-        if p.get("private_top"):  # under a shared temporary directory
-            _make_dirs(local_directory, _expand(p["private_top"]), "private")
-        else:  # the user's own; its existing parents are left as they are
-            _make_dirs(local_directory, "/", "new")
-    return rundir, local_directory
+def _versions(distributions):
+    """Installed version of each distribution, None if missing."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in distributions:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _fingerprint(pkg):
+    """A hash of an importable package's source files (not its version), None if missing."""
+    from importlib import util
+    import hashlib
+
+    spec = util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = list(spec.submodule_search_locations)[0]
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for fn in sorted(filenames):
+            if fn.endswith((".pyc", ".pyo")):
+                continue
+            full = os.path.join(dirpath, fn)
+            h.update(os.path.relpath(full, root).encode() + b"\0")
+            with open(full, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()[:16]
+
+
+def _meminfo():
+    mem = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                mem[key] = int(rest.split()[0]) * 1024
+    return mem
+
+
+def _listen_address(p):
+    """The inventory's listen address, else the one this host was reached on over SSH."""
+    # (Not for the local transport: there SSH_CONNECTION is the user's own login.)
+    ssh_conn = os.environ.get("SSH_CONNECTION", "").split() if p.get("over_ssh") else []
+    reached = ssh_conn[2] if len(ssh_conn) == 4 else None
+    return p.get("listen") or reached or p.get("address")
+
+
+def _try_ports(listen, ports):
+    """(busy ports, a free port if 0 was asked for), by binding as the scheduler will."""
+    busy, free_port = [], None
+    # Port 0 asks for a free port: the launch then knows the scheduler's
+    # address before starting it, and starts the workers at once.
+    for port in ports:
+        s = socket.socket(socket.AF_INET6 if ":" in listen else socket.AF_INET)
+        # As the scheduler will: TIME_WAIT leftovers of a previous run do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((listen, port))
+            if port == 0 and free_port is None:
+                free_port = s.getsockname()[1]
+        except OSError:
+            busy.append(port)
+        finally:
+            s.close()
+    return busy, free_port
 
 
 def op_spawn(p):
@@ -299,13 +303,7 @@ def op_spawn(p):
     Files in ``p["files"]`` (TLS material) are written first with mode 0600
     into the run directory (mode 0700).
     """
-    rundir, local_directory = _spawn_dirs(p)
-    for name, content in p.get("files", {}).items():
-        path = os.path.join(rundir, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-        os.chmod(path, 0o600)
+    rundir, local_directory = _prepare_rundir(p)
     wait_file = p.get("wait_file") and os.path.join(rundir, p["wait_file"])
     if wait_file and os.path.exists(wait_file):
         os.remove(wait_file)
@@ -327,27 +325,52 @@ def op_spawn(p):
     )
     logf.close()
     result = {"pid": proc.pid, "log": log, "rundir": rundir, "local_directory": local_directory or None}
-
     if wait_file:
-        deadline = time.monotonic() + p.get("wait_timeout", 30)
-        while True:
-            if os.path.exists(wait_file):
-                try:
-                    with open(wait_file) as f:
-                        result["wait_file"] = json.load(f)
-                    break
-                except ValueError:
-                    pass  # being written
-            if proc.poll() is not None:
-                result["error"] = f"exited with code {proc.returncode}"
-                result["log_tail"] = _tail(log, 60)
-                break
-            if time.monotonic() > deadline:
-                result["error"] = f"did not write {p['wait_file']} within {p.get('wait_timeout', 30)} s"
-                result["log_tail"] = _tail(log, 60)
-                break
-            time.sleep(0.05)
+        result.update(_wait_for_file(proc, wait_file, log, p))
     return result
+
+
+def _prepare_rundir(p):
+    """The run directory with its files (0600) in place, and the spill space; both absolute.
+
+    Every level of the run directory below home (``~/.pyku-launch``, its
+    cluster, the run directory) is 0700. The workers' spill space is resolved
+    here once, for all that use it.
+    """
+    rundir = _expand(p["rundir"])
+    _make_dirs(rundir, os.path.expanduser("~"), "ours")
+    local_directory = ""
+    if "local_directory" in p:
+        local_directory = _expand(p["local_directory"])
+        if p.get("private_top"):  # under a shared temporary directory
+            _make_dirs(local_directory, _expand(p["private_top"]), "private")
+        else:  # the user's own; its existing parents are left as they are
+            _make_dirs(local_directory, "/", "new")
+    for name, content in p.get("files", {}).items():
+        path = os.path.join(rundir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.chmod(path, 0o600)
+    return rundir, local_directory
+
+
+def _wait_for_file(proc, wait_file, log, p):
+    """``{"wait_file": <its JSON>}`` once written, else ``error`` and ``log_tail``."""
+    timeout = p.get("wait_timeout", 30)
+    deadline = time.monotonic() + timeout
+    while True:
+        if os.path.exists(wait_file):
+            try:
+                with open(wait_file) as f:
+                    return {"wait_file": json.load(f)}
+            except ValueError:
+                pass  # being written
+        if proc.poll() is not None:
+            return {"error": f"exited with code {proc.returncode}", "log_tail": _tail(log, 60)}
+        if time.monotonic() > deadline:
+            return {"error": f"did not write {p['wait_file']} within {timeout} s", "log_tail": _tail(log, 60)}
+        time.sleep(0.05)
 
 
 def op_status(p):

@@ -11,13 +11,18 @@ import asyncio
 import signal
 from os import PathLike
 
-from . import commands, preflight, state
-from .client import NothingLaunched, resolve_name
+from . import preflight, remote_commands, state
 from . import validate as v
+from .client import NothingLaunched, resolve_name
 from .errors import InventoryError, LaunchError, by_cause
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
-from .transport import close_all, connection_key, open_connections
+from .protocol import Logs
+from .records import ClusterRecord
+from .launch import launch_async
+from .status import not_launched, status_async
+from .stop import stop_async, sweep_async
+from .transport import StepHook, close_all, connection_key, open_connections
 
 
 class Interrupted(LaunchError):
@@ -70,16 +75,17 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
-           reporter: Reporter | None = None) -> dict:
+           reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
     """Launch the cluster an inventory describes; return its state record.
+
+    ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
+    is called after every agent step (bench/ counts round trips with it).
 
     Raises :class:`~launcher.errors.InventoryError` (bad file, nothing
     contacted), :class:`~launcher.errors.PreflightError` (hosts differ,
     nothing started) or :class:`~launcher.errors.LaunchError` (a step
     failed; everything started was stopped again).
     """
-    from .start import launch_async
-
     inv = _inventory(inventory)
     if timeout is not None:
         try:
@@ -89,38 +95,34 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
-                                allow_partial=allow_partial, timeout=timeout))
+                                allow_partial=allow_partial, timeout=timeout, on_step=on_step))
 
 
 def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | None = None,
-         reporter: Reporter | None = None) -> dict:
-    """Stop a launched cluster on every host and forget it.
+         reporter: Reporter | None = None, on_step: StepHook | None = None) -> dict:
+    """Stop a launched cluster on every host and forget it (``on_step``: as for :func:`launch`).
 
     With ``inventory``, sweep instead: end the processes of the inventory's
     cluster on every one of its hosts, found by the cluster's name in their
     tokens, without reading the record (lost, or damaged beyond repair).
     """
-    from .teardown import stop_async, sweep_async
-
     report = reporter or Reporter(quiet=True)
     if inventory is not None:
         inv = _inventory(inventory)
         if name not in (None, inv.name):
             raise InventoryError(f"--name {name} but {inv.path} describes cluster '{inv.name}'"
                                  " (leave --name out, or give that cluster's inventory)")
-        return run(sweep_async(inv, report=report))
+        return run(sweep_async(inv, report=report, on_step=on_step))
     try:
         name = resolve_name(name)
     except NothingLaunched:  # stopping what is not running is not an error (nor is stopping twice)
         report.info("no launched cluster is known: nothing to stop")
         return {"name": None, "stopped": 0, "killed": 0, "unreachable": {}}
-    return run(stop_async(name, report=report))
+    return run(stop_async(name, report=report, on_step=on_step))
 
 
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
-    from .health import not_launched, status_async
-
     try:
         name = resolve_name(name)
     except NothingLaunched:
@@ -131,8 +133,8 @@ def status(name: str | None = None) -> dict:
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
     """Validate and preflight an inventory, starting nothing.
 
-    Returns ``(probes, reference, table, dropped)`` (see :func:`launcher.preflight.run`);
-    raises PreflightError on a refusal.
+    Returns a :class:`launcher.preflight.PreflightResult`; raises
+    PreflightError on a refusal.
     """
     inv = _inventory(inventory)
 
@@ -140,7 +142,7 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
         conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         try:
             if failed:
-                raise LaunchError(by_cause({s.address: failed[connection_key(s)]
+                raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
                                             for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
             targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
             targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
@@ -159,25 +161,25 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
     rec = state.read(name)
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched")
-    recs = [r for r in rec["hosts"] if host in (None, r["address"], r["label"])]
+    recs = [r for r in rec.hosts if host in (None, r.address, r.label)]
     if not recs:
         raise LaunchError(f"cluster '{name}' has no host {host!r} "
-                          f"(hosts: {', '.join(dict.fromkeys(r['address'] for r in rec['hosts']))})")
+                          f"(hosts: {', '.join(dict.fromkeys(r.address for r in rec.hosts))})")
 
     async def go():
-        specs = state.host_specs({"name": name, "hosts": recs})
-        conns, failed = await open_connections(specs)
+        conns, failed = await open_connections([r.spec for r in recs])
         try:
             out = []
+            reached = [r for r in recs if connection_key(r.spec) in conns]
             replies = await asyncio.gather(*(
-                conns[connection_key(s)].agent("logs", timeout=30, rundir=r["rundir"], n=lines)
-                for r, s in zip(recs, specs) if connection_key(s) in conns))
-            for r, reply in zip([r for r, s in zip(recs, specs) if connection_key(s) in conns], replies):
-                for fname, flines in reply["logs"].items():
-                    out += [(r["address"], fname, ln) for ln in flines]
-            for r, s in zip(recs, specs):
-                if connection_key(s) in failed:
-                    out.append((r["address"], "-", f"unreachable: {failed[connection_key(s)]}"))
+                conns[connection_key(r.spec)].request(Logs(r.rundir, lines), 30)
+                for r in reached))
+            for r, reply in zip(reached, replies):
+                for fname, flines in reply.logs.items():
+                    out += [(r.address, fname, ln) for ln in flines]
+            for r in recs:
+                if connection_key(r.spec) in failed:
+                    out.append((r.address, "-", f"unreachable: {failed[connection_key(r.spec)]}"))
             return out
         finally:
             await close_all(conns)
@@ -187,7 +189,7 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
     """Every remote step a launch would run, per host; touches nothing."""
-    return commands.dry_run(_inventory(inventory))
+    return remote_commands.dry_run(_inventory(inventory))
 
 
 __all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]

@@ -17,22 +17,27 @@ import sys
 
 import click
 
-from . import api, state
+from . import api, state, tables
 from .errors import LaunchError
-from .health import EXIT_CODES
-from .preflight import fmt_bytes
 from .progress import Reporter
+from .records import ClusterRecord
+from .status import EXIT_CODES
 from .validate import Invalid, seconds
 
-_ORDER = ("up", "check", "status", "logs", "stop")
+_ORDER = ("launch", "check", "status", "logs", "stop")
 
 
-class _DefaultUp(click.Group):
-    """``pyku-launch [OPTIONS] HOSTS.toml`` means ``pyku-launch up [OPTIONS] HOSTS.toml``."""
+class _DefaultLaunch(click.Group):
+    """``pyku-launch [OPTIONS] HOSTS.toml`` means ``pyku-launch launch [OPTIONS] HOSTS.toml``.
+
+    ``up``, the verb's earlier name, still works (not listed).
+    """
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
-            args = ["up", *args]
+        if args and args[0] == "up":
+            args = ["launch", *args[1:]]
+        elif args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+            args = ["launch", *args]
         return super().parse_args(ctx, args)
 
     def list_commands(self, ctx):
@@ -123,31 +128,7 @@ def _console():
 
 
 def _mem(n) -> str:
-    return fmt_bytes(n) if n else "-"
-
-
-def _table(console, headers: list[str], rows: list[list[str]], right: set[int] = frozenset(),
-           styles: dict[int, str] | None = None) -> None:
-    """One table: rich on a terminal, aligned plain text otherwise.
-
-    ``right``: column indexes aligned right (numbers); ``styles``: row index -> rich style.
-    """
-    if console is not None:
-        from rich import box
-        from rich.table import Table
-
-        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-        for i, h in enumerate(headers):
-            t.add_column(h, justify="right" if i in right else "left",
-                         overflow="fold", no_wrap=i < len(headers) - 1)
-        for i, r in enumerate(rows):
-            t.add_row(*r, style=(styles or {}).get(i))
-        console.print(t)
-        return
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    for r in [headers, *rows]:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        click.echo(("  " + "  ".join(cells)).rstrip())
+    return tables.fmt_bytes(n) if n else "-"
 
 
 def _blank(console) -> None:
@@ -167,7 +148,7 @@ def _line(console, key: str, value: str, style: str = "") -> None:
         console.print(Text.assemble((f"{key:<10} ", "bold"), (value, style)))
 
 
-@click.group(cls=_DefaultUp, invoke_without_command=True, epilog="""\b
+@click.group(cls=_DefaultLaunch, invoke_without_command=True, epilog="""\b
 Examples:
   pyku-launch hosts/localhost.toml      # a small cluster on this machine, no SSH
   pyku-launch check hosts/example.toml  # preflight only
@@ -203,8 +184,8 @@ def main(ctx):
 @main.command(short_help="Launch: preflight, start scheduler and workers, print the summary.",
               epilog="""\b
 Examples:
-  pyku-launch hosts/example.toml                 # "up" is the default command
-  pyku-launch up hosts/example.toml --timeout 300
+  pyku-launch hosts/example.toml                 # "launch" is the default command
+  pyku-launch launch hosts/example.toml --timeout 300
   pyku-launch --dry-run hosts/example.toml       # every remote command, per host
 """)
 @click.argument("inventory", type=click.Path(dir_okay=False))
@@ -215,7 +196,7 @@ Examples:
 @click.option("--dry-run", is_flag=True, help="Print every remote command per host; touch nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary or the error.")
 @_guard
-def up(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
+def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
     """Launch the cluster described by INVENTORY (a TOML hosts file).
 
     Connects to every host, runs the preflight, starts the scheduler and the
@@ -232,39 +213,38 @@ def up(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
     print_summary(rec, _console())
 
 
-def print_summary(rec: dict, console=None) -> None:
+def print_summary(rec: ClusterRecord, console=None) -> None:
     """Scheduler, dashboard, hosts x workers x memory, and how to connect and stop."""
     if console is not None:  # apart from the progress above it
         console.print()
-    if rec.get("already_running"):
-        msg = f"cluster '{rec['name']}' is already running at {rec['scheduler']}: nothing changed"
+    if rec.already_running:
+        msg = f"cluster '{rec.name}' is already running at {rec.scheduler}: nothing changed"
         if console is None:
             click.echo(msg)
         else:
             console.print(msg, style="yellow")
-    _line(console, "cluster", rec["name"], "bold")
-    _line(console, "scheduler", rec["scheduler"], "cyan")
-    _line(console, "dashboard", rec["dashboard"] or "disabled",
-          f"underline blue link {rec['dashboard']}" if rec["dashboard"] else "")
+    _line(console, "cluster", rec.name, "bold")
+    _line(console, "scheduler", rec.scheduler, "cyan")
+    _line(console, "dashboard", rec.dashboard or "disabled",
+          f"underline blue link {rec.dashboard}" if rec.dashboard else "")
     rows, styles, workers, memory = [], {}, 0, 0
-    for h in rec["hosts"]:
-        if h["role"] == "workers":
-            n, each = h["expected"], h["memory_limit"] or 0
-            threads = (h.get("spec") or {}).get("nthreads")
-            rows.append([h["address"], "workers", str(n), str(threads or "-"), _mem(each), _mem(n * each), "ok"])
+    for h in rec.hosts:
+        if h.role == "workers":
+            n, each = h.expected, h.memory_limit or 0
+            rows.append([h.address, "workers", str(n), str(h.spec.nthreads), _mem(each), _mem(n * each), "ok"])
             workers, memory = workers + n, memory + n * each
         else:
-            rows.append([h["address"], h["role"], "-", "-", "-", "-", "ok"])
-    for addr, why in (rec.get("missing") or {}).items():
+            rows.append([h.address, h.role, "-", "-", "-", "-", "ok"])
+    for label, why in rec.missing.items():
         styles[len(rows)] = "red"
-        rows.append([addr, "workers", "0", "-", "-", "-", f"MISSING: {why.removeprefix(addr + ': ')}"])
+        rows.append([label, "workers", "0", "-", "-", "-", f"MISSING: {why}"])
     rows.append(["total", "", str(workers), "", "", _mem(memory), ""])
     styles[len(rows) - 1] = "bold"
     _blank(console)
-    _table(console, ["host", "role", "workers", "threads", "memory/worker", "memory", "status"], rows,
+    tables.show(console, ["host", "role", "workers", "threads", "memory/worker", "memory", "status"], rows,
            right={2, 3, 4, 5}, styles=styles)
     _blank(console)
-    name = rec["name"]
+    name = rec.name
     _line(console, "connect", f"from launcher import connect; client = connect({name!r})")
     _line(console, "stop", f"pyku-launch stop --name {name}")
 
@@ -276,18 +256,19 @@ def print_summary(rec: dict, console=None) -> None:
 @_guard
 def check(inventory, allow_mismatch):
     """Validate INVENTORY and run the preflight on every host; start nothing."""
-    probes, reference, table, _ = api.check(inventory, allow_mismatch=allow_mismatch)
+    result = api.check(inventory, allow_mismatch=allow_mismatch)
+    reference = result.reference
     click.echo(f"client     python {reference['versions']['python']}, "
                f"pyku source {reference['fingerprints'].get('pyku')}")
-    for p in probes:
+    for p in result.probes:
         r = p.reply
-        mem = f", {p.spec.nworkers} workers x {fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
+        mem = f", {p.spec.nworkers} workers x {tables.fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
-                   f"{fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
+                   f"{tables.fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
-    if table:
-        click.echo(table)
+    if result.table:
+        click.echo(result.table)
     click.echo("preflight passed: a launch would go ahead")
 
 
@@ -362,9 +343,9 @@ def _print_status(st: dict) -> None:
                 styles[len(rows) - 1] = "red"
     for addr, why in st["missing"].items():
         styles[len(rows)] = "red"
-        rows.append([addr, "workers", "0", "-", "-", f"MISSING: {why.removeprefix(addr + ': ')}"])
+        rows.append([addr, "workers", "0", "-", "-", f"MISSING: {why}"])
     _blank(console)
-    _table(console, ["host", "role", "workers", "memory/worker", "memory", "status"], rows,
+    tables.show(console, ["host", "role", "workers", "memory/worker", "memory", "status"], rows,
            right={2, 3, 4}, styles=styles)
     if st["state"] == "down":
         click.echo("the scheduler does not answer: pyku-launch stop cleans up what is left")

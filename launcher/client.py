@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from . import state, tls
+from . import state
 from .errors import InventoryError, LaunchError
 from .validate import NAME
 
@@ -50,15 +50,14 @@ def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
     name = resolve_name(name)
     rec = state.read(name)
     busy = state.holder(name)
-    if busy and (rec is None or rec.get("phase") != "running"):
+    if busy and (rec is None or not rec.running):
         raise LaunchError(f"cluster '{name}' is {state.busy_words(busy)}: connect once it is done")
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
-    if rec.get("phase") != "running":
+    if not rec.running:
         raise LaunchError(f"cluster '{name}' was left half-launched: pyku-launch stop --name {name}, then launch again")
-    sec = tls.security(**rec["tls"]) if rec.get("tls") else None
     try:
-        return Client(rec["scheduler"], security=sec, timeout=timeout, **client_kwargs)
+        return Client(rec.scheduler, security=rec.security(), timeout=timeout, **client_kwargs)
     except OSError as e:
-        raise LaunchError(f"cluster '{name}': cannot reach the scheduler at {rec['scheduler']} ({e}); "
+        raise LaunchError(f"cluster '{name}': cannot reach the scheduler at {rec.scheduler} ({e}); "
                           f"pyku-launch status --name {name} tells whether it is still up") from None

@@ -6,9 +6,18 @@ anything that is not a :class:`LaunchError` is a bug and keeps its traceback.
 
 
 class LaunchError(Exception):
-    """A runtime failure: a host unreachable, a process that did not start."""
+    """A runtime failure: a host unreachable, a process that did not start.
+
+    ``host`` (an address) is the host it happened on, if one; ``message``
+    says what, without the host. ``str()`` is ``"<host>: <message>"``, the
+    one line the CLI prints.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, host: str | None = None):
+        super().__init__(f"{host}: {message}" if host else message)
+        self.host, self.message = host, message
 
 
 class InventoryError(LaunchError):

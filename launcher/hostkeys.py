@@ -120,18 +120,18 @@ async def _fingerprint(t: _Target, opts: dict) -> str | None:
 
 
 async def describe_refusal(spec: HostSpec, opts: dict) -> str:
-    """One line: which host, which fingerprint, unknown or changed, what to do."""
+    """One line (without the host): which fingerprint, unknown or changed, what to do."""
     t = _target(spec, opts)
     fp = await _fingerprint(t, opts)
     shown = f" {fp}" if fp else ""
     if _has_entry(t):
         return (
-            f"{spec.address}: host key{shown} does not match the one recorded in {t.path} "
+            f"host key{shown} does not match the one recorded in {t.path} "
             f"(the host key CHANGED: verify the host, then remove its old line with "
             f"ssh-keygen -R '{t.pattern}' -f {t.path})"
         )
     return (
-        f"{spec.address}: host key{shown} is unknown, not in {t.path} "
+        f"host key{shown} is unknown, not in {t.path} "
         f"(verify it, then add it with ssh-keyscan -p {t.port} {t.host} >> {t.path}, "
         f"or set accept_new = true under [ssh])"
     )

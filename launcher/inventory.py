@@ -1,4 +1,4 @@
-"""Read and validate a hosts inventory (TOML, see DESIGN.md) into frozen dataclasses.
+"""Read and validate a hosts inventory (TOML, see README.md) into frozen dataclasses.
 
 Nothing is contacted here: :func:`load_inventory` either returns a fully
 resolved :class:`Inventory` or raises :class:`~launcher.errors.InventoryError`

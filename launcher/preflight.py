@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from . import agent
+from . import agent, tables
+from .tables import fmt_bytes
 from .errors import LaunchError, PreflightError
 from .inventory import HostSpec
 
@@ -42,6 +43,16 @@ class Probe:
     @property
     def listen(self) -> str:
         return self.reply["listen"]
+
+
+@dataclass
+class PreflightResult:
+    """What a preflight found: the hosts that passed, and what the launch should know."""
+
+    probes: list[Probe]        # the scheduler's first, then the worker hosts that passed
+    reference: dict            # the client's own probe (versions, source fingerprints)
+    table: str                 # the mismatch table, "" if every host matches
+    dropped: list[tuple[HostSpec, str]]  # worker hosts left out (with drop_failed), and why
 
 
 def payload(inv, spec: HostSpec, role: str) -> dict:
@@ -108,13 +119,6 @@ def assess(inv, probe: Probe, reference: dict) -> None:
             f"{spec.nworkers} workers x {spec.nthreads} threads > {r['cpus']} CPUs (oversubscribed)")
 
 
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 def mismatch_table(probes: list[Probe], reference: dict) -> str:
     """Host x differing key, each cell the host's value; the client's in the header."""
     keys = sorted({k for p in probes for k in p.differences})
@@ -126,12 +130,11 @@ def mismatch_table(probes: list[Probe], reference: dict) -> str:
     for p in probes:
         rows.append([f"{p.spec.address} ({p.role})"] + [
             (str(p.differences[k][0] or "missing") if k in p.differences else "ok") for k in keys])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join(tables.aligned(rows))
 
 
 async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False,
-              drop_failed: bool = False):
+              drop_failed: bool = False) -> PreflightResult:
     """Probe every (spec, role, connection) at once; raise PreflightError on a refusal.
 
     A version or source difference is a refusal unless ``allow_mismatch``; a
@@ -139,9 +142,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     one. With ``drop_failed`` a worker host that would be refused is left out
     instead (``--allow-partial``); the scheduler host never is.
 
-    Returns ``(probes, reference, table, dropped)``: the probes that passed,
-    the client's values, the mismatch table (empty if none) and the hosts
-    left out as (spec, reason) pairs.
+    Returns a :class:`PreflightResult`.
     """
     reference = local_reference(inv)
 
@@ -149,7 +150,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
         try:
             reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
         except LaunchError as e:  # env failing, python not found: the host's environment is broken
-            return Probe(spec, role, {}, problems=[str(e).removeprefix(f"{spec.address}: ")])
+            return Probe(spec, role, {}, problems=[e.message])
         probe = Probe(spec, role, reply)
         assess(inv, probe, reference)
         return probe
@@ -167,7 +168,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
         refused = [p for p in refused if p not in left_out]
     if refused:
         raise PreflightError(_refusal(refused, table, allow_mismatch))
-    return probes, reference, table, dropped
+    return PreflightResult(probes, reference, table, dropped)
 
 
 def _refusal(refused: list[Probe], table: str, allow_mismatch: bool) -> str:

@@ -11,19 +11,12 @@ which the CLI prints.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 STEPS = ("connect", "preflight", "scheduler", "workers")
-
-
-def _label(address: str) -> str:
-    # Workers report per host *label* (launcher.inventory); host messages come
-    # by address. The same rule maps one onto the other.
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", address)
 
 
 @dataclass
@@ -38,7 +31,7 @@ class _Step:
 
 @dataclass
 class _Host:
-    address: str
+    label: str  # the host's label (launcher.inventory): unique, unlike its address
     expected: int | None = None
     live: int = 0
     message: str = ""
@@ -103,20 +96,19 @@ class Reporter:
         else:
             self._plain(f"      {name} done in {seconds:.2f} s{'  ' + detail if detail else ''}")
 
-    def host(self, address: str, message: str) -> None:
-        """Something about one host (connected, probed, left out and why)."""
-        message = message.replace(f"left out: {address}: ", "left out: ", 1)  # said once is enough
+    def host(self, label: str, message: str) -> None:
+        """Something about one host, by its label (connected, probed, left out and why)."""
         if self.tty:
             if self._closed:
-                self._print(f"  {address}: {message}", "red" if message.startswith("left out") else "")
+                self._print(f"  {label}: {message}", "red" if message.startswith("left out") else "")
                 return
             with self._lock:
-                h = self._host_row(address)
+                h = self._host_row(label)
                 h.message = message
                 h.left_out = h.left_out or message.startswith("left out")
             self._refresh()
         else:
-            self._plain(f"      {address}: {message}")
+            self._plain(f"      {label}: {message}")
 
     def expect(self, expected: dict[str, int]) -> None:
         """The workers each host (by label) will start, before any has registered."""
@@ -208,11 +200,10 @@ class Reporter:
         self._steps.append(s)
         return s
 
-    def _host_row(self, address: str) -> _Host:
-        key = _label(address)
-        if key not in self._hosts:
-            self._hosts[key] = _Host(address)
-        return self._hosts[key]
+    def _host_row(self, label: str) -> _Host:
+        if label not in self._hosts:
+            self._hosts[label] = _Host(label)
+        return self._hosts[label]
 
     def _start_live(self) -> None:
         if self.quiet or self._live is not None or self._closed:
@@ -277,7 +268,7 @@ class _View:
         rows.add_column(overflow="fold")
         for h in hosts:
             if h.left_out:
-                rows.add_row("", Text("✗", style="red"), Text(h.address, style="red"), "",
+                rows.add_row("", Text("✗", style="red"), Text(h.label, style="red"), "",
                              Text(h.message, style="red"))
                 continue
             if h.expected:
@@ -289,5 +280,5 @@ class _View:
             else:
                 bar, count = Text(""), Text("")
             mark = Text("✓", style="green") if h.expected and h.live >= h.expected else Text("•", style="dim")
-            rows.add_row("", mark, Text(h.address, style="bold"), bar, Text.assemble(count, " ", h.message))
+            rows.add_row("", mark, Text(h.label, style="bold"), bar, Text.assemble(count, " ", h.message))
         return Group(grid, rows) if hosts else grid

@@ -30,23 +30,16 @@ async def identity(address: str, security, timeout: float = 5.0) -> dict:
         await r.close_rpc()
 
 
-def workers_by_label(info: dict) -> tuple[Counter, dict[str, list[dict]]]:
-    counts: Counter = Counter()
-    details: dict[str, list[dict]] = {}
-    for addr, w in info.get("workers", {}).items():
-        lab = label_of(w.get("name", addr))
-        counts[lab] += 1
-        details.setdefault(lab, []).append(dict(w, address=addr))
-    return counts, details
+def workers_by_label(info: dict) -> Counter:
+    """How many workers the scheduler has per host label."""
+    return Counter(label_of(w.get("name", addr)) for addr, w in info.get("workers", {}).items())
 
 
 async def scheduler_alive(address: str, security, timeout: float = 3.0) -> bool:
     try:
         await identity(address, security, timeout)
         return True
-    except (OSError, asyncio.TimeoutError, TimeoutError):
-        return False
-    except Exception:
+    except Exception:  # unreachable, timed out, refused: not alive for our purpose
         return False
 
 
@@ -70,7 +63,7 @@ async def wait_for_workers(address: str, security, expected: dict[str, int], *, 
     while True:
         try:
             info = await identity(address, security, timeout=max(1.0, min(5.0, deadline - time.monotonic())))
-            counts, _ = workers_by_label(info)
+            counts = workers_by_label(info)
         except (OSError, asyncio.TimeoutError, TimeoutError):
             pass
         snapshot = tuple(sorted(counts.items()))

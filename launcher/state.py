@@ -1,5 +1,8 @@
 """The local record of launched clusters: one JSON file per cluster name.
 
+The record itself is :class:`launcher.records.ClusterRecord`; this module
+keeps it on disk.
+
 Files live in ``$XDG_STATE_HOME/pyku-launch`` (``~/.local/state/pyku-launch``),
 the directory mode 0700 and every file 0600, because a state file holds the
 client's TLS key. Writes are atomic (temp file + rename), so a crash never
@@ -20,8 +23,7 @@ import re
 from pathlib import Path
 
 from .errors import LaunchError
-
-VERSION = 1
+from .records import ClusterRecord, RecordError
 
 
 def state_dir() -> Path:
@@ -69,26 +71,26 @@ def _backup_path(name: str) -> Path:
     return state_dir() / f"{name}.json.bak"
 
 
-def _parse(name: str, path: Path, text: str) -> dict:
+def _parse(name: str, path: Path, text: str) -> ClusterRecord:
+    """The record in ``text`` (migrated if older); CorruptState naming what the damaged text still says."""
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or "hosts" not in data:
-            raise ValueError("not a pyku-launch state record")
-        if data.get("version") != VERSION:
-            raise ValueError(f"record version {data.get('version')}, this pyku-launch reads {VERSION}")
-    except ValueError as e:
+        if isinstance(data, dict):
+            data = {"name": name} | data
+        return ClusterRecord.from_json(data)
+    except (ValueError, RecordError) as e:
         named = re.search(r'"inventory":\s*("(?:[^"\\]|\\.)*")', text)
         try:
             inventory = json.loads(named[1]) if named else None
         except ValueError:
             inventory = None
         raise CorruptState(name, path, str(e), inventory) from None
-    return data
 
 
-def read(name: str) -> dict | None:
+def read(name: str) -> ClusterRecord | None:
     """The record of ``name``, None if there is none; CorruptState if unreadable.
 
+    An older record is migrated as it is read (:meth:`ClusterRecord.from_json`).
     Every write leaves a copy (``<name>.json.bak``); if the record itself is
     damaged and the copy is good, the copy is restored (the damaged file is
     kept as ``<name>.json.corrupt``, and a warning logged). Nothing is ever
@@ -108,28 +110,18 @@ def read(name: str) -> dict | None:
             raise damaged from None
         kept = path.with_name(f"{name}.json.corrupt")
         os.replace(path, kept)
-        write(name, good)
+        write(good)
         logging.getLogger("launcher").warning(
             "%s; restored the last good copy (the damaged file is kept as %s)",
             str(damaged).split("; kept")[0], kept)
         return good
 
 
-def host_specs(record: dict) -> list:
-    """The HostSpec of every process tree in a record (CorruptState if malformed)."""
-    from .inventory import HostSpec
-
-    try:
-        return [HostSpec(**h["spec"]) for h in record["hosts"]]
-    except (KeyError, TypeError) as e:
-        name = record.get("name", "?")
-        raise CorruptState(name, state_path(name), f"host record: {e}", record.get("inventory")) from None
-
-
-def write(name: str, data: dict) -> Path:
-    """Save the record atomically, then its copy (the last good one, for :func:`read`)."""
-    text = json.dumps(dict(data, version=VERSION), indent=1)
-    for path in (state_path(name), _backup_path(name)):
+def write(record: ClusterRecord) -> Path:
+    """Save ``record`` under its name, atomically and readable by this user only, then its
+    copy (the last good one, for :func:`read`)."""
+    text = json.dumps(record.to_json(), indent=1)
+    for path in (state_path(record.name), _backup_path(record.name)):
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -141,7 +133,7 @@ def write(name: str, data: dict) -> Path:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()  # only left if the write failed: it holds the client key
-    return state_path(name)
+    return state_path(record.name)
 
 
 def remove(name: str) -> None:

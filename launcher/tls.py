@@ -95,8 +95,9 @@ def cli_args() -> list[str]:
     return ["--tls-ca-file", "{rundir}/ca.pem", "--tls-cert", "{rundir}/cert.pem", "--tls-key", "{rundir}/key.pem"]
 
 
-def security(ca: str, cert: str, key: str):
+def security(material: Material):
     """A ``distributed.Security`` for the client, from PEM text (never on disk)."""
     from distributed import Security
 
-    return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+    return Security(tls_ca_file=material.ca, tls_client_cert=material.cert, tls_client_key=material.key,
+                    require_encryption=True)

@@ -19,6 +19,8 @@ import json
 import shlex
 import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .agent import BOOTSTRAP, MARK
@@ -27,6 +29,11 @@ from .inventory import HostSpec
 
 _AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
 _LINE_LIMIT = 1 << 24  # a reply line (a log tail, a probe) is far below this
+
+#: ``on_step(address, op, started, ended)``, called after every agent step
+#: (``time.perf_counter`` times, failed steps included): the seam that
+#: bench/ counts round trips with, passed down from the API functions.
+StepHook = Callable[[str, str, float, float], None]
 
 
 def python_of(spec: HostSpec) -> str:
@@ -69,9 +76,9 @@ class Connection:
     ``stderr`` (``readline``) byte streams.
     """
 
-    def __init__(self, spec: HostSpec):
+    def __init__(self, spec: HostSpec, on_step: StepHook | None = None):
         self.spec = spec
-        self.round_trips = 0
+        self.on_step = on_step
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
@@ -151,12 +158,19 @@ class Connection:
                           f"fix env/python for this host in the inventory)")
         for fut in self._pending.values():
             if not fut.done():
-                fut.set_exception(LaunchError(f"{self.name}: {self._dead}"))
+                fut.set_exception(LaunchError(self._dead, host=self.name))
         self._pending.clear()
 
     async def agent(self, op: str, timeout: float = 60.0, **payload) -> dict:
         """Run one agent operation; return its reply or raise naming the host."""
-        self.round_trips += 1
+        started = time.perf_counter()
+        try:
+            return await self._step(op, timeout, payload)
+        finally:
+            if self.on_step is not None:
+                self.on_step(self.spec.address, op, started, time.perf_counter())
+
+    async def _step(self, op: str, timeout: float, payload: dict) -> dict:
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         try:
@@ -164,27 +178,33 @@ class Connection:
                 self.start_agent()
                 await asyncio.shield(self._starting)
                 if self._dead:
-                    raise LaunchError(f"{self.name}: {self._dead}")
+                    raise LaunchError(self._dead, host=self.name)
                 self._pending[rid] = fut
                 await self._send(json.dumps({"op": op, "id": rid, **payload}))
                 reply = await fut
         except TimeoutError:
-            raise LaunchError(f"{self.name}: step '{op}' timed out after {timeout:g} s") from None
+            raise LaunchError(f"step '{op}' timed out after {timeout:g} s", host=self.name) from None
         except (OSError, EOFError) as e:
-            raise LaunchError(f"{self.name}: step '{op}' lost the connection: {e}") from None
+            raise LaunchError(f"step '{op}' lost the connection: {e}", host=self.name) from None
         except LaunchError:
             raise
         except Exception as e:  # asyncssh.Error: channel refused, connection lost
             if type(e).__module__.startswith("asyncssh"):
-                raise LaunchError(f"{self.name}: step '{op}' failed over SSH: {e}") from None
+                raise LaunchError(f"step '{op}' failed over SSH: {e}", host=self.name) from None
             raise
         finally:
             self._pending.pop(rid, None)
         if not isinstance(reply, dict):
-            raise LaunchError(f"{self.name}: step '{op}' sent a garbled reply")
+            raise LaunchError(f"step '{op}' sent a garbled reply", host=self.name)
         if "error" in reply and len(reply) == 1:
-            raise LaunchError(f"{self.name}: step '{op}' failed: {reply['error']}")
+            raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
+
+    async def request(self, request, timeout: float = 60.0):
+        """Run one typed operation (:mod:`launcher.protocol`); its typed reply."""
+        from .protocol import parse_reply
+
+        return parse_reply(request, await self.agent(request.op, timeout, **request.to_json()))
 
     async def close(self) -> None:
         """End the agent (EOF on its stdin) and the connection."""
@@ -228,8 +248,8 @@ class LocalConnection(Connection):
 class SSHConnection(Connection):
     """One asyncssh connection; the agent runs in one session on it."""
 
-    def __init__(self, spec: HostSpec, conn):
-        super().__init__(spec)
+    def __init__(self, spec: HostSpec, conn, on_step: StepHook | None = None):
+        super().__init__(spec, on_step)
         self._conn = conn
 
     async def _start_process(self, command: str):
@@ -262,14 +282,14 @@ def connect_options(spec: HostSpec) -> dict:
     if spec.known_hosts:
         opts["known_hosts"] = spec.known_hosts
     if spec.ssh_config and not Path(spec.ssh_config).is_file():
-        raise LaunchError(f"{spec.address}: ssh config file {spec.ssh_config} does not exist "
-                          f"(fix [ssh] config in the inventory)")
+        raise LaunchError(f"ssh config file {spec.ssh_config} does not exist "
+                          f"(fix [ssh] config in the inventory)", host=spec.address)
     config = spec.ssh_config or str(Path("~/.ssh/config").expanduser())
     opts["config"] = [config] if Path(config).exists() else []
     return opts
 
 
-async def _ssh_connect(spec: HostSpec) -> Connection:
+async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
     import asyncssh
 
     from .hostkeys import accept_new, describe_refusal
@@ -281,17 +301,18 @@ async def _ssh_connect(spec: HostSpec) -> Connection:
         except asyncssh.HostKeyNotVerifiable:
             conn = await accept_new(spec, opts) if spec.accept_new else None
             if conn is None:
-                raise LaunchError(await describe_refusal(spec, opts)) from None
+                raise LaunchError(await describe_refusal(spec, opts), host=spec.address) from None
     except asyncssh.PermissionDenied:
         who = f"{spec.user}@" if spec.user else ""
         key = spec.identity or "the agent/default keys"
         raise LaunchError(
-            f"{spec.address}: SSH authentication refused for {who}{spec.address} with {key} "
-            f"(check [ssh] user/identity, or the host's authorized_keys)"
+            f"SSH authentication refused for {who}{spec.address} with {key} "
+            f"(check [ssh] user/identity, or the host's authorized_keys)", host=spec.address
         ) from None
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
-        raise LaunchError(f"{spec.address}: cannot connect over SSH: {_connect_failure(spec, opts, e)}") from None
-    return SSHConnection(spec, conn)
+        raise LaunchError(f"cannot connect over SSH: {_connect_failure(spec, opts, e)}",
+                          host=spec.address) from None
+    return SSHConnection(spec, conn, on_step)
 
 
 def _connect_failure(spec: HostSpec, opts: dict, e: BaseException) -> str:
@@ -316,10 +337,13 @@ def connection_key(spec: HostSpec) -> tuple:
             spec.ssh_config, spec.env, spec.python, spec.shell)
 
 
-async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connection], dict[tuple, str]]:
+async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None,
+                           ) -> tuple[dict[tuple, Connection], dict[tuple, LaunchError]]:
     """Open one connection per distinct host, all at once.
 
-    Returns the open connections and the failures (the message), both by
+    ``on_step`` is given to every connection (see :data:`StepHook`).
+
+    Returns the open connections and the failures (the error), both by
     :func:`connection_key`. The caller decides whether a failure is fatal;
     it must close the connections either way.
     """
@@ -332,7 +356,7 @@ async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connectio
         check_files(list(unique.values()))  # one bad key file: one error, before any connect
 
     async def one(spec: HostSpec) -> Connection:
-        conn = LocalConnection(spec) if spec.transport == "local" else await _ssh_connect(spec)
+        conn = LocalConnection(spec, on_step) if spec.transport == "local" else await _ssh_connect(spec, on_step)
         conn.start_agent()  # its login shell and interpreter start while others connect
         return conn
 
@@ -343,7 +367,7 @@ async def open_connections(specs: list[HostSpec]) -> tuple[dict[tuple, Connectio
         if isinstance(r, Connection):
             conns[k] = r
         elif isinstance(r, LaunchError):
-            failed[k] = str(r)
+            failed[k] = r
     others = [r for r in results if isinstance(r, BaseException) and not isinstance(r, LaunchError)]
     if others:  # a bug or a cancellation: close what did open, then raise
         await close_all(conns)

@@ -6,7 +6,7 @@ The checkers know nothing of files or key paths: ``launcher.inventory`` adds
 those, so every user-facing error comes out as one line with the same shape.
 
 The string patterns are deliberately strict because these values end up in
-remote shell command lines (issue 5): an address such as
+remote shell command lines: an address such as
 ``127.0.0.13; touch /tmp/x`` is rejected here, before anything is contacted,
 and the launcher shlex-quotes whatever passes as a second line of defence.
 """
@@ -19,6 +19,8 @@ import os
 import re
 from fractions import Fraction
 from typing import Any, Callable
+
+from dask.utils import byte_sizes
 
 Checker = Callable[[Any], Any]
 
@@ -209,10 +211,10 @@ def memory(minimum: int, *, auto: bool = True) -> Checker:
     return check
 
 
-_UNITS = {"": 1, "b": 1}
-for _i, _prefix in enumerate("kmgtp", start=1):
-    _UNITS[_prefix] = _UNITS[_prefix + "b"] = 1000**_i
-    _UNITS[_prefix + "i"] = _UNITS[_prefix + "ib"] = 1024**_i
+# dask's own unit table, so a size means here what it means to the workers.
+# Not dask.utils.parse_bytes itself: it accepts "", "GiB", negative sizes,
+# booleans and 1e999 silently, and rounds through a float.
+_UNITS = byte_sizes
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([A-Za-z]*)\s*")
 
 

@@ -11,12 +11,14 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+import launcher
 from launcher import state
 from launcher.cli import main
 from launcher.progress import Reporter
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
+from launcher.testing.sshd import free_port as sshd_free_port
 
-COMMANDS = ["up", "check", "status", "logs", "stop"]
+COMMANDS = ["launch", "check", "status", "logs", "stop"]
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
@@ -35,7 +37,7 @@ def test_no_argument_prints_usage_and_known_clusters(state_dir):
     r = invoke()
     assert r.exit_code == 0
     assert r.output.startswith("Usage: pyku-launch") and "Known clusters: none" in r.output
-    state.write("somewhere", {"hosts": []})
+    state.state_path("somewhere").write_text(json.dumps({"hosts": []}))
     assert "Known clusters: somewhere" in invoke().output
 
 
@@ -55,7 +57,7 @@ def test_status_json_of_a_cluster_never_launched(state_dir):
 
 def test_dry_run_starts_nothing_and_names_each_host(sshd, state_dir, tmp_path):
     inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="dryrun")
-    for args in (["--dry-run", str(inv)], ["up", str(inv), "--dry-run"]):
+    for args in (["--dry-run", str(inv)], ["launch", str(inv), "--dry-run"], ["up", str(inv), "--dry-run"]):
         r = invoke(*args)
         assert r.exit_code == 0, r.output
         for host in sshd.hosts[:3]:
@@ -103,7 +105,7 @@ def test_launch_output_status_json_and_logs(sshd, state_dir, tmp_path):
         st = json.loads(r.stdout)
         assert {"name", "scheduler", "dashboard", "state", "hosts", "missing"} <= set(st)
         assert st["name"] == name and st["state"] == "running" and st["missing"] == {}
-        assert st["scheduler"] == rec["scheduler"] and st["dashboard"].startswith("http://")
+        assert st["scheduler"] == rec.scheduler and st["dashboard"].startswith("http://")
         for h in st["hosts"]:
             assert {"address", "role", "expected", "live", "memory_limit"} <= set(h)
         assert {h["address"]: (h["expected"], h["live"], h["memory_limit"])
@@ -171,3 +173,24 @@ def test_reporter_on_a_terminal_draws_steps_and_hosts():
     assert "✗ 4/4 workers" in text  # cut short by the error
     assert "2/2 workers" in text and "1/2 workers" in text
     assert "127.0.0.5" in text and "left out: unreachable" in text
+
+
+def test_two_hosts_on_one_address_keep_their_own_progress_rows(sshd, state_dir, tmp_path):
+    """One address, two SSH ports: the host left out is marked, not its neighbour."""
+    address = sshd.hosts[1].address
+    dead_port = sshd_free_port(address)  # nothing listens there
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="rows", workers=(1,))
+    inv.write_text(inv.read_text() + f'[[host]]\naddress = "{address}"\nport = {dead_port}\n')
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    with Reporter(console=console) as r:
+        rec = launcher.launch(inv, reporter=r, allow_partial=True)
+    try:
+        final = Console(file=io.StringIO(), width=160, color_system=None)
+        final.print(r.renderable())
+        rows = {line.split()[1]: line for line in final.file.getvalue().splitlines()
+                if len(line.split()) > 1 and line.split()[1].startswith(address)}
+        assert "2/2 workers" in rows[address] and "left out" not in rows[address], rows
+        assert "left out" in rows[f"{address}-{dead_port}"], rows
+    finally:
+        launcher.stop("rows")
+    assert session_members(rec) == []

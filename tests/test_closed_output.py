@@ -23,7 +23,7 @@ def test_a_launch_piped_into_head_keeps_running(sshd, state_dir, tmp_path):
     try:
         assert r.stdout.splitlines()[0].endswith("[1/4] connect: 2 hosts"), r.stdout
         assert r.stdout.splitlines()[-1] == "exit 0", r.stdout + r.stderr
-        assert rec is not None and rec["phase"] == "running"
+        assert rec is not None and rec.running
         assert launcher.status(name)["state"] == "running"
 
         # stdout and stderr closed outright: the command still does its work

@@ -75,11 +75,10 @@ def test_signal_during_launch_rolls_back(sshd, state_dir, tmp_path, sig, code):
 def test_scheduler_killed_workers_exit_by_themselves(sshd, state_dir, tmp_path):
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="orphans", workers=(1,), death_timeout=8)
     rec = launcher.launch(inv)
-    sched = next(h for h in rec["hosts"] if h["role"] == "scheduler")
-    workers = {k: v for k, v in rec.items() if k != "hosts"}
-    workers["hosts"] = [h for h in rec["hosts"] if h["role"] == "workers"]
+    sched = next(h for h in rec.hosts if h.role == "scheduler")
+    workers = [h for h in rec.hosts if h.role == "workers"]
     assert session_members(workers)
-    os.kill(sched["pid"], signal.SIGKILL)
+    os.kill(sched.pid, signal.SIGKILL)
     t0 = time.monotonic()
     assert wait_until(lambda: not session_members(workers), timeout=30), "workers outlived the scheduler"
     assert time.monotonic() - t0 < 8 + 15
@@ -222,7 +221,7 @@ def test_launcher_killed_outright_leaves_a_record_that_stop_cleans(sshd, state_d
     # Its agents on the hosts see their channel close and exit.
     assert wait_until(lambda: not agent_processes(), 15), agent_processes()
     rec = state.read("sigkill")
-    assert rec is not None and rec["phase"] == "starting"
+    assert rec is not None and rec.phase == "starting"
     assert session_members(rec)  # the scheduler (at least) is running, and known
     assert launcher.status("sigkill")["state"] == "half-launched"
     r = cli(str(inv))  # a new launch cleans up the half-launched one first

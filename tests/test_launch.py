@@ -30,8 +30,9 @@ def _hosts_of_workers(client) -> set[str]:
 def test_launch_compute_status_stop(sshd, state_dir, tmp_path):
     inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="story")
     rec = launcher.launch(inv)
-    assert rec["scheduler"].startswith("tls://127.0.0.2:")
+    assert rec.scheduler.startswith("tls://127.0.0.2:")
     assert len(session_members(rec)) >= 1 + 2 * 3  # scheduler; per host: nanny process, forkserver, workers
+    assert cluster_processes("story")  # the check after stop sees this checkout's processes
     # The per-host agents end with the command: only the cluster stays.
     assert wait_until(lambda: not agent_processes(), 10), agent_processes()
 
@@ -90,7 +91,7 @@ def test_double_launch_and_double_stop(sshd, state_dir, tmp_path):
         r = cli(str(inv))
         assert r.returncode == 0, r.stderr
         assert "already running" in r.stdout
-        assert state.read("twice")["scheduler"] == first["scheduler"]  # nothing changed
+        assert state.read("twice").scheduler == first.scheduler  # nothing changed
         assert sorted(session_members(state.read("twice"))) == pids  # nothing started or restarted
     finally:
         launcher.stop("twice")
@@ -103,8 +104,8 @@ def test_double_launch_and_double_stop(sshd, state_dir, tmp_path):
 def test_stop_after_scheduler_killed(sshd, state_dir, tmp_path):
     inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="killed", workers=(1,))
     rec = launcher.launch(inv)
-    sched = next(h for h in rec["hosts"] if h["role"] == "scheduler")
-    os.kill(sched["pid"], signal.SIGKILL)
+    sched = next(h for h in rec.hosts if h.role == "scheduler")
+    os.kill(sched.pid, signal.SIGKILL)
     assert wait_until(lambda: launcher.status("killed")["state"] == "down", 15)
     summary = launcher.stop("killed")
     assert session_members(rec) == []
@@ -165,7 +166,7 @@ def test_localhost_default_launches_and_computes(state_dir, tmp_path):
     inv = _localhost_inventory(tmp_path)
     rec = launcher.launch(inv)
     try:
-        assert all(h["spec"]["transport"] == "local" for h in rec["hosts"])
+        assert all(h.spec.transport == "local" for h in rec.hosts)
         with launcher.connect() as client:
             assert client.submit(lambda: 6 * 7).result() == 42
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2

@@ -85,7 +85,7 @@ def test_allow_partial_leaves_out_a_host_whose_workers_come_late(sshd, tmp_path)
         st = launcher.status("late")
         assert st["state"] == "running" and set(st["missing"]) == {"127.0.0.4"}
         # what the late host had started was stopped, not left to register later
-        assert [h["address"] for h in rec["hosts"] if h["role"] == "workers"] == ["127.0.0.3"]
+        assert [h.address for h in rec.hosts if h.role == "workers"] == ["127.0.0.3"]
         assert not [p for p in cluster_processes("late") if "127.0.0.4" in p]
         with launcher.connect("late") as client:
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
@@ -122,7 +122,7 @@ def test_tcp_protocol_is_warned_about(sshd, tmp_path):
         assert r.returncode == 0, r.stderr
         warning = next(ln for ln in r.stderr.splitlines() if "tcp" in ln)
         assert "warning" in warning and "anyone" in warning, warning
-        assert rec["scheduler"].startswith("tcp://")
+        assert rec.scheduler.startswith("tcp://")
     finally:
         launcher.stop("plain")
     assert session_members(rec) == []
@@ -132,8 +132,8 @@ def test_status_degraded_when_a_hosts_workers_are_killed(sshd, tmp_path):
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="degr", workers=(1, 2))
     rec = launcher.launch(inv)
     try:
-        victim = next(h for h in rec["hosts"] if h["role"] == "workers" and h["address"] == "127.0.0.4")
-        for pid in _members(victim["token"]):
+        victim = next(h for h in rec.hosts if h.role == "workers" and h.address == "127.0.0.4")
+        for pid in _members(victim.token):
             os.kill(pid, signal.SIGKILL)
         assert wait_until(lambda: launcher.status("degr")["state"] == "degraded", 30)
         r = cli("status", "--name", "degr", "--json")
@@ -155,7 +155,7 @@ def test_pyku_cluster_picks_among_several(sshd, tmp_path, monkeypatch):
             launcher.connect()  # two known: which one?
         monkeypatch.setenv("PYKU_CLUSTER", "second")
         with launcher.connect() as client:
-            assert client.scheduler.address == recs["second"]["scheduler"]
+            assert client.scheduler.address == recs["second"].scheduler
         r = cli("status", "--json")
         assert json.loads(r.stdout)["name"] == "second"
     finally:

@@ -9,19 +9,21 @@ import os
 
 import launcher
 from launcher import state
+from launcher.records import ClusterRecord
 from launcher.testing.clusters import cli, session_members, ssh_inventory
 
 
 def test_a_damaged_record_is_restored_from_its_last_good_copy(state_dir, caplog):
-    record = {"name": "copied", "phase": "running", "inventory": "/x/hosts.toml", "hosts": []}
-    state.write("copied", record)
+    record = ClusterRecord(name="copied", phase="running", launcher_pid=1, inventory="/x/hosts.toml",
+                           inventory_sha256="", protocol="tls")
+    state.write(record)
     path = state.state_path("copied")
     path.write_text(path.read_text()[:20])  # a record cut short
     with caplog.at_level(logging.WARNING, logger="launcher"):
-        assert state.read("copied") == dict(record, version=state.VERSION)
+        assert state.read("copied") == record
     assert "restored the last good copy" in caplog.text
     assert path.with_name("copied.json.corrupt").read_text() == json.dumps(
-        dict(record, version=state.VERSION), indent=1)[:20]  # the damaged file is kept, not removed
+        record.to_json(), indent=1)[:20]  # the damaged file is kept, not removed
     state.remove("copied")
     assert list(state_dir.glob("pyku-launch/copied*")) == []
 
@@ -56,7 +58,7 @@ def test_a_corrupt_record_is_kept_and_the_inventory_sweep_ends_the_cluster(sshd,
         assert r.returncode == 0, r.stderr
         assert session_members(rec) == []
         assert not state.state_path("sweepme").exists() and state.known_names() == ["sweepme-w"]
-        run_root = os.path.dirname(os.path.dirname(os.path.dirname(rec["hosts"][0]["log"])))
+        run_root = os.path.dirname(os.path.dirname(os.path.dirname(rec.hosts[0].log)))
         assert not os.path.exists(f"{run_root}/sweepme")
 
         # a cluster whose name merely starts the same is not touched

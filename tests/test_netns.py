@@ -76,7 +76,7 @@ def test_cut_off_host(lab, state_dir, tmp_path):
         address = "{lab.hosts[1]}"
         """))
     rec = launcher.launch(inv)
-    cut_rec = dict(rec, hosts=[h for h in rec["hosts"] if h["address"] == lab.hosts[1]])
+    cut_rec = [h for h in rec.hosts if h.address == lab.hosts[1]]
     try:
         with launcher.connect("cut") as client:
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 4
@@ -105,10 +105,10 @@ def test_cut_off_host(lab, state_dir, tmp_path):
                 os.kill(pid, signal.SIGKILL)
         # stop could not reach the cut host, so its run files are still there
         # (and named by stop): remove them as that host's admin would
-        for h in cut_rec["hosts"]:
-            for path in h["remove"]:
+        for h in cut_rec:
+            for path in h.remove:
                 shutil.rmtree(os.path.expanduser(path.replace("{uid}", str(os.getuid()))), ignore_errors=True)
-            for path in h["prune"]:
+            for path in h.prune:
                 with contextlib.suppress(OSError):
                     os.rmdir(os.path.expanduser(path.replace("{uid}", str(os.getuid()))))
     assert session_members(rec) == []

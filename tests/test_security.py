@@ -31,15 +31,15 @@ def running(sshd, state_dir, tmp_path):
 def test_anonymous_client_is_refused(running):
     from distributed import Client
 
-    assert running["scheduler"].startswith("tls://")
+    assert running.scheduler.startswith("tls://")
     with pytest.raises((OSError, TimeoutError)):
-        Client(running["scheduler"].replace("tls://", "tcp://"), timeout=3)
+        Client(running.scheduler.replace("tls://", "tcp://"), timeout=3)
     from launcher import tls
     foreign = tls.make_cluster_material("intruder")["client"]
     with pytest.raises((OSError, TimeoutError)):
         # TLS, trusting the cluster's CA, but holding a certificate of another CA
-        Client(running["scheduler"], timeout=3,
-               security=tls.security(running["tls"]["ca"], foreign.cert, foreign.key))
+        Client(running.scheduler, timeout=3,
+               security=tls.security(tls.Material(running.tls.ca, foreign.cert, foreign.key)))
     with launcher.connect("sec") as client:  # the cluster's own material works
         assert client.submit(lambda: 1).result() == 1
 
@@ -47,12 +47,12 @@ def test_anonymous_client_is_refused(running):
 def test_foreign_worker_cannot_join(sshd, running, tmp_path):
     other = launcher.launch(ssh_inventory(tmp_path / "o.toml", sshd, name="other", workers=(2,), nworkers=1))
     try:
-        rundir = os.path.expanduser(next(h["rundir"] for h in other["hosts"] if h["role"] == "workers"))
+        rundir = os.path.expanduser(next(h.rundir for h in other.hosts if h.role == "workers"))
         ca = tmp_path / "this-cluster-ca.pem"  # it trusts this cluster, but holds the other's certificate
-        ca.write_text(running["tls"]["ca"])
+        ca.write_text(running.tls.ca)
         log = open(tmp_path / "foreign.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", running["scheduler"], "--nthreads", "1",
+            [sys.executable, "-m", "distributed.cli.dask_worker", running.scheduler, "--nthreads", "1",
              "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--name", "intruder", "--death-timeout", "8",
              "--local-directory", str(tmp_path / "intruder"),
              "--tls-ca-file", str(ca), "--tls-cert", f"{rundir}/cert.pem", "--tls-key", f"{rundir}/key.pem"],
@@ -133,8 +133,8 @@ def test_dry_run_shows_no_key_material(sshd, tmp_path):
 def test_file_modes(running, state_dir):
     assert stat.S_IMODE(os.stat(state.state_dir()).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(state.state_path("sec")).st_mode) == 0o600
-    for h in running["hosts"]:
-        rundir = Path(os.path.expanduser(h["rundir"]))
+    for h in running.hosts:
+        rundir = Path(os.path.expanduser(h.rundir))
         assert stat.S_IMODE(rundir.stat().st_mode) == 0o700
         for name in ("ca.pem", "cert.pem", "key.pem"):
             assert stat.S_IMODE((rundir / name).stat().st_mode) == 0o600

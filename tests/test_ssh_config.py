@@ -52,7 +52,7 @@ def test_aliases_and_proxyjump_from_ssh_config(sshd, state_dir, tmp_path):
         """))
     rec = launcher.launch(inv)
     try:
-        assert rec["scheduler"].startswith("tls://127.0.0.2:")
+        assert rec.scheduler.startswith("tls://127.0.0.2:")
         st = launcher.status("aliases")
         assert {h["address"]: h["live"] for h in st["hosts"] if h["role"] == "workers"} == {
             "worker-a": 2, "worker-b": 2}

@@ -17,6 +17,7 @@ import launcher
 from launcher import state
 from launcher.agent import _members
 from launcher.cli import main
+from launcher.records import ClusterRecord
 from launcher.testing.clusters import ROOT, session_members, ssh_inventory, wait_until
 
 CODES = {"running": 0, "degraded": 4, "launching": 5, "down": 6, "not launched": 7, "corrupt": 1}
@@ -42,8 +43,9 @@ def test_nothing_launched(state_dir):
 
 
 def test_json_even_for_an_ambiguous_name_or_a_corrupt_record(state_dir):
-    state.write("one", {"hosts": []})
-    state.write("two", {"hosts": []})
+    for name in ("one", "two"):
+        state.write(ClusterRecord(name=name, phase="running", launcher_pid=1, inventory="/x/hosts.toml",
+                                  inventory_sha256="", protocol="tls"))
     code, st = _status()
     assert code == 2 and st["state"] == "error" and "several clusters are known (one, two)" in st["error"]
     for damaged in ("two.json", "two.json.bak"):  # the record and its last good copy
@@ -69,14 +71,14 @@ def test_running_degraded_down(sshd, state_dir, tmp_path):
         assert (code, st["state"]) == (0, "running")
 
         # one host's workers are gone (their whole tree, so no nanny restarts them)
-        gone = next(h for h in rec["hosts"] if h["role"] == "workers")
-        _kill(_members(gone["token"]))
+        gone = next(h for h in rec.hosts if h.role == "workers")
+        _kill(_members(gone.token))
         assert wait_until(lambda: _status("--name", name)[1]["state"] == "degraded", 30)
         assert _status("--name", name)[0] == CODES["degraded"]
         assert invoke("status", "--name", name).exit_code == CODES["degraded"]
 
-        sched = next(h for h in rec["hosts"] if h["role"] == "scheduler")
-        _kill(_members(sched["token"]))
+        sched = next(h for h in rec.hosts if h.role == "scheduler")
+        _kill(_members(sched.token))
         code, st = _status("--name", name)
         assert (code, st["state"]) == (CODES["down"], "down")
     finally:

@@ -22,7 +22,7 @@ from launcher.testing.clusters import cli, cluster_processes, session_members, s
 
 
 def _workers_token(rec) -> str:
-    return next(h["token"] for h in rec["hosts"] if h["role"] == "workers")
+    return next(h.token for h in rec.hosts if h.role == "workers")
 
 
 def test_stop_kills_what_ignores_sigterm(sshd, tmp_path):
@@ -120,9 +120,9 @@ def test_scheduler_host_unreachable_at_stop_keeps_the_state(sshd, tmp_path):
         assert "127.0.0.2" in line and "state kept" in line, line
         assert state.read("nosched") is not None
         # The scheduler still runs: nothing else would ever stop it.
-        sched = next(h for h in rec["hosts"] if h["role"] == "scheduler")
+        sched = next(h for h in rec.hosts if h.role == "scheduler")
         from launcher.agent import _members
-        assert _members(sched["token"])
+        assert _members(sched.token)
     finally:
         r = cli("stop", "--name", "nosched")
     assert r.returncode == 0, r.stderr

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from launcher import state
+from launcher.records import ClusterRecord
 from launcher.testing.clusters import ROOT, cli, cluster_processes, ssh_inventory
 
 NOBODY = [f"127.0.0.{i}" for i in range(9, 14)]  # loopback addresses where no sshd listens
@@ -91,7 +92,8 @@ def test_logs_needs_a_positive_line_count(state_dir, lines):
 
 @pytest.mark.parametrize("command", [["status"], ["stop"], ["logs"]])
 def test_an_empty_name_is_refused_not_taken_for_the_only_cluster(state_dir, command):
-    state.write("onlyone", {"hosts": []})
+    state.write(ClusterRecord(name="onlyone", phase="running", launcher_pid=1, inventory="/x/hosts.toml",
+                              inventory_sha256="", protocol="tls"))
     line = _one_line_error(cli(*command, "--name", ""), 2)
     assert "cluster name is empty" in line and "onlyone" not in line
 

@@ -74,11 +74,15 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
     return path
 
 
-def session_members(record: dict) -> list[int]:
-    """Live pids of every process tree the launch recorded (all hosts are this machine)."""
+def session_members(record) -> list[int]:
+    """Live pids of every process tree the launch recorded (all hosts are this machine).
+
+    ``record``: a :class:`launcher.records.ClusterRecord`, or a list of its host records.
+    """
     from launcher.agent import _members
 
-    return [pid for h in record["hosts"] for pid in _members(h["token"])]
+    hosts = record if isinstance(record, list) else record.hosts
+    return [pid for h in hosts for pid in _members(h.token)]
 
 
 def cluster_processes(name: str) -> list[str]:

@@ -473,7 +473,8 @@ def start_testbed(
     return tb
 
 
-def _start(tb: SSHTestbed, sshd: str, addresses: list[str], port: int | None, log_level: str, timeout: float) -> None:
+def _make_keys(tb: SSHTestbed, addresses: list[str]) -> dict[str, str]:
+    """The client key (authorized on every host), an empty ssh_config, a host key per address."""
     d = tb.directory
     client_pub = _keygen(tb.identity, f"{tb.user}@sshd-testbed")
     _write(os.path.join(d, "authorized_keys"), client_pub + "\n", 0o600)
@@ -486,6 +487,21 @@ def _start(tb: SSHTestbed, sshd: str, addresses: list[str], port: int | None, lo
         key = os.path.join(d, f"ssh_host_ed25519_key-{address}")
         _keygen(key, f"host-{address}")
         host_keys[address] = key
+    return host_keys
+
+
+def _write_known_hosts(tb: SSHTestbed) -> None:
+    lines = []
+    for h in tb.hosts:
+        with open(h.host_key_pub) as f:
+            keytype, blob = f.read().split()[:2]
+        lines.append(f"[{h.address}]:{h.port} {keytype} {blob}\n")
+    _write(tb.known_hosts, "".join(lines))
+
+
+def _start(tb: SSHTestbed, sshd: str, addresses: list[str], port: int | None, log_level: str, timeout: float) -> None:
+    d = tb.directory
+    host_keys = _make_keys(tb, addresses)
     _ensure_privsep_dir()
 
     fixed = port is not None
@@ -534,13 +550,7 @@ def _start(tb: SSHTestbed, sshd: str, addresses: list[str], port: int | None, lo
         for h in hosts:  # port race lost: start over with a fresh port and fresh logs
             with contextlib.suppress(OSError):
                 os.unlink(h.log)
-
-    lines = []
-    for h in tb.hosts:
-        with open(h.host_key_pub) as f:
-            keytype, blob = f.read().split()[:2]
-        lines.append(f"[{h.address}]:{h.port} {keytype} {blob}\n")
-    _write(tb.known_hosts, "".join(lines))
+    _write_known_hosts(tb)
 
 
 def _wait_ready(hosts: list[SSHHost], procs: list[subprocess.Popen], timeout: float) -> tuple[SSHHost, str] | None:

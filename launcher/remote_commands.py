@@ -66,7 +66,7 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
 
 # distributed's nannies fork their workers from a forkserver that preloads
 # these (distributed.utils.get_mp_context: "distributed", then its required
-# and optional packages that import). tests/test_commands.py checks the list
+# and optional packages that import). tests/test_remote_commands.py checks the list
 # against the installed distributed; a missing one only costs speed.
 FORKSERVER_PRELOAD = ["distributed", "dask", "msgpack", "cloudpickle", "tornado", "toolz",
                       "numpy", "pandas", "lz4"]

@@ -1,7 +1,7 @@
-"""``pyku-launch HOSTS.toml``: preflight, scheduler, workers, wait, record.
+"""``pyku-launch launch HOSTS.toml``: preflight, scheduler, workers, wait, record.
 
-The steps of DESIGN.md, each on every host at once over one connection per
-host. Anything a failed or interrupted launch started is stopped again on
+The steps of a launch (docs/architecture.md), each on every host at once
+over one connection per host. Anything a failed or interrupted launch started is stopped again on
 every host before the error is raised, so a refused launch leaves nothing
 running and no state behind.
 """
@@ -12,15 +12,16 @@ import asyncio
 import os
 import threading
 import time
-import uuid
-from dataclasses import asdict
+import dataclasses
 
-from . import commands, logtail, preflight, readiness, state, tls
+from . import logtail, preflight, readiness, remote_commands, state, tls
 from .errors import LaunchError, by_cause
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
-from .teardown import stop_trees
-from .transport import close_all, connection_key, open_connections
+from .protocol import Logs, SpawnReply, Spawn, Status
+from .records import ClusterRecord, HostRecord
+from .stop import stop_async, stop_trees
+from .transport import StepHook, close_all, connection_key, open_connections
 
 
 def _preimport_distributed() -> None:
@@ -33,32 +34,19 @@ def _preimport_distributed() -> None:
     threading.Thread(target=work, daemon=True).start()
 
 
-def token(name: str, spec: HostSpec, role: str) -> str:
-    """``<name>.<scope>.<random>.<label>.<role>``: unique, and still naming its cluster
-    (and the state directory it was launched from) when the record is lost."""
-    return f"{name}.{state.scope()}.{uuid.uuid4().hex}.{spec.label}.{role}"
-
-
-def host_record(spec: HostSpec, role: str, name: str, expected: int, memory_limit: int | None) -> dict:
-    """What the state keeps of one process tree: enough to find, stop and clean it."""
-    remove, prune = commands.cleanup_paths(name, spec, role)
-    return {"address": spec.address, "label": spec.label, "role": role, "spec": asdict(spec),
-            "token": token(name, spec, role), "pid": None, "log": None,
-            "rundir": commands.run_dir(name, spec, role), "remove": remove, "prune": prune,
-            "expected": expected, "memory_limit": memory_limit}
-
-
 async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool = False,
-                       allow_partial: bool = False, timeout: float | None = None) -> dict:
+                       allow_partial: bool = False, timeout: float | None = None,
+                       on_step: StepHook | None = None) -> ClusterRecord:
     """Launch the inventory's cluster and return its state record.
 
     If a cluster of that name is already running, returns its record with
-    ``already_running`` set and changes nothing.
+    ``already_running`` set and changes nothing. ``on_step`` sees every
+    agent step (:data:`launcher.transport.StepHook`).
     """
     _preimport_distributed()
-    existing = await _existing(inv.name, report)
+    existing = await _existing(inv.name, report, on_step)
     if existing is not None:
-        return dict(existing, already_running=True)
+        return dataclasses.replace(existing, already_running=True)
     if inv.protocol == "tcp":
         report.warn("protocol = \"tcp\": anyone who can reach the scheduler's port can run code "
                     "on your workers; use \"tls\" (the default) on shared networks")
@@ -66,7 +54,7 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
         report.warn(f"death_timeout = {inv.death_timeout:g} s also bounds how long a worker may take to "
                     f"start (distributed's nanny kills it after): a loaded host may need more")
     run = _Launch(inv, report, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                  timeout=inv.timeout if timeout is None else timeout)
+                  timeout=inv.timeout if timeout is None else timeout, on_step=on_step)
     return await run.go()
 
 
@@ -74,14 +62,14 @@ class _Launch:
     """One launch: the open connections and what it started, for a rollback."""
 
     def __init__(self, inv: Inventory, report: Reporter, *, allow_mismatch: bool, allow_partial: bool,
-                 timeout: float):
-        self.inv, self.report, self.timeout = inv, report, timeout
+                 timeout: float, on_step: StepHook | None = None):
+        self.inv, self.report, self.timeout, self.on_step = inv, report, timeout, on_step
         self.allow_mismatch = allow_mismatch
         partial = allow_partial or inv.min_hosts is not None
         self.min_hosts = (inv.min_hosts or 1) if partial else len(inv.hosts)
         self.partial = partial
         self.conns: dict = {}
-        self.records: list[dict] = []      # every process tree started (or being started)
+        self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
         self.running_steps: list[str] = []
 
@@ -98,7 +86,7 @@ class _Launch:
         self.running_steps.remove(name)
         self.report.done(name, seconds, detail)
 
-    async def go(self) -> dict:
+    async def go(self) -> ClusterRecord:
         t0 = time.perf_counter()
         try:
             hosts = await self._connect()
@@ -106,7 +94,7 @@ class _Launch:
             address, dashboard = await self._start(probes, material)
             self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
                        launch_seconds=round(time.perf_counter() - t0, 3),
-                       tls=_client_tls(material) if material else None)
+                       tls=material["client"] if material else None)
             return state.read(self.inv.name)
         except BaseException:
             # Roll back on every host: errors, Ctrl-C, SIGTERM and SIGHUP alike.
@@ -120,9 +108,8 @@ class _Launch:
             await close_all(self.conns)
 
     def _leave_out(self, spec: HostSpec, why: str) -> None:
-        why = why.removeprefix(f"{spec.address}: ")
         self.missing[spec.label] = why
-        self.report.host(spec.address, f"left out: {why}")
+        self.report.host(spec.label, f"left out: {why}")
 
     def _check_enough(self, hosts: list) -> None:
         if len(hosts) < self.min_hosts:
@@ -134,13 +121,13 @@ class _Launch:
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
         self._step("connect", f"{1 + len(inv.hosts)} hosts")
-        self.conns, failed = await open_connections([inv.scheduler, *inv.hosts])
+        self.conns, failed = await open_connections([inv.scheduler, *inv.hosts], self.on_step)
         if connection_key(inv.scheduler) in failed:  # name every host that failed, not just this one
-            raise LaunchError(by_cause({s.address: failed[connection_key(s)]
+            raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
                                         for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
         for spec in inv.hosts:
             if connection_key(spec) in failed:
-                self._leave_out(spec, failed[connection_key(spec)])
+                self._leave_out(spec, failed[connection_key(spec)].message)
         hosts = [s for s in inv.hosts if connection_key(s) not in failed]
         self._check_enough(hosts)
         self._done("connect", time.perf_counter() - t)
@@ -151,13 +138,13 @@ class _Launch:
         self._step("preflight", "versions, pyku source, memory, ports")
         targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
         targets += [(s, "workers", self.conn(s)) for s in hosts]
-        probes, _, table, dropped = await preflight.run(
-            inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
-        for spec, why in dropped:
+        result = await preflight.run(inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
+        for spec, why in result.dropped:
             self._leave_out(spec, f"preflight: {why}")
+        probes = result.probes
         self._check_enough(probes[1:])
-        if table:
-            self.report.warn("versions differ:\n" + table)
+        if result.table:
+            self.report.warn("versions differ:\n" + result.table)
         for p in probes:
             for w in p.warnings:
                 self.report.warn(f"{p.spec.address}: {w}")
@@ -166,7 +153,7 @@ class _Launch:
         return probes, material
 
     async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
-                     expected: int = 0, memory_limit: int | None = None) -> dict:
+                     expected: int = 0, memory_limit: int | None = None) -> SpawnReply:
         """Start one process tree, recorded *before* it starts.
 
         The record's token lets a rollback find the processes even when the
@@ -174,34 +161,32 @@ class _Launch:
         (Ctrl-C, SIGTERM) still waits for the reply, so what the rollback
         stops is all that was started.
         """
-        rec = host_record(spec, role, self.inv.name, expected, memory_limit)
+        rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit, scope=state.scope())
         self.records.append(rec)
         self._save("starting")
-        task = asyncio.ensure_future(self.conn(spec).agent(
-            "spawn", timeout=timeout, **dict(payload, token=rec["token"])))
+        task = asyncio.ensure_future(self.conn(spec).request(Spawn(rec.token, payload), timeout))
         try:
             reply = await asyncio.shield(task)
         except asyncio.CancelledError:
             await asyncio.wait([task])  # bounded by the step's own timeout
             if not task.cancelled() and task.exception() is None:
-                rec.update(pid=task.result().get("pid"), log=task.result().get("log"))
+                rec.pid, rec.log = task.result().pid, task.result().log
             raise
-        rec.update(pid=reply.get("pid"), log=reply.get("log"))
-        if reply.get("local_directory") and not spec.local_directory:  # as the host resolved $TMPDIR
-            rec["remove"], rec["prune"] = commands.cleanup_paths(self.inv.name, spec, role,
-                                                                 reply["local_directory"])
-        if "error" in reply:
-            raise LaunchError(f"{spec.address}: {role} {reply['error']}: {logtail.summary(reply.get('log_tail', []))}")
+        rec.pid, rec.log = reply.pid, reply.log
+        if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
+            rec.remove, rec.prune = remote_commands.cleanup_paths(self.inv.name, spec, role,
+                                                                  reply.local_directory)
+        if reply.failure:
+            raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
         return reply
 
     def _save(self, phase: str, **extra) -> None:
         """Write the state as it is now: a launch killed outright (SIGKILL,
         OOM) leaves a record that ``stop`` and the next launch can clean up."""
-        state.write(self.inv.name, {
-            "name": self.inv.name, "phase": phase, "launcher_pid": os.getpid(),
-            "inventory": self.inv.path, "inventory_sha256": self.inv.sha256,
-            "protocol": self.inv.protocol, "scheduler": None, "dashboard": None,
-            "hosts": self.records, "missing": self.missing, "tls": None, **extra})
+        state.write(ClusterRecord(
+            name=self.inv.name, phase=phase, launcher_pid=os.getpid(), inventory=self.inv.path,
+            inventory_sha256=self.inv.sha256, protocol=self.inv.protocol, hosts=self.records,
+            missing=self.missing, **extra))
 
     async def _start(self, probes, material) -> tuple[str, str | None]:
         """Start the scheduler and, at the same time, the workers.
@@ -210,26 +195,21 @@ class _Launch:
         free one the probe found), so its address is known and the workers
         need not wait for it: their start (importing distributed, forking
         the nannies) overlaps the scheduler's, and they connect as soon as
-        it listens. A failure of either stops the other at once.
+        it listens. A failure of either stops the other at once (the task
+        group cancels it; spawns in flight still finish and are recorded).
         """
         sprobe = probes[0]
         port = self.inv.port or sprobe.reply.get("free_port")
         if not port:
-            raise LaunchError(f"{sprobe.spec.address}: no free port for the scheduler on {sprobe.listen}")
-        predicted = f"{self.inv.protocol}://{commands.host_port(sprobe.listen, port)}"
-        sched = asyncio.ensure_future(self._scheduler(sprobe, material, port))
-        workers = asyncio.ensure_future(self._workers(probes[1:], predicted, material))
+            raise LaunchError(f"no free port for the scheduler on {sprobe.listen}", host=sprobe.spec.address)
+        predicted = f"{self.inv.protocol}://{remote_commands.host_port(sprobe.listen, port)}"
         try:
-            await asyncio.wait([sched, workers], return_when=asyncio.FIRST_EXCEPTION)
-            for task in (sched, workers):
-                if task.done():
-                    task.result()  # the first failure, if any
-            address, dashboard = await sched
-            await workers
-        finally:
-            for task in (sched, workers):
-                task.cancel()  # no-op when done; spawns in flight still finish and are recorded
-            await asyncio.gather(sched, workers, return_exceptions=True)
+            async with asyncio.TaskGroup() as group:
+                sched = group.create_task(self._scheduler(sprobe, material, port))
+                group.create_task(self._workers(probes[1:], predicted, material))
+        except BaseExceptionGroup as group_error:
+            raise _first_failure(group_error) from None
+        address, dashboard = sched.result()
         if address != predicted:
             self.report.warn(f"the scheduler reports {address}, the workers were given {predicted}")
         return address, dashboard
@@ -239,30 +219,39 @@ class _Launch:
         self._step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) if material else {}
         wait = min(self.timeout, inv.step_timeout)
-        payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
+        payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
-        address = reply["wait_file"]["address"]
-        port = reply["wait_file"].get("services", {}).get("dashboard")
-        dashboard = f"http://{commands.host_port(probe.listen, port)}/status" if port else None
+        address = reply.wait_file["address"]
+        port = reply.wait_file.get("services", {}).get("dashboard")
+        dashboard = f"http://{remote_commands.host_port(probe.listen, port)}/status" if port else None
         self._done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
     async def _workers(self, probes, address: str, material) -> None:
-        inv, t = self.inv, time.perf_counter()
+        """Spawn every host's workers, wait until they registered, drop the late hosts."""
+        t = time.perf_counter()
         hosts = [p.spec for p in probes]
         self._step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
-                                    f"host{'s' if len(hosts) != 1 else ''}")
+                              f"host{'s' if len(hosts) != 1 else ''}")
         self.report.expect({s.label: s.nworkers for s in hosts})
+        hosts = await self._spawn_workers(probes, address, material)
+        arrived, exited = await self._await_workers(hosts, address, material)
+        await self._drop_late(hosts, arrived, exited)
+        self._done("workers", time.perf_counter() - t)
+
+    async def _spawn_workers(self, probes, address: str, material) -> list[HostSpec]:
+        """Start the workers of every host at once; the hosts whose start worked."""
+        inv = self.inv
         files = tls.files_for(material["worker"]) if material else {}
 
-        async def start(p):
-            payload = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
+        async def start(p) -> LaunchError | None:
+            payload = remote_commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
             try:
                 await self._spawn(p.spec, "workers", payload, inv.step_timeout,
                                   expected=p.spec.nworkers, memory_limit=p.memory_limit)
             except LaunchError as e:
-                return p.spec, e
-            return p.spec, None
+                return e
+            return None
 
         # return_exceptions: on a cancellation gather must still wait for every
         # spawn, so that the rollback knows all of them.
@@ -270,38 +259,49 @@ class _Launch:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        for spec, e in results:
+        for p, e in zip(probes, results):
             if e is not None:
-                self._leave_out(spec, str(e))
-        hosts = [s for s in hosts if s.label not in self.missing]
+                self._leave_out(p.spec, e.message)
+        hosts = [p.spec for p in probes if p.spec.label not in self.missing]
         self._check_enough(hosts)
         self._save("starting")
+        return hosts
 
-        sec = tls.security(**_client_tls(material)) if material else None
+    async def _await_workers(self, hosts: list[HostSpec], address: str, material):
+        """Ask the scheduler until every host's workers registered, or their processes ended.
+
+        Returns the workers registered per host label, and the labels whose
+        processes were all gone before theirs registered.
+        """
+        sec = tls.security(material["client"]) if material else None
         expected = {s.label: s.nworkers for s in hosts}
         exited: set[str] = set()
         arrived = await readiness.wait_for_workers(
             address, sec, expected, timeout=self.timeout,
             on_progress=lambda counts: self.report.workers(counts, expected),
             running=lambda labels: self._still_running(labels, exited))
+        return arrived, exited
+
+    async def _drop_late(self, hosts: list[HostSpec], arrived, exited: set[str]) -> None:
+        """Name the hosts whose workers did not all register; go on without them if allowed."""
+        inv = self.inv
         late = [s for s in hosts if arrived.get(s.label, 0) < s.nworkers]
-        if late:
-            logs = await _log_tails(self.conns, late, inv.name, inv.step_timeout)
-            for s in late:
-                when = ("when its processes exited" if s.label in exited
-                        else f"within {self.timeout:g} s")
-                self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
-                                         f"{when}{logs.get(s.label, '')}")
-            if len(hosts) - len(late) < self.min_hosts:
-                raise LaunchError("workers did not arrive: " + by_cause(
-                    {s.address: self.missing[s.label] for s in late}))
-            for s in late:  # going on without them: stop what they did start
-                recs = [r for r in self.records if r["label"] == s.label and r["role"] == "workers"]
-                await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
-                for r in recs:
-                    self.records.remove(r)
-                self.report.host(s.address, f"left out: {self.missing[s.label]}")
-        self._done("workers", time.perf_counter() - t)
+        if not late:
+            return
+        logs = await _log_tails(self.conns, late, inv.name, inv.step_timeout)
+        for s in late:
+            when = "when its processes exited" if s.label in exited else f"within {self.timeout:g} s"
+            self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
+                                     f"{when}{logs.get(s.label, '')}")
+        if len(hosts) - len(late) < self.min_hosts:
+            raise LaunchError("workers did not arrive: " + by_cause(
+                {s.address: self.missing[s.label] for s in late}))
+        for s in late:  # going on without them: stop what they did start
+            recs = [r for r in self.records if r.label == s.label and r.role == "workers"]
+            await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
+            for r in recs:
+                self.records.remove(r)
+            self.report.host(s.label, f"left out: {self.missing[s.label]}")
 
     async def _still_running(self, labels: set[str], exited: set[str]) -> set[str]:
         """Which of these hosts' worker trees still have a process (one status step each).
@@ -309,41 +309,44 @@ class _Launch:
         A host that does not answer counts as running: only a tree known to
         be gone cuts the wait for it short. Gone ones are added to ``exited``.
         """
-        recs = [r for r in self.records if r["role"] == "workers" and r["label"] in labels]
-
-        async def alive(rec) -> bool:
-            reply = await self.conn(HostSpec(**rec["spec"])).agent(
-                "status", timeout=self.inv.step_timeout, tokens=[rec["token"]])
-            return reply["alive"][rec["token"]] > 0
-
-        answers = await asyncio.gather(*(alive(r) for r in recs), return_exceptions=True)
-        gone = {r["label"] for r, a in zip(recs, answers) if a is False}
+        recs = [r for r in self.records if r.role == "workers" and r.label in labels]
+        answers = await asyncio.gather(*(_tree_alive(self.conn(r.spec), r, self.inv.step_timeout)
+                                         for r in recs), return_exceptions=True)
+        gone = {r.label for r, a in zip(recs, answers) if a is False}
         exited |= gone
         return labels - gone
 
 
-def _client_tls(material) -> dict:
-    c = material["client"]
-    return {"ca": c.ca, "cert": c.cert, "key": c.key}
+def _first_failure(group_error: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group: the first one that is not a cancellation."""
+    errors = [e for e in group_error.exceptions if not isinstance(e, asyncio.CancelledError)]
+    first = (errors or list(group_error.exceptions))[0]
+    return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _rollback(conns, records, report, step_timeout: float) -> bool:
+async def _tree_alive(conn, rec: HostRecord, timeout: float) -> bool:
+    """Whether a process of this tree (found by its token) still runs on its host."""
+    reply = await conn.request(Status([rec.token]), timeout)
+    return reply.alive[rec.token] > 0
+
+
+async def _rollback(conns, records: list[HostRecord], report, step_timeout: float) -> bool:
     """Stop every recorded process tree; False (and say so) if any could not be stopped."""
     report.warn("launch failed: stopping what it started on every host")
-    by_conn: dict[tuple, list[dict]] = {}
+    by_conn: dict[tuple, list[HostRecord]] = {}
     for rec in records:
-        by_conn.setdefault(connection_key(HostSpec(**rec["spec"])), []).append(rec)
+        by_conn.setdefault(connection_key(rec.spec), []).append(rec)
     keys = [k for k in by_conn if k in conns]
     replies = await asyncio.gather(*(stop_trees(conns[k], by_conn[k], timeout=step_timeout) for k in keys),
                                    return_exceptions=True)
     ok = len(keys) == len(by_conn)
     for k, reply in zip(keys, replies):
-        address = by_conn[k][0]["address"]
+        address = by_conn[k][0].address
         if isinstance(reply, BaseException):
             report.warn(f"{address}: could not stop what the launch started there: {reply}")
             ok = False
-        elif reply["left"]:
-            report.warn(f"{address}: processes {reply['left']} survived SIGKILL")
+        elif reply.left:
+            report.warn(f"{address}: processes {reply.left} survived SIGKILL")
             ok = False
     return ok
 
@@ -351,16 +354,16 @@ async def _rollback(conns, records, report, step_timeout: float) -> bool:
 async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
     """The last log lines of each host's workers, by label (all hosts at once)."""
     async def one(s):
-        r = await conns[connection_key(s)].agent(
-            "logs", timeout=step_timeout, rundir=commands.run_dir(name, s, "workers"), n=60)
-        text = logtail.summary([ln for v in r["logs"].values() for ln in v])
+        r = await conns[connection_key(s)].request(Logs(remote_commands.run_dir(name, s, "workers"), 60),
+                                                   step_timeout)
+        text = logtail.summary([ln for v in r.logs.values() for ln in v])
         return f" (log: {text})" if text else ""
 
     tails = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
     return {s.label: t for s, t in zip(specs, tails) if isinstance(t, str)}
 
 
-async def _existing(name: str, report: Reporter) -> dict | None:
+async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> ClusterRecord | None:
     """The running cluster of this name, or None after cleaning up a dead one.
 
     A scheduler that does not answer is not taken for dead on that alone: a
@@ -371,33 +374,27 @@ async def _existing(name: str, report: Reporter) -> dict | None:
     rec = state.read(name)  # CorruptState: refused, or a second cluster would start in the same directories
     if rec is None:
         return None
-    if rec.get("phase") == "running":
-        sec = tls.security(**rec["tls"]) if rec.get("tls") else None
-        if await readiness.scheduler_alive(rec["scheduler"], sec):
+    if rec.running:
+        if await readiness.scheduler_alive(rec.scheduler, rec.security()):
             return rec
-        if await _scheduler_process_alive(rec):
+        if await _scheduler_process_alive(rec, on_step):
             raise LaunchError(f"cluster '{name}' is recorded and its scheduler process runs, but it does "
-                              f"not answer at {rec['scheduler']}: wait, or pyku-launch stop --name {name}")
+                              f"not answer at {rec.scheduler}: wait, or pyku-launch stop --name {name}")
         report.warn(f"cluster '{name}' was recorded but its scheduler is gone: cleaning up before launching")
     else:
-        report.warn(f"cluster '{name}' was left half-launched (launcher pid {rec.get('launcher_pid')}): "
+        report.warn(f"cluster '{name}' was left half-launched (launcher pid {rec.launcher_pid}): "
                     f"cleaning up before launching")
-    from .teardown import stop_async
-    await stop_async(name, report=report, locked=True)
+    await stop_async(name, report=report, locked=True, on_step=on_step)
     return None
 
 
-async def _scheduler_process_alive(rec: dict) -> bool:
-    srec = next((h for h in rec["hosts"] if h["role"] == "scheduler"), None)
+async def _scheduler_process_alive(rec: ClusterRecord, on_step: StepHook | None) -> bool:
+    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
     if srec is None:
         return False
-    spec = HostSpec(**srec["spec"])
-    conns, failed = await open_connections([spec])
+    conns, failed = await open_connections([srec.spec], on_step)
     try:
-        if failed:
-            return False
-        reply = await conns[connection_key(spec)].agent("status", timeout=30, tokens=[srec["token"]])
-        return reply["alive"][srec["token"]] > 0
+        return not failed and await _tree_alive(conns[connection_key(srec.spec)], srec, 30)
     except LaunchError:
         return False
     finally:

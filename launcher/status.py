@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import readiness, state, tls
+from . import readiness, state
 
 #: ``pyku-launch status`` exits with the code of the state it reports: one
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
@@ -30,30 +30,29 @@ async def status_async(name: str) -> dict:
     except state.CorruptState as e:
         return {"name": name, "state": "corrupt", "error": str(e), "scheduler": None,
                 "dashboard": None, "hosts": [], "missing": {}}
-    if busy and (busy.startswith("stop") or rec is None or rec.get("phase") != "running"):
+    if busy and (busy.startswith("stop") or rec is None or not rec.running):
         # A launch (or stop) at work, not one killed half-way: say what it is doing.
         words = state.busy_words(busy)
         return {**not_launched(name), "state": words.split()[0], "detail": words,
-                "missing": rec.get("missing", {}) if rec else {}}
+                "missing": rec.missing if rec else {}}
     if rec is None:
         return not_launched(name)
-    if rec.get("phase") != "running":
+    if not rec.running:
         return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
-                "hosts": [], "missing": rec.get("missing", {}),
+                "hosts": [], "missing": rec.missing,
                 "error": f"a launch of '{name}' was killed half-way: pyku-launch stop --name {name} cleans up"}
-    sec = tls.security(**rec["tls"]) if rec.get("tls") else None
     try:
-        info = await readiness.identity(rec["scheduler"], sec, timeout=5)
-        counts, _ = readiness.workers_by_label(info)
+        info = await readiness.identity(rec.scheduler, rec.security(), timeout=5)
+        counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer
         counts, up = {}, False
     hosts = []
-    for r in rec["hosts"]:
-        entry = {"address": r["address"], "role": r["role"], "expected": 0, "live": 0, "memory_limit": None}
-        if r["role"] == "workers":
-            live = counts.get(r["label"], 0) if up else 0
-            entry.update(expected=r["expected"], live=live, memory_limit=r["memory_limit"])
+    for r in rec.hosts:
+        entry = {"address": r.address, "role": r.role, "expected": 0, "live": 0, "memory_limit": None}
+        if r.role == "workers":
+            live = counts.get(r.label, 0) if up else 0
+            entry.update(expected=r.expected, live=live, memory_limit=r.memory_limit)
         hosts.append(entry)
     if not up:
         st = "down"
@@ -61,6 +60,5 @@ async def status_async(name: str) -> dict:
         st = "running"
     else:
         st = "degraded"
-    return {"name": name, "state": st, "scheduler": rec["scheduler"], "dashboard": rec["dashboard"],
-            "protocol": rec["protocol"], "inventory": rec["inventory"], "hosts": hosts,
-            "missing": rec.get("missing", {})}
+    return {"name": name, "state": st, "scheduler": rec.scheduler, "dashboard": rec.dashboard,
+            "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing}

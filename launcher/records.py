@@ -1,0 +1,137 @@
+"""What the state file keeps of a cluster: typed records with one JSON form.
+
+A :class:`ClusterRecord` is written by a launch (first while it is
+starting, so a launch killed outright can be cleaned up, then when the
+cluster runs) and read by ``status``, ``stop``, ``logs``, ``connect()`` and
+the next launch. Each process tree the launch started is a
+:class:`HostRecord`: its token (the only way back to its processes, see
+docs/architecture.md) and the paths to remove when it is stopped.
+
+The JSON carries a ``version``. :func:`ClusterRecord.from_json` migrates an
+older record step by step (:data:`_MIGRATIONS`) before reading it, and
+refuses a record of a newer pyku-launch rather than guess at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+
+from . import remote_commands
+from .inventory import HostSpec
+from .tls import Material, security
+
+VERSION = 1
+
+
+class RecordError(ValueError):
+    """A JSON value that is not a record this pyku-launch can read; the message says why."""
+
+
+@dataclass
+class HostRecord:
+    """One process tree the launch started (or is starting) on one host."""
+
+    address: str
+    label: str
+    role: str                   # "scheduler" | "workers"
+    spec: HostSpec              # how to reach the host again (for stop, status, logs)
+    token: str                  # carried by every process of the tree: how stop finds them
+    rundir: str                 # remote run directory (logs, certificates, wait file)
+    remove: list[str]           # paths removed when the tree is stopped
+    prune: list[str]            # directories removed when empty
+    expected: int = 0           # workers the scheduler should have from this tree
+    memory_limit: int | None = None  # per worker, bytes
+    pid: int | None = None      # the tree's leader, once the spawn replied
+    log: str | None = None      # its log file, once the spawn replied
+
+    @classmethod
+    def new(cls, spec: HostSpec, role: str, name: str, expected: int = 0,
+            memory_limit: int | None = None, scope: str = "") -> HostRecord:
+        """The record of a tree about to start: a fresh token, its paths on the host.
+
+        The token is ``<name>.<scope>.<random>.<label>.<role>``: unique, and
+        still naming its cluster and the state directory it was launched
+        from (``scope``, see :func:`launcher.state.scope`) when the record
+        is lost, so that ``stop --inventory`` can find it.
+        """
+        remove, prune = remote_commands.cleanup_paths(name, spec, role)
+        return cls(address=spec.address, label=spec.label, role=role, spec=spec,
+                   token=f"{name}.{scope}.{uuid.uuid4().hex}.{spec.label}.{role}",
+                   rundir=remote_commands.run_dir(name, spec, role), remove=remove, prune=prune,
+                   expected=expected, memory_limit=memory_limit)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> HostRecord:
+        return cls(**dict(data, spec=HostSpec(**data["spec"])))
+
+
+@dataclass
+class ClusterRecord:
+    """A launched (or half-launched) cluster: the whole content of its state file."""
+
+    name: str
+    phase: str                          # "starting" until every worker is in, then "running"
+    launcher_pid: int                   # the launch that wrote it
+    inventory: str                      # path of the inventory file
+    inventory_sha256: str
+    protocol: str                       # "tls" | "tcp"
+    hosts: list[HostRecord] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # hosts left out (by label) and why
+    scheduler: str | None = None        # its address, once running
+    dashboard: str | None = None
+    tls: Material | None = None         # the client's certificate and key (why the file is 0600)
+    started: float | None = None        # time.time() when it ran
+    launch_seconds: float | None = None
+    version: int = VERSION
+    #: Set on the record a launch returns when the cluster was already running (never saved).
+    already_running: bool = field(default=False, compare=False)
+
+    @property
+    def running(self) -> bool:
+        return self.phase == "running"
+
+    def security(self):
+        """The client's ``distributed.Security`` (None for tcp)."""
+        return security(self.tls) if self.tls is not None else None
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "already_running"}
+        out["hosts"] = [h.to_json() for h in self.hosts]
+        out["tls"] = dataclasses.asdict(self.tls) if self.tls is not None else None
+        out["version"] = VERSION
+        return out
+
+    @classmethod
+    def from_json(cls, data) -> ClusterRecord:
+        """Read (and migrate) a record; :class:`RecordError` if it is none."""
+        if not isinstance(data, dict) or "hosts" not in data:
+            raise RecordError("not a pyku-launch state record")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or version > VERSION:
+            raise RecordError(f"written by a newer pyku-launch (record version {version}, this one reads "
+                              f"up to {VERSION}): use that version to stop it")
+        for v in range(version, VERSION):
+            data = _MIGRATIONS[v](data)
+        try:
+            fields = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in fields} | {
+                "hosts": [HostRecord.from_json(h) for h in data["hosts"]],
+                "tls": Material(**data["tls"]) if data.get("tls") else None})
+        except (KeyError, TypeError) as e:
+            raise RecordError(f"host record: {e}") from None
+
+
+def _from_unversioned(data: dict) -> dict:
+    """Records before the version field: same keys, some of them optional."""
+    defaults = {"phase": "starting", "launcher_pid": 0, "inventory": "", "inventory_sha256": "",
+                "protocol": "tls", "missing": {}}
+    return defaults | data | {"version": 1}
+
+
+#: ``_MIGRATIONS[v]`` turns a record of version ``v`` into one of version ``v + 1``.
+_MIGRATIONS = {0: _from_unversioned}
