@@ -158,7 +158,7 @@ def report(rows, rtt):
                   f"(per step: {per}); stop {st:.1f}")
             cs, cz = _critical(rows[slow]), _critical(rows[zero])
             crit = {k: (cs[k] - cz[k]) / rtt for k in cs}
-            print(f"    critical path by its own timings (medians, +latency - 0 ms, / RTT): " + ", ".join(
+            print("    critical path by its own timings (medians, +latency - 0 ms, / RTT): " + ", ".join(
                 f"{k} {v:.1f}" for k, v in crit.items()) + f"; total {sum(crit.values()):.1f} round trips")
             print(f"    agent steps per connection: launch {rows[slow][0]['steps']}, stop {rows[slow][0]['stop_steps']}")
             print(f"    wire turns per SSH connection during the launch (proxy count): {turns}")

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from launcher.agent import _members
 from launcher.errors import LaunchError
 from launcher.inventory import HostSpec, load_inventory
 from launcher.transport import close_all, open_connections
@@ -26,6 +27,14 @@ def _sleeper(tmp_path, token: str, seconds: float) -> dict:
     """A spawn step that waits ``seconds`` for a file that never comes."""
     return {"rundir": str(tmp_path / "run"), "argv": ["sleep", "30"], "env": {}, "log": "sleep.log",
             "token": token, "wait_file": "never", "wait_timeout": seconds}
+
+
+async def _spawned(token: str, timeout: float = 30) -> None:
+    """Until the spawn step has started its process (found by its token)."""
+    deadline = time.monotonic() + timeout
+    while not _members(token):
+        assert time.monotonic() < deadline, "the spawn step did not start its process"
+        await asyncio.sleep(0.05)
 
 
 async def _stop(token: str) -> None:
@@ -46,7 +55,7 @@ def test_a_slow_step_does_not_hold_up_the_next(tmp_path):
         conn = next(iter(conns.values()))
         try:
             slow = asyncio.ensure_future(conn.agent("spawn", **_sleeper(tmp_path, token, 3)))
-            await asyncio.sleep(0.5)  # the spawn is waiting for its file now
+            await _spawned(token)  # the spawn is waiting for its file now
             t0 = time.monotonic()
             status = await conn.agent("status", tokens=[token])
             quick = time.monotonic() - t0
@@ -71,7 +80,7 @@ def test_an_agent_that_dies_fails_its_waiting_step_at_once(tmp_path):
         conn = next(iter(conns.values()))
         try:
             slow = asyncio.ensure_future(conn.agent("spawn", timeout=60, **_sleeper(tmp_path, token, 30)))
-            await asyncio.sleep(0.5)
+            await _spawned(token)  # the agent said hello and is in the spawn step
             [agent] = agent_processes()
             os.kill(int(agent.split()[0]), signal.SIGKILL)
             t0 = time.monotonic()
