@@ -158,9 +158,23 @@ def test_tokens_are_the_same_in_another_process():
     assert lines == here
 
 
+def _clock_ticked_past(paths, scratch, timeout: float = 5.0) -> None:
+    """Until the file system's clock has moved past the ctime of ``paths`` (its tick may be coarse)."""
+    newest = max(os.stat(p).st_ctime_ns for p in paths)
+    probe = Path(scratch) / ".clock-probe"
+    deadline = time.monotonic() + timeout
+    while True:
+        probe.touch()
+        if os.stat(probe).st_ctime_ns > newest:
+            probe.unlink()
+            return
+        assert time.monotonic() < deadline, "the file system clock did not move"
+        time.sleep(0.001)
+
+
 def test_cached_rerun_stats_inputs_instead_of_reading_them(tmp_path, monkeypatch):
     files, out = inputs(tmp_path, years=(1980, 1981)), tmp_path / "out"
-    time.sleep(0.05)  # a content hash taken in the inputs' own clock tick is not trusted
+    _clock_ticked_past(files, tmp_path)  # a content hash taken in the inputs' own clock tick is not trusted
     reads = []
     real = cache_key._hash_content
     monkeypatch.setattr(cache_key, "_hash_content", lambda path: reads.append(path) or real(path))
@@ -197,6 +211,6 @@ def test_racy_or_corrupt_sidecar_is_not_trusted(tmp_path, monkeypatch):
     os.utime(sidecar, ns=(ctime, ctime))  # written in the file's own clock tick
     assert cache_key.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 1
     sidecar.write_text("{not json")
-    time.sleep(0.05)
+    _clock_ticked_past([sidecar], tmp_path)
     assert cache_key.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 2
     assert cache_key.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 2

@@ -265,7 +265,6 @@ def test_killed_run_then_rerun_gives_complete_correct_outputs(tmp_path):
             assert child.poll() is None, child.stderr.read().decode()
             assert time.monotonic() < deadline, "the child never got going"
             time.sleep(0.02)
-        time.sleep(0.2)
         child.send_signal(signal.SIGKILL)
     finally:
         child.kill()
@@ -348,3 +347,19 @@ def test_worker_killed_by_memory_is_named_with_its_limit_and_last_figure(tmp_pat
     message = str(err)
     assert message.startswith("worker died (memory limit 0.39 GiB?) while processing " + files[0])
     assert "its last memory figure:" in message and "% of its limit" in message
+
+
+def test_several_failing_files_are_all_named_and_the_good_ones_kept(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",))
+    broken = [tmp_path / "in" / "tas_broken.nc", tmp_path / "in" / "tas_empty.nc"]
+    broken[0].write_text("not a NetCDF file")
+    broken[1].write_bytes(b"")
+    inputs = [str(broken[0]), files[0], str(broken[1]), files[1]]
+    with pytest.raises(pyku.ProcessingError) as info:
+        compute.persistent_processing(counting(str(tmp_path)), inputs, tmp_path / "out")
+    message = str(info.value)
+    assert message.startswith("2 of 4 ") and "tas_broken.nc" in message and "tas_empty.nc" in message, message
+    assert sorted(info.value.failures) == sorted(map(str, broken))
+    outputs = info.value.outputs
+    assert outputs[0] is None and outputs[2] is None
+    assert Path(outputs[1]).exists() and Path(outputs[3]).exists()
