@@ -15,7 +15,7 @@ import time
 import dataclasses
 
 from . import logtail, preflight, readiness, remote_commands, ship, state, tls, tunnel
-from .errors import LaunchError
+from .errors import LaunchError, by_cause
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
 from .protocol import Logs, SpawnReply, Spawn, Status
@@ -74,12 +74,23 @@ class _Launch:
         self.conns: dict = {}
         self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
+        self.running_steps: list[str] = []
         self.ca: tls.CA | None = None  # its key signs shares later (launcher/share.py)
         self.scheduler_up = asyncio.Event()  # its spawn replied: it listens
         self.shipped = ship.pack(inv.ship)  # read from disk, never imported here
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
+
+    def _step(self, name: str, detail: str = "") -> None:
+        """A step starts: tell the user, and note it in the lock file for ``status``."""
+        self.running_steps.append(name)
+        self.report.step(name, detail)
+        state.note(self.inv.name, f"launch (pid {os.getpid()}, step {' and '.join(self.running_steps)})")
+
+    def _done(self, name: str, seconds: float, detail: str = "") -> None:
+        self.running_steps.remove(name)
+        self.report.done(name, seconds, detail)
 
     async def go(self) -> ClusterRecord:
         t0 = time.perf_counter()
@@ -112,25 +123,27 @@ class _Launch:
         if len(hosts) < self.min_hosts:
             hint = "" if self.partial else " (pass --allow-partial to go on without " + (
                 "it)" if len(self.missing) == 1 else "them)")
-            raise LaunchError("; ".join(f"{a}: {w}" for a, w in self.missing.items()) + hint)
+            addresses = {s.label: s.address for s in self.inv.hosts}
+            raise LaunchError(by_cause({addresses.get(k, k): w for k, w in self.missing.items()}) + hint)
 
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
-        self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
+        self._step("connect", f"{1 + len(inv.hosts)} hosts")
         self.conns, failed = await open_connections([inv.scheduler, *inv.hosts], self.on_step)
-        if connection_key(inv.scheduler) in failed:
-            raise failed[connection_key(inv.scheduler)]
+        if connection_key(inv.scheduler) in failed:  # name every host that failed, not just this one
+            raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
+                                        for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
         for spec in inv.hosts:
             if connection_key(spec) in failed:
                 self._leave_out(spec, failed[connection_key(spec)].message)
         hosts = [s for s in inv.hosts if connection_key(s) not in failed]
         self._check_enough(hosts)
-        self.report.done("connect", time.perf_counter() - t)
+        self._done("connect", time.perf_counter() - t)
         return hosts
 
     async def _preflight(self, hosts: list[HostSpec]):
         inv, t = self.inv, time.perf_counter()
-        self.report.step("preflight", "versions, pyku source, memory, ports")
+        self._step("preflight", "versions, pyku source, memory, ports")
         targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
         targets += [(s, "workers", self.conn(s)) for s in hosts]
         result = await preflight.run(inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
@@ -147,7 +160,7 @@ class _Launch:
         if inv.protocol == "tls":
             self.ca = tls.make_ca(inv.name)
             material = tls.make_cluster_material(inv.name, ca=self.ca)
-        self.report.done("preflight", time.perf_counter() - t)
+        self._done("preflight", time.perf_counter() - t)
         return probes, material
 
     async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
@@ -159,7 +172,7 @@ class _Launch:
         (Ctrl-C, SIGTERM) still waits for the reply, so what the rollback
         stops is all that was started.
         """
-        rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit)
+        rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit, scope=state.scope())
         self.records.append(rec)
         if self.shipped:
             payload = dict(payload, archives=ship.archives(self.shipped))
@@ -173,6 +186,9 @@ class _Launch:
                 rec.pid, rec.log = task.result().pid, task.result().log
             raise
         rec.pid, rec.log = reply.pid, reply.log
+        if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
+            rec.remove, rec.prune = remote_commands.cleanup_paths(self.inv.name, spec, role,
+                                                                  reply.local_directory)
         if reply.failure:
             raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
         ship.verify(self.shipped, reply.shipped, spec.address)
@@ -214,7 +230,7 @@ class _Launch:
 
     async def _scheduler(self, probe, material, port: int) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
-        self.report.step("scheduler", inv.scheduler.address)
+        self._step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) | remote_commands.revocation_files() if material else {}
         wait = min(self.timeout, inv.step_timeout)
         payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
@@ -224,20 +240,20 @@ class _Launch:
         port = reply.wait_file.get("services", {}).get("dashboard")
         where = remote_commands.dashboard_host(inv, probe.listen)
         dashboard = f"http://{remote_commands.host_port(where, port)}/status" if port else None
-        self.report.done("scheduler", time.perf_counter() - t, address)
+        self._done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
     async def _workers(self, probes, address: str, material) -> None:
         """Spawn every host's workers, wait until they registered, drop the late hosts."""
         t = time.perf_counter()
         hosts = [p.spec for p in probes]
-        self.report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
-                                    f"host{'s' if len(hosts) != 1 else ''}")
+        self._step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
+                              f"host{'s' if len(hosts) != 1 else ''}")
         self.report.expect({s.label: s.nworkers for s in hosts})
         hosts = await self._spawn_workers(probes, address, material)
         arrived, exited = await self._await_workers(hosts, address, material)
         await self._drop_late(hosts, arrived, exited)
-        self.report.done("workers", time.perf_counter() - t)
+        self._done("workers", time.perf_counter() - t)
 
     async def _spawn_workers(self, probes, address: str, material) -> list[HostSpec]:
         """Start the workers of every host at once; the hosts whose start worked."""
@@ -297,8 +313,8 @@ class _Launch:
             self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
                                      f"{when}{logs.get(s.label, '')}")
         if len(hosts) - len(late) < self.min_hosts:
-            raise LaunchError("workers did not arrive: " + "; ".join(
-                f"{s.address}: {self.missing[s.label]}" for s in late))
+            raise LaunchError("workers did not arrive: " + by_cause(
+                {s.address: self.missing[s.label] for s in late}))
         for s in late:  # going on without them: stop what they did start
             recs = [r for r in self.records if r.label == s.label and r.role == "workers"]
             await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
@@ -374,12 +390,7 @@ async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> Cl
     if it is gone (or the record is of a launch that was killed half-way)
     is the old cluster stopped.
     """
-    try:
-        rec = state.read(name)
-    except state.CorruptState as e:
-        report.warn(f"{e}: removing it; processes it described are no longer tracked")
-        state.remove(name)
-        return None
+    rec = state.read(name)  # CorruptState: refused, or a second cluster would start in the same directories
     if rec is None:
         return None
     if rec.running:
