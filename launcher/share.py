@@ -86,7 +86,7 @@ def share(name: str, label: str, path: str | os.PathLike, days: float = 7) -> Co
         raise LaunchError(f"--for {label!r}: a label is letters, digits and _ . @ - (e.g. a user name)")
     if not days > 0:
         raise LaunchError(f"--days {days:g}: must be more than 0")
-    with state.lock(name, "pyku-launch share"):
+    with state.lock(name, "share"):
         rec = _record(name)
         if rec.ca_key is None:
             raise LaunchError(f"cluster '{name}' was launched by a pyku-launch without shares "
@@ -190,7 +190,7 @@ async def _push(rec: ClusterRecord, timeout: float = 30) -> list[str]:
 
 async def revoke_async(name: str, label: str) -> dict:
     """Revoke every certificate issued for ``label``; returns what changed and hosts not reached."""
-    with state.lock(name, "pyku-launch revoke"):
+    with state.lock(name, "revoke"):
         rec = _record(name)
         hits = [s for s in rec.shares if s["label"] == label]
         if not hits:

@@ -191,7 +191,8 @@ def holder(name: str) -> str | None:
 def busy_words(holder: str) -> str:
     """``"launch (pid 42, step workers)"`` → ``"launching (pid 42, step workers)"``."""
     verb, _, rest = holder.partition(" ")
-    return {"launch": "launching", "stop": "stopping"}.get(verb, verb) + (f" {rest}" if rest else "")
+    words = {"launch": "launching", "stop": "stopping", "share": "sharing", "revoke": "revoking"}
+    return words.get(verb, verb) + (f" {rest}" if rest else "")
 
 
 @contextlib.contextmanager
