@@ -9,8 +9,8 @@ import sys
 
 from . import share, state
 from . import tunnel as _tunnel
-from .remote_commands import scheduler_host_port
 from .errors import InventoryError, LaunchError
+from .remote_commands import scheduler_host_port
 from .validate import NAME
 
 

@@ -74,7 +74,7 @@ def _guard(handler):
                 await comm.write([{"op": "stream-start", "error": why}])
             else:
                 await comm.write(error_message(PermissionError(why), status="uncaught-error"))
-        except Exception:
+        except Exception:  # noqa: S110 - the peer hung up first: nothing to tell it
             pass
         finally:
             comm.abort()

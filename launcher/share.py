@@ -105,7 +105,7 @@ def share(name: str, label: str, path: str | os.PathLike, days: float = 7) -> Co
 
 
 def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def _write_private(path: Path, text: str) -> None:

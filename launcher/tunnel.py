@@ -121,7 +121,7 @@ async def answers_async(host: str, port: int | str, timeout: float = 3) -> bool:
     """:func:`answers`, without blocking the event loop."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True

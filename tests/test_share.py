@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_security import KEY_MARKERS, _Watcher
 
 import launcher
 from launcher import LaunchError, share, state, tls
 from launcher.testing.clusters import cli, session_members, ssh_inventory
-
-from test_security import KEY_MARKERS, _Watcher
 
 
 @pytest.fixture

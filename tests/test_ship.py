@@ -52,7 +52,7 @@ def _cli(env, *args):
 
 
 def test_a_modified_pyku_is_shipped_and_runs_on_every_worker(sshd, state_dir, tmp_path, branch):
-    src, probe, env = branch
+    _, probe, env = branch
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="ship", workers=(1, 2), nworkers=1)
 
     # without shipping, the hosts' unmodified pyku is refused, nothing starts
@@ -89,7 +89,7 @@ def test_ship_of_something_not_importable_is_a_one_line_error(sshd, state_dir, t
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="noship", workers=(1,), nworkers=1,
                         cluster_extra='ship = ["no_such_package_here"]')
     assert load_inventory(inv).ship == ("no_such_package_here",)
-    _, code, out, err = _cli({}, str(inv))
+    _, code, _, err = _cli({}, str(inv))
     assert code == 2
     assert "ship: 'no_such_package_here' is not an importable package here" in err
     assert "Traceback" not in err and state.read("noship") is None

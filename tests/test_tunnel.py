@@ -7,20 +7,18 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import urllib.request
 
 import pytest
+from test_netns import lab  # noqa: F401  (the namespaced test hosts)
 
 import launcher
 from launcher import remote_commands
 from launcher.inventory import load_inventory
-from launcher.testing import ROOT, netns
-from launcher.testing.clusters import session_members, ssh_inventory, wait_until
+from launcher.testing import ROOT
+from launcher.testing.clusters import session_members, ssh_inventory
 from launcher.tunnel import answers
-
-from test_netns import lab  # noqa: F401  (the namespaced test hosts)
 
 
 def _tunnel_threads() -> list[str]:
@@ -32,34 +30,9 @@ def test_a_scheduler_reachable_only_from_its_host_is_tunnelled(lab, state_dir, t
     namespace: from here nothing reaches them but SSH to that host's address."""
     lab, tb = lab
     host = lab.hosts[0]
-    inv = tmp_path / "hosts.toml"
-    inv.write_text(textwrap.dedent(f"""\
-        [cluster]
-        name = "behind"
-        env = '{tb.env_line()}'
-        python = "{tb.python()}"
-        port = 0
-        dashboard_port = 0
-
-        [ssh]
-        user = "{tb.user}"
-        port = {tb.port}
-        identity = "{tb.identity}"
-        known_hosts = "{tb.known_hosts}"
-        config = "{tb.ssh_config}"
-
-        [scheduler]
-        address = "{host}"
-        listen = "127.0.0.1"
-
-        [workers]
-        nworkers = 2
-        memory_limit = "1GiB"
-
-        [[host]]
-        address = "{host}"
-        listen = "127.0.0.1"
-        """))
+    listen = 'listen = "127.0.0.1"'
+    inv = ssh_inventory(tmp_path / "hosts.toml", tb, name="behind", workers=(0,), scheduler=0,
+                        scheduler_extra=listen, host_extra={0: listen})
     rec = launcher.launch(inv)
     try:
         sched_host, port = remote_commands.scheduler_host_port(rec.scheduler)

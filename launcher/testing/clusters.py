@@ -19,7 +19,7 @@ from . import ROOT, isolation
 
 def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: int = 2,
                   protocol: str = "tls", cluster_extra: str = "", ssh_extra: str = "",
-                  workers_extra: str = "", host_extra: dict[int, str] | None = None,
+                  workers_extra: str = "", host_extra: dict[int, str] | None = None, scheduler_extra: str = "",
                   scheduler: int = 0, extra_hosts: tuple[str, ...] = (), death_timeout: float = 20,
                   timeout: float = 60, memory_limit: str = "1GiB", known_hosts: str | None = None,
                   ports: dict[int, int] | None = None) -> Path:
@@ -62,6 +62,7 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
         [scheduler]
         address = "{testbed.hosts[scheduler].address}"
         {f"port = {ports[scheduler]}" if scheduler in ports else ""}
+        {scheduler_extra}
 
         [workers]
         nworkers = {nworkers}
