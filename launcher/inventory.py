@@ -31,6 +31,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn
 
+from launcher import options as opts
 from launcher import validate as v
 from launcher.errors import InventoryError
 from launcher.validate import parse_memory
@@ -90,6 +91,9 @@ class Inventory:
     min_hosts: int | None    # None: every host is required
     scheduler: HostSpec
     hosts: tuple[HostSpec, ...]
+    scheduler_options: tuple = ()  # (dask scheduler flag, value), launcher/options.py
+    worker_options: tuple = ()     # (dask worker flag, value)
+    dask_config: tuple = ()        # (dotted dask setting, value), for every process
 
 
 _ADDRESS = v.matching(v.ADDRESS, "a host name, IP address or ssh alias"
@@ -119,12 +123,13 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "check": v.names(v.DISTRIBUTION, "distribution name"),
         "min_hosts": _POSITIVE,
         "transport": _TRANSPORT,
+        "dask_config": opts.check_dask_config,
     },
     "ssh": {**_CONNECTION, "config": v.local_path, "accept_new": v.boolean,
             "connect_timeout": v.seconds, "transport": _TRANSPORT},
     "scheduler": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
-                  **_CONNECTION, **_RUNTIME},
-    "workers": {**_SIZING, "transport": _TRANSPORT},
+                  **_CONNECTION, **_RUNTIME, "options": opts.check_scheduler_options},
+    "workers": {**_SIZING, "transport": _TRANSPORT, "options": opts.check_worker_options},
     "host": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
              **_CONNECTION, **_RUNTIME, **_SIZING},
 }
@@ -211,6 +216,9 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         min_hosts=min_hosts,
         scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),
         hosts=_unique_labels(hosts),
+        scheduler_options=scheduler.get("options", ()),
+        worker_options=tables["workers"].get("options", ()),
+        dask_config=cluster.get("dask_config", ()),
     )
 
 

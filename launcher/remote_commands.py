@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 
-from . import tls
+from . import options, tls
 from .inventory import HostSpec, Inventory
 from .transport import agent_command, python_of
 
@@ -38,6 +38,7 @@ def process_env(inv: Inventory) -> dict[str, str]:
     }
     if inv.protocol == "tls":
         env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+    env.update(options.config_env(inv.dask_config))
     return env
 
 
@@ -49,7 +50,7 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     argv += ["--dashboard-address", host_port(listen, inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args()
-    return argv
+    return argv + options.argv(inv.scheduler_options)
 
 
 # distributed's nannies fork their workers from a forkserver that preloads
@@ -97,19 +98,21 @@ def scheduler_host_port(address: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
-def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, memory_limit: int | str) -> list[str]:
+def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, memory_limit: int | str,
+                 name: str | None = None) -> list[str]:
+    """``name``: of a single worker started after the launch (``<label>-<i>``, see launcher/trees.py)."""
     host, port = scheduler_host_port(scheduler)
     argv = [python_of(spec), "-c", WAIT_THEN_WORKER, host, port, f"{inv.step_timeout:g}", scheduler,
             "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads),
             "--memory-limit", str(memory_limit), "--nanny",
             "--host", listen, "--protocol", inv.protocol,
             # distributed appends "-<i>" to the name only when nworkers > 1.
-            "--name", spec.label if spec.nworkers > 1 else f"{spec.label}-0",
+            "--name", name or (spec.label if spec.nworkers > 1 else f"{spec.label}-0"),
             "--local-directory", local_directory(inv.name, spec),
             "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
     if inv.protocol == "tls":
         argv += tls.cli_args()
-    return argv
+    return argv + options.argv(inv.worker_options)
 
 
 def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float,
@@ -122,11 +125,12 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
 
 
 def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
-                    memory_limit: int | str, files: dict[str, str], token: str = "<token>") -> dict:
+                    memory_limit: int | str, files: dict[str, str], token: str = "<token>",
+                    name: str | None = None, rundir: str | None = None) -> dict:
     # The default spill directory sits in a shared /tmp: the agent checks it is ours.
     dirs = {"mkdirs" if spec.local_directory else "private_dirs": [local_directory(inv.name, spec)]}
-    return {"rundir": run_dir(inv.name, spec, "workers"), "token": token, **dirs,
-            "argv": workers_argv(inv, spec, listen, scheduler, memory_limit),
+    return {"rundir": rundir or run_dir(inv.name, spec, "workers"), "token": token, **dirs,
+            "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
             "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY=local_directory(inv.name, spec)),
             "log": "workers.log", "files": files}
 
@@ -155,7 +159,7 @@ def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
 
 def dry_run(inv: Inventory) -> list[str]:
     """Every remote step of a launch, per host, touching nothing."""
-    lines = []
+    lines = [f"dask config (every process): {k}={v}" for k, v in options.config_env(inv.dask_config).items()]
     sched = inv.scheduler
     listen = sched.listen or f"<address {sched.address} is reached on>"
     lines.append(describe(sched, "probe"))
