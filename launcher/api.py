@@ -74,8 +74,14 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
-           reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
+           reporter: Reporter | None = None, on_step: StepHook | None = None,
+           recreate: bool = False) -> ClusterRecord:
     """Launch the cluster an inventory describes; return its state record.
+
+    A cluster of that name that already runs is converged to the inventory
+    (:mod:`launcher.reconcile`): the record's ``applied`` lists the steps.
+    A change only a new scheduler can follow raises
+    :class:`~launcher.errors.NeedsRecreate` unless ``recreate`` (stop, then launch).
 
     ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
     is called after every agent step (bench/ counts round trips with it).
@@ -89,7 +95,8 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "pyku-launch launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
-                                allow_partial=allow_partial, timeout=timeout, on_step=on_step))
+                                allow_partial=allow_partial, timeout=timeout, on_step=on_step,
+                                recreate=recreate))
 
 
 def stop(name: str | None = None, *, reporter: Reporter | None = None,
@@ -158,8 +165,31 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
-    """Every remote step a launch would run, per host; touches nothing."""
-    return remote_commands.dry_run(_inventory(inventory))
+    """Every remote step a launch would run, per host; touches nothing.
+
+    If a cluster of that name runs, the plan that would converge it instead
+    (``+ host``, ``- host``, ``~ host: key a → b``, ``repair host: ...``).
+    """
+    inv = _inventory(inventory)
+    rec = _running(inv.name)
+    if rec is None:
+        return remote_commands.dry_run(inv)
+    from .reconcile import plan_for
+
+    steps = run(plan_for(inv, rec))
+    head = f"cluster '{inv.name}' runs at {rec.scheduler}: "
+    if not steps:
+        return [head + "nothing to change"]
+    return [head + "plan", *(f"  {s.text}" for s in steps)]
+
+
+def _running(name: str) -> ClusterRecord | None:
+    """The record of a running cluster of this name, else None (not launched, half-launched, corrupt)."""
+    try:
+        rec = state.read(name)
+    except state.CorruptState:
+        return None
+    return rec if rec is not None and rec.running else None
 
 
 __all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]

@@ -134,15 +134,21 @@ Examples:
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
 @click.option("--allow-mismatch", is_flag=True, help="Launch even if versions differ (the table is shown as a warning).")
 @click.option("--allow-partial", is_flag=True, help="Go on without hosts that fail; they are named.")
-@click.option("--dry-run", is_flag=True, help="Print every remote command per host; touch nothing.")
+@click.option("--dry-run", is_flag=True, help="Print every remote command per host (on a running cluster: "
+                                               "the plan that would converge it); touch nothing.")
+@click.option("--recreate", is_flag=True, help="If a change needs a new scheduler: stop the cluster and launch anew.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary or the error.")
 @_guard
-def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
+def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, recreate, quiet):
     """Launch the cluster described by INVENTORY (a TOML hosts file).
 
     Connects to every host, runs the preflight, starts the scheduler and the
     workers detached (they outlive this command), waits until the scheduler
     has every worker, records the cluster and prints its summary.
+
+    On a running cluster of that name: converges it to INVENTORY (repair
+    missing workers, add, remove or change hosts) without restarting the
+    scheduler or healthy workers.
     """
     if dry_run:
         for line in api.dry_run(inventory):
@@ -150,7 +156,7 @@ def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet):
         return
     with Reporter(quiet=quiet) as reporter:
         rec = api.launch(inventory, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                         timeout=timeout, reporter=reporter)
+                         timeout=timeout, reporter=reporter, recreate=recreate)
     print_summary(rec, _console())
 
 
@@ -158,6 +164,9 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     """Scheduler, dashboard, hosts x workers x memory, and how to connect and stop."""
     if console is not None:  # apart from the progress above it
         console.print()
+    if rec.applied:  # a running cluster, converged to the inventory
+        for line in rec.applied:
+            _line(console, "applied", line)
     if rec.already_running:
         msg = f"cluster '{rec.name}' is already running at {rec.scheduler}: nothing changed"
         if console is None:

@@ -30,3 +30,9 @@ class PreflightError(LaunchError):
     """The hosts do not match the client (versions, memory, ports); nothing was started."""
 
     exit_code = 3
+
+
+class NeedsRecreate(LaunchError):
+    """An inventory change only a new scheduler can follow (``--recreate``); nothing was changed."""
+
+    exit_code = 2

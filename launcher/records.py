@@ -45,6 +45,13 @@ class HostRecord:
     memory_limit: int | None = None  # per worker, bytes
     pid: int | None = None      # the tree's leader, once the spawn replied
     log: str | None = None      # its log file, once the spawn replied
+    names: list[str] | None = None  # its workers' names; None: <label>-0 ... <label>-<expected - 1>
+
+    def worker_names(self) -> list[str]:
+        """The names its workers register with at the scheduler."""
+        if self.names is not None:
+            return list(self.names)
+        return [f"{self.label}-{i}" for i in range(self.expected)] if self.role == "workers" else []
 
     @classmethod
     def new(cls, spec: HostSpec, role: str, name: str, expected: int = 0,
@@ -81,9 +88,13 @@ class ClusterRecord:
     tls: Material | None = None         # the client's certificate and key (why the file is 0600)
     started: float | None = None        # time.time() when it ran
     launch_seconds: float | None = None
+    #: Cluster-wide settings it converged to (options, dask_config), compared by a reconcile.
+    settings: dict = field(default_factory=dict)
     version: int = VERSION
     #: Set on the record a launch returns when the cluster was already running (never saved).
     already_running: bool = field(default=False, compare=False)
+    #: The plan a reconcile applied to a running cluster, one line per step (never saved).
+    applied: list[str] = field(default_factory=list, compare=False)
 
     @property
     def running(self) -> bool:
@@ -94,7 +105,8 @@ class ClusterRecord:
         return security(self.tls) if self.tls is not None else None
 
     def to_json(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "already_running"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) 
+               if f.name not in ("already_running", "applied")}
         out["hosts"] = [h.to_json() for h in self.hosts]
         out["tls"] = dataclasses.asdict(self.tls) if self.tls is not None else None
         out["version"] = VERSION

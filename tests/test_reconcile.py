@@ -1,0 +1,163 @@
+"""A running cluster follows its edited inventory: repair, add, remove, change, refuse (real sshd)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import distributed
+
+import launcher
+from launcher import api, state
+from launcher.agent import _members
+from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory, wait_until
+
+
+def _workers_of(rec, address):
+    return [h for h in rec.hosts if h.role == "workers" and h.address == address]
+
+
+def _pids(recs):
+    return sorted(session_members(recs))
+
+
+def _live(name):
+    return {h["address"]: (h["live"], h["expected"]) for h in launcher.status(name)["hosts"] if h["role"] == "workers"}
+
+
+def test_repair_after_kill_9_of_a_hosts_workers(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="repair")
+    rec = launcher.launch(inv)
+    try:
+        sched = [h for h in rec.hosts if h.role == "scheduler"]
+        keep = _pids(_workers_of(rec, "127.0.0.3")) + _pids(sched)
+        for pid in _pids(_workers_of(rec, "127.0.0.4")):
+            os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: launcher.status("repair")["state"] == "degraded", 30)
+
+        r = cli("--dry-run", str(inv))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[1:] == ["  repair 127.0.0.4: 2 of 2 workers missing"]
+        assert _live("repair")["127.0.0.4"] == (0, 2)  # --dry-run changed nothing
+
+        r = cli(str(inv))
+        assert r.returncode == 0, r.stderr
+        assert "applied    repair 127.0.0.4: 2 of 2 workers missing" in r.stdout
+        assert _live("repair") == {"127.0.0.3": (2, 2), "127.0.0.4": (2, 2)}
+        after = state.read("repair")
+        assert after.scheduler == rec.scheduler
+        assert set(keep) <= set(_pids(after.hosts))  # scheduler and the healthy host untouched
+        with launcher.connect("repair") as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+        assert cli(str(inv)).stdout.count("already running") == 1  # converged: nothing more to do
+    finally:
+        launcher.stop("repair")
+    assert cluster_processes("repair") == []
+
+
+def test_add_then_remove_a_host_while_it_holds_results(sshd, state_dir, tmp_path):
+    one = ssh_inventory(tmp_path / "one.toml", sshd, name="grow", workers=(1,))
+    both = ssh_inventory(tmp_path / "both.toml", sshd, name="grow", workers=(1, 2))
+    only4 = ssh_inventory(tmp_path / "only4.toml", sshd, name="grow", workers=(2,))
+    rec = launcher.launch(one)
+    try:
+        assert api.dry_run(both)[1:] == ["  + 127.0.0.4: 2 workers"]
+        grown = launcher.launch(both)
+        assert grown.applied == ["+ 127.0.0.4: 2 workers"]
+        assert _live("grow") == {"127.0.0.3": (2, 2), "127.0.0.4": (2, 2)}
+        assert grown.scheduler == rec.scheduler
+
+        with launcher.connect("grow") as client:
+            on3 = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items() if "127.0.0.3" in a]
+            futures = client.map(lambda i: i * i, range(20), workers=on3, allow_other_workers=False)
+            distributed.wait(futures)
+            assert {client.who_has(f)[f.key][0] for f in futures} <= set(on3)  # the results live on .3
+
+            old3 = _workers_of(state.read("grow"), "127.0.0.3")
+            shrunk = launcher.launch(only4)
+            assert shrunk.applied == ["- 127.0.0.3: 2 workers retired"]
+            # Restricted to .3's workers, a lost result could not be computed again (it would wait
+            # for a worker forever): they are there because retire_workers moved them to .4 first.
+            distributed.wait(futures, timeout=30)
+            assert client.gather(futures) == [i * i for i in range(20)]
+            assert {client.who_has(f)[f.key][0].split("://")[1].rsplit(":", 1)[0] for f in futures} == {"127.0.0.4"}
+            assert _pids(old3) == []  # its processes are gone
+        assert _live("grow") == {"127.0.0.4": (2, 2)}
+        assert [h.address for h in state.read("grow").hosts] == ["127.0.0.2", "127.0.0.4"]
+    finally:
+        launcher.stop("grow")
+    assert cluster_processes("grow") == []
+
+
+def test_change_nworkers_replaces_that_hosts_workers(sshd, state_dir, tmp_path):
+    two = ssh_inventory(tmp_path / "two.toml", sshd, name="resize", workers=(1, 2))
+    one = ssh_inventory(tmp_path / "one.toml", sshd, name="resize", workers=(1, 2), host_extra={2: "nworkers = 1"})
+    rec = launcher.launch(two)
+    try:
+        untouched = _pids(_workers_of(rec, "127.0.0.3"))
+        r = cli("--dry-run", str(one))
+        assert r.stdout.splitlines()[1:] == ["  ~ 127.0.0.4: nworkers 2 → 1"], r.stdout
+        launcher.launch(one)
+        assert _live("resize") == {"127.0.0.3": (2, 2), "127.0.0.4": (1, 1)}
+        assert set(untouched) <= set(_pids(state.read("resize").hosts))
+        assert _pids(_workers_of(rec, "127.0.0.4")) == []
+    finally:
+        launcher.stop("resize")
+
+
+def test_a_port_change_is_refused_unless_recreate(sshd, state_dir, tmp_path, free_port):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="port", workers=(1,))
+    rec = launcher.launch(inv)
+    try:
+        moved = tmp_path / "moved.toml"
+        moved.write_text(inv.read_text().replace("port = 0\n", f"port = {free_port}\n", 1))
+        r = cli(str(moved))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert "refuse cluster.port" in r.stderr and "--recreate" in r.stderr
+        assert state.read("port").scheduler == rec.scheduler and _pids(rec.hosts) == _pids(state.read("port").hosts)
+
+        with state.lock("port", "a test holding the lock"):  # a reconcile already running
+            r = cli(str(inv))
+        assert r.returncode == 1 and "busy" in r.stderr, r.stderr
+
+        r = cli(str(moved), "--recreate")
+        assert r.returncode == 0, r.stderr
+        assert state.read("port").scheduler.endswith(f":{free_port}")
+        assert _pids(rec.hosts) == []
+    finally:
+        launcher.stop("port")
+    assert cluster_processes("port") == []
+
+
+def test_worker_options_and_dask_config_reach_the_processes(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="opts", workers=(1,),
+                        workers_extra='options = { resources = { GPU = 2 }, lifetime = "1h" }',
+                        cluster_extra='dask_config = { distributed = { admin = '
+                                      '{ large-graph-warning-threshold = "500MiB" } } }')
+    dry = "\n".join(api.dry_run(inv))
+    assert "--resources GPU=2 --lifetime 1h" in dry
+    assert "DASK_DISTRIBUTED__ADMIN__LARGE_GRAPH_WARNING_THRESHOLD='500MiB'" in dry
+    launcher.launch(inv)
+    try:
+        with launcher.connect("opts") as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            assert [w["resources"] for w in workers] == [{"GPU": 2}, {"GPU": 2}]
+
+            def setting():
+                import dask
+                return dask.config.get("distributed.admin.large-graph-warning-threshold")
+            assert set(client.run(setting).values()) == {"500MiB"}
+            assert client.run_on_scheduler(setting) == "500MiB"
+    finally:
+        launcher.stop("opts")
+
+
+def test_an_unknown_option_is_refused_with_the_accepted_ones(tmp_path, sshd):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="badopt", workers_extra="options = { nworkers = 4 }")
+    r = cli(str(inv))
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith('workers.options: unknown flag "nworkers" (accepted: resources, lifetime, '
+                                     'lifetime-stagger, lifetime-restart, preload, preload-nanny, worker-class, '
+                                     'nanny-port, worker-port, interface, contact-address)')
+    assert r.stderr.count("\n") == 1
