@@ -105,6 +105,20 @@ def stop(name: str | None = None, *, reporter: Reporter | None = None,
     return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True), on_step=on_step))
 
 
+def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout: float | None = None,
+            reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
+    """Restart the workers of some hosts (addresses or labels; None: all), retiring them first.
+
+    See :mod:`launcher.restart`; the scheduler and the other hosts keep running.
+    """
+    from .restart import restart_async
+
+    name = resolve_name(name)
+    with state.lock(name, "pyku-launch restart"):
+        return run(restart_async(name, hosts, report=reporter or Reporter(quiet=True), timeout=timeout,
+                                 on_step=on_step))
+
+
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
     return run(status_async(resolve_name(name)))
@@ -192,4 +206,4 @@ def _running(name: str) -> ClusterRecord | None:
     return rec if rec is not None and rec.running else None
 
 
-__all__ = ["launch", "stop", "status", "check", "logs", "dry_run"]
+__all__ = ["launch", "stop", "status", "check", "logs", "dry_run", "restart"]

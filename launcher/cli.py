@@ -21,7 +21,7 @@ from .errors import LaunchError
 from .progress import Reporter
 from .records import ClusterRecord
 
-_ORDER = ("launch", "check", "status", "logs", "stop")
+_ORDER = ("launch", "check", "status", "logs", "restart", "stop")
 
 
 class _DefaultLaunch(click.Group):
@@ -115,6 +115,7 @@ def main(ctx):
     pyku-launch check HOSTS    preflight only (versions, pyku build, memory, ports)
     pyku-launch status         workers per host, dashboard
     pyku-launch logs [HOST]    remote logs
+    pyku-launch restart [HOST] new worker processes (retired first)
     pyku-launch stop           stop everything and verify
     """
     if ctx.invoked_subcommand is None:
@@ -310,6 +311,29 @@ def stop(name, quiet):
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
     for addr, why in s["unreachable"].items():
         click.echo(f"  {addr}: not reached ({why})")
+
+
+@main.command(short_help="Restart the workers of some or all hosts, retiring them first.",
+              epilog="""\b
+Examples:
+  pyku-launch restart                 # every host's workers
+  pyku-launch restart 127.0.0.3       # one host
+""")
+@click.argument("hosts", nargs=-1)
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the new workers (default: [cluster] timeout).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
+@_guard
+def restart(hosts, name, timeout, quiet):
+    """Restart the worker processes of HOSTS (addresses or labels; default: all).
+
+    Their workers are retired through the scheduler (results move to the
+    other workers), stopped, the hosts preflighted again and new workers
+    started. The scheduler and connected clients keep running.
+    """
+    with Reporter(quiet=quiet) as reporter:
+        rec = api.restart(list(hosts) or None, name, timeout=timeout, reporter=reporter)
+    print_summary(rec, _console())
 
 
 @main.command(short_help="Remote scheduler and worker logs, each line prefixed by its host.",

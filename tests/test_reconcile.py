@@ -161,3 +161,25 @@ def test_an_unknown_option_is_refused_with_the_accepted_ones(tmp_path, sshd):
                                      'lifetime-stagger, lifetime-restart, preload, preload-nanny, worker-class, '
                                      'nanny-port, worker-port, interface, contact-address)')
     assert r.stderr.count("\n") == 1
+
+
+def test_restart_one_host_keeps_the_rest_and_the_results(sshd, state_dir, tmp_path):
+    inv = ssh_inventory(tmp_path / "hosts.toml", sshd, name="restart")
+    rec = launcher.launch(inv)
+    try:
+        with launcher.connect("restart") as client:
+            future = client.submit(lambda: list(range(1000)))
+            assert len(future.result()) == 1000
+            r = cli("restart", "127.0.0.4", "--name", "restart")
+            assert r.returncode == 0, r.stderr
+            assert "applied    restart 127.0.0.4: 2 workers" in r.stdout
+            assert future.result() == list(range(1000))
+        after = state.read("restart")
+        assert _pids(_workers_of(rec, "127.0.0.4")) == []  # the old workers are gone
+        assert _pids(_workers_of(rec, "127.0.0.3")) == _pids(_workers_of(after, "127.0.0.3"))
+        assert _live("restart") == {"127.0.0.3": (2, 2), "127.0.0.4": (2, 2)}
+        r = cli("restart", "10.9.9.9", "--name", "restart")
+        assert r.returncode == 2 and "has no worker host 10.9.9.9" in r.stderr
+    finally:
+        launcher.stop("restart")
+    assert cluster_processes("restart") == []
