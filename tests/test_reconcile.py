@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import distributed
 
 import launcher
 from launcher import api, state
-from launcher.agent import _members
-from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory, wait_until
+from launcher.testing import ROOT
+from launcher.testing.clusters import (cli, cluster_processes, session_members, slow_python, ssh_inventory,
+                                       wait_until)
 
 
 def _workers_of(rec, address):
@@ -183,3 +186,54 @@ def test_restart_one_host_keeps_the_rest_and_the_results(sshd, state_dir, tmp_pa
     finally:
         launcher.stop("restart")
     assert cluster_processes("restart") == []
+
+
+def _on_host(name, address):
+    return [p for p in cluster_processes(name) if f"--host {address}" in p]
+
+
+def test_a_host_failing_during_a_reconcile_is_named_and_undone(sshd, state_dir, tmp_path):
+    one = ssh_inventory(tmp_path / "one.toml", sshd, name="fails", workers=(1,))
+    broken = f"{sshd.env_line()} && export DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=bogus"
+    both = ssh_inventory(tmp_path / "both.toml", sshd, name="fails", workers=(1, 2),
+                         host_extra={2: f"env = '{broken}'"})
+    rec = launcher.launch(one)
+    try:
+        pids = _pids(rec.hosts)
+        r = cli(str(both))
+        assert r.returncode == 1, r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert "127.0.0.4" in line and "exited" in line, line
+        after = state.read("fails")
+        assert [h.address for h in after.hosts] == ["127.0.0.2", "127.0.0.3"]  # no phantom host
+        assert "127.0.0.4" in after.missing  # and the inventory's host is not lost either
+        assert _pids(after.hosts) == pids and _on_host("fails", "127.0.0.4") == []
+        assert _live("fails") == {"127.0.0.3": (2, 2)}
+    finally:
+        launcher.stop("fails")
+
+
+def test_ctrl_c_during_a_reconcile_stops_only_what_it_started(sshd, state_dir, tmp_path):
+    one = ssh_inventory(tmp_path / "one.toml", sshd, name="intr", workers=(1,))
+    both = ssh_inventory(tmp_path / "both.toml", sshd, name="intr", workers=(1, 2),
+                         host_extra={2: f'python = "{slow_python(tmp_path, 60)}"'})
+    rec = launcher.launch(one)
+    try:
+        pids = _pids(rec.hosts)
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", str(both)], stderr=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "workers" in line and "on 1 hosts" in line:  # the new host's workers are starting
+                assert wait_until(lambda: _on_host("intr", "127.0.0.4"), 30)
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, "".join(seen) + err
+        assert _on_host("intr", "127.0.0.4") == []
+        after = state.read("intr")
+        assert [h.address for h in after.hosts] == ["127.0.0.2", "127.0.0.3"]
+        assert _pids(after.hosts) == pids and _live("intr") == {"127.0.0.3": (2, 2)}
+    finally:
+        launcher.stop("intr")
