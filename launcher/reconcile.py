@@ -169,18 +169,32 @@ async def trees_retire_and_stop(trees: Trees, old) -> None:
 
 
 async def _repair(trees: Trees, step: plan.Step, probe) -> None:
-    """Start the missing workers of a host: a dead tree anew, single workers beside a live one."""
+    """Start the missing workers of a host: a dead tree anew, single workers beside a live one.
+
+    A tree is dead when no process carries its token, whatever the scheduler
+    still lists (it may not have noticed every worker of a killed tree yet).
+    """
     for tree in trees.trees(step.label):
-        gone = [n for n in tree.worker_names() if n in step.missing]
+        names = tree.worker_names()
+        gone = [n for n in names if n in step.missing]
         if not gone:
             continue
-        if len(gone) == len(tree.worker_names()):
+        if len(gone) == len(names) or not await trees.alive(tree):
             await trees.stop([tree])  # whatever is left of it, and its run directory
+            await _wait_unlisted(trees.rec, names, trees.step_timeout)
             if tree.names is None:
                 await trees.start(probe)
                 continue
+            gone = names
         else:
-            tree.names = [n for n in tree.worker_names() if n not in gone]
+            tree.names = [n for n in names if n not in gone]
             tree.expected = len(tree.names)
         for name in gone:
             await trees.start(probe, name)
+
+
+async def _wait_unlisted(rec, names: list[str], timeout: float) -> None:
+    """Wait until the scheduler lists none of these names: it refuses a worker whose name it still has."""
+    deadline = time.monotonic() + timeout
+    while set(names) & await live_names(rec) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
