@@ -190,7 +190,10 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
         return remote_commands.dry_run(inv)
     from .reconcile import plan_for
 
-    steps = run(plan_for(inv, rec))
+    try:
+        steps = run(plan_for(inv, rec))
+    except LaunchError as e:  # a launch would clean the dead cluster up, then launch anew
+        return [f"{e}: a launch would stop what is left of it first, then:", *remote_commands.dry_run(inv)]
     head = f"cluster '{inv.name}' runs at {rec.scheduler}: "
     if not steps:
         return [head + "nothing to change"]

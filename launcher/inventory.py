@@ -216,10 +216,14 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         min_hosts=min_hosts,
         scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),
         hosts=_unique_labels(hosts),
-        scheduler_options=scheduler.get("options", ()),
-        worker_options=tables["workers"].get("options", ()),
-        dask_config=cluster.get("dask_config", ()),
+        **_dask_settings(cluster, scheduler, tables["workers"]),
     )
+
+
+def _dask_settings(cluster: dict, scheduler: dict, workers: dict) -> dict[str, tuple]:
+    """The Inventory fields of launcher/options.py: dask CLI flags per role, dask settings."""
+    return {"scheduler_options": scheduler.get("options", ()), "worker_options": workers.get("options", ()),
+            "dask_config": cluster.get("dask_config", ())}
 
 
 def _read_bytes(path: str | os.PathLike, source: str) -> bytes:

@@ -64,6 +64,8 @@ async def reconcile_async(inv: Inventory, rec: ClusterRecord, *, report: Reporte
 def _converged(rec: ClusterRecord, inv: Inventory) -> None:
     """The record now describes this inventory."""
     rec.inventory, rec.inventory_sha256, rec.settings = inv.path, inv.sha256, plan.settings(inv)
+    labels = {s.label for s in inv.hosts}
+    rec.missing = {k: why for k, why in rec.missing.items() if k in labels}  # removed hosts are not missing
 
 
 class _Reconcile:
