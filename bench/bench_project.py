@@ -1,8 +1,9 @@
 """Benchmark: pyku's nearest-neighbour project() against pyresample's kd_tree.
 
-A year of daily float32 fields (365 steps) on the 0.0275° rotated-pole
-Germany grid (GER-0275, 328 x 346) goes to HYR-LAEA-5 (258 x 220), with the
-same maximum distance (the source cell's half diagonal) in both libraries.
+A year of daily float32 fields (365 steps) on the seed's 0.0275° rotated-pole
+CCLM grid (328 x 346) goes to HYR-LAEA-5 (258 x 220), with the same radius
+of influence in both libraries: pyku's default of 1000 km (project() as
+pyku users call it; pyku 1.1.x hands that roi to pyresample).
 Two timings each, medians of --repeats runs:
 
 * one-shot: neighbour search included (pyku with an empty cache;
@@ -63,8 +64,8 @@ def bench_pyresample(ds, repeats):
     target = geometry.AreaDefinition(
         TARGET, TARGET, "laea", grid.pyproj_crs, grid.nx, grid.ny,
         (grid.x0 - grid.dx / 2, grid.y[-1] + grid.dy / 2, grid.x[-1] + grid.dx / 2, grid.y0 - grid.dy / 2))
-    # Same cut-off as pyku: half the source cell diagonal (0.0275°), plus 1 %.
-    radius = 0.5 * np.hypot(0.0275, 0.0275) * np.pi / 180 * 6_371_000 * 1.01
+    # The same radius of influence: pyku's default, which pyku 1.1.x passes to pyresample.
+    radius = regrid.DEFAULT_ROI
     data = np.ascontiguousarray(np.moveaxis(ds.T_2M.values, 0, -1))  # (rows, cols, time)
 
     one, one_all, out = timed(lambda: kd_tree.resample_nearest(
@@ -85,7 +86,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     ds = resources.sample_dataset("tas", days=args.days)
-    print(f"source GER-0275 {ds.sizes['rlon']} x {ds.sizes['rlat']}, {args.days} daily float32 steps "
+    print(f"source CCLM 0.0275° {ds.sizes['rlon']} x {ds.sizes['rlat']}, {args.days} daily float32 steps "
           f"({ds.T_2M.nbytes / 2**20:.0f} MiB), made in {time.perf_counter() - start:.1f} s; "
           f"target {TARGET}; medians of {args.repeats} runs")
 

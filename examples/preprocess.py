@@ -84,7 +84,7 @@ def summary(path):
         stats = f"min {float(var.min()):.4g} mean {float(var.mean()):.4g} max {float(var.max()):.4g}"
         digest = hashlib.blake2b(Path(path).read_bytes(), digest_size=8).hexdigest()
         return (f"{name:>4} {dict(var.sizes)} [{var.attrs.get('units')}] {stats}, "
-                f"{valid:.0%} of cells inside the source domain, blake2b {digest}")
+                f"{valid:.0%} of cells with a value (pyku fills up to roi = 1000 km beyond the source), blake2b {digest}")
 
 
 def main(argv=None):

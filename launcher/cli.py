@@ -5,7 +5,7 @@ tables on a terminal, plain aligned text otherwise, so scripts and CI logs
 never see control characters.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or inventory error, 3 preflight
-refused, 130/143 interrupted (after rolling back).
+refused, 130/143/129 interrupted by Ctrl-C/SIGTERM/SIGHUP (after rolling back).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ Examples:
 
 \b
 Exit codes: 0 ok, 1 runtime failure (rolled back), 2 usage or inventory
-error, 3 preflight refused, 130/143 interrupted (rolled back).
+error, 3 preflight refused, 130/143/129 interrupted (rolled back).
 The cluster name defaults to $PYKU_CLUSTER, else the only one known.
 Shell completion: eval "$(_PYKU_LAUNCH_COMPLETE=bash_source pyku-launch)"
 """)

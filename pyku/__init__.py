@@ -13,11 +13,46 @@ sample inputs are in :mod:`pyku.resources`.  pyku knows nothing about how a
 cluster was started: it only ever asks ``distributed`` for the current client.
 """
 
-from pyku import accessor  # noqa: F401  (registers the accessor)
-from pyku.errors import GridError, ProcessingError, PykuError, TimeBoundsError, UnitsError
-from pyku.grids import Grid, get_grid, list_grids
+from pyku import (  # noqa: F401  (accessor registers ds.pyku; the rest are pyku's modules)
+    accessor,
+    drs,
+    geo,
+    meta,
+    resources,
+    timekit,
+)
+from pyku.areas import get_grid, list_grids
+from pyku.errors import (
+    GridError,
+    OptionError,
+    ProcessingError,
+    PykuError,
+    TimeBoundsError,
+    UnitsError,
+)
+from pyku.grids import Grid
 
 __version__ = "0.1.0"
 
-__all__ = ["Grid", "GridError", "ProcessingError", "PykuError", "TimeBoundsError", "UnitsError",
-           "get_grid", "list_grids", "__version__"]
+__all__ = [
+    "Grid",
+    "GridError",
+    "OptionError",
+    "ProcessingError",
+    "PykuError",
+    "TimeBoundsError",
+    "UnitsError",
+    "__version__",
+    "get_grid",
+    "list_grids",
+]
+
+
+def __getattr__(name):
+    """``pyku.check`` and ``pyku.mask`` on first use: they pull in pandas tables and shapely,
+    which workers that only project and convert never need."""
+    if name in ("check", "mask"):
+        import importlib
+
+        return importlib.import_module(f"pyku.{name}")
+    raise AttributeError(f"module 'pyku' has no attribute {name!r}")

@@ -63,6 +63,16 @@ def cmor_name(name, attrs=None):
     return by_long_name.get(long_name)
 
 
+def get_cmor_varname(da):
+    """CMOR name of a DataArray (by its name, then its long_name), or None (pyku's name)."""
+    return cmor_name(da.name, da.attrs)
+
+
+def get_cmor_varname_aliases(cmor_varname):
+    """The other names ``cmor_varname`` goes by (T_2M, tasAdjust, ...); [] if unknown."""
+    return list(cmor_table().get(cmor_varname, {}).get("aliases", []))
+
+
 def to_cmor_varnames(ds):
     """Rename the data variables known under other names (T_2M, t2m, ...) to CMOR names.
 
@@ -100,11 +110,12 @@ def to_cmor_units(ds):
             continue
         out[name] = convert_units(ds, name, entry["units"],
                                   water_equivalent=entry.get("water_equivalent", False),
-                                  standard_name=entry.get("standard_name"))
+                                  standard_name=entry.get("standard_name"),
+                                  long_name=entry.get("long_name"))
     return out
 
 
-def convert_units(ds, name, target, water_equivalent=False, standard_name=None):
+def convert_units(ds, name, target, water_equivalent=False, standard_name=None, long_name=None):
     """``ds[name]`` converted to ``target`` units (see :func:`to_cmor_units`).
 
     Parameters
@@ -117,8 +128,9 @@ def convert_units(ds, name, target, water_equivalent=False, standard_name=None):
         Units to convert to, UDUNITS style.
     water_equivalent : bool
         Allow a water depth to stand for a mass per area (1000 kg m-3).
-    standard_name : str, optional
-        Set when an amount becomes a flux, since the old name would be wrong.
+    standard_name, long_name : str, optional
+        Set when an amount becomes a flux, since the old names would be wrong
+        ("total precipitation amount" is not a flux).
     """
     ureg = unit_registry()
     var = ds[name]
@@ -158,6 +170,8 @@ def convert_units(ds, name, target, water_equivalent=False, standard_name=None):
     if per_step:  # an amount per step became a flux: its metadata must say so
         if standard_name:
             new.attrs["standard_name"] = standard_name
+        if long_name:
+            new.attrs["long_name"] = long_name
         if "cell_methods" in new.attrs:
             new.attrs["cell_methods"] = new.attrs["cell_methods"].replace("time: sum", "time: mean")
     new.attrs["units"] = target
@@ -226,3 +240,99 @@ def _to_seconds(delta):
     if np.issubdtype(delta.dtype, np.timedelta64):
         return delta / np.timedelta64(1, "s")
     return np.array([d.total_seconds() for d in delta.ravel()]).reshape(delta.shape)
+
+
+# CMOR frequency attribute from a pandas frequency string (the inverse of pyku.meta's table).
+_FREQUENCY_ATTRS = {"h": "1hr", "3h": "3hr", "6h": "6hr", "12h": "12hr", "D": "day", "MS": "mon",
+                    "QS-DEC": "sem", "YS": "year", "YS-JAN": "year"}
+_COORD_ATTRS = {
+    "time": {"standard_name": "time", "long_name": "time", "axis": "T"},
+    "lat": {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"},
+    "lon": {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east"},
+    "rlat": {"standard_name": "grid_latitude", "long_name": "latitude in rotated pole grid",
+             "units": "degrees", "axis": "Y"},
+    "rlon": {"standard_name": "grid_longitude", "long_name": "longitude in rotated pole grid",
+             "units": "degrees", "axis": "X"},
+    "y": {"standard_name": "projection_y_coordinate", "long_name": "y coordinate of projection",
+          "axis": "Y"},
+    "x": {"standard_name": "projection_x_coordinate", "long_name": "x coordinate of projection",
+          "axis": "X"},
+}
+
+
+def to_cmor_attrs(ds):
+    """Set CMOR attributes: each CMOR variable's standard_name/long_name/units, the
+    coordinates' CF attributes and the global ``frequency`` (when it can be inferred).
+
+    Values are not converted: call :func:`to_cmor_units` first; a variable whose
+    units differ from the CMOR units keeps them (and check_metadata reports it).
+    """
+    from pyku import meta
+
+    out = ds.copy()
+    for name in out.data_vars:
+        entry = cmor_table().get(name)
+        if entry is None:
+            continue
+        attrs = dict(out[name].attrs)
+        for key in ("standard_name", "long_name"):
+            if key in entry:
+                attrs[key] = entry[key]
+        if _same_units(attrs.get("units"), entry["units"]):
+            attrs["units"] = entry["units"]
+        out[name].attrs = attrs
+    for name, attrs in _COORD_ATTRS.items():
+        if name in out.coords:
+            units = out[name].attrs.get("units")  # projected x/y may be in km: keep theirs
+            out[name].attrs.update(attrs)
+            if units is not None:
+                out[name].attrs["units"] = units
+    try:
+        out.attrs["frequency"] = _FREQUENCY_ATTRS.get(meta.get_frequency(out), out.attrs.get("frequency"))
+    except PykuError:
+        pass
+    if out.attrs.get("frequency") is None:
+        out.attrs.pop("frequency", None)
+    return out
+
+
+def _same_units(a, b):
+    if a is None:
+        return False
+    try:
+        ureg = unit_registry()
+        return ureg.Quantity(1, _normalise(a)) == ureg.Quantity(1, _normalise(b))
+    except Exception:  # unreadable units are left for check_metadata to report
+        return False
+
+
+def cmorize(ds, global_metadata=None):
+    """CMOR-ize a dataset holding one climate variable (pyku.drs.cmorize).
+
+    Time labels move to the middle of their bounds (CMOR's convention); the
+    variable gets its CMOR name, units and attributes; ``global_metadata`` is
+    added to the global attributes; spatial bounds and non-scalar coordinates
+    that are neither time nor the grid are dropped.
+
+    Raises
+    ------
+    PykuError
+        No or several climate variables, or one that is not in the CMOR table.
+    """
+    from pyku import meta, timekit
+
+    names = meta.get_geodata_varnames(ds)
+    if len(names) != 1:
+        raise PykuError(f"cmorize: needs exactly one climate variable, found {names or 'none'} "
+                        f"among {list(ds.data_vars)}; select one with ds[[name]]")
+    if cmor_name(names[0], ds[names[0]].attrs) is None:
+        raise PykuError(f"cmorize: {names[0]!r} is not a CMOR variable or a known alias of one "
+                        "(see pyku/etc/cmor.toml)")
+    ds = ds.drop_vars(meta.get_spatial_bounds_varnames(ds))
+    if meta.has_time_bounds(ds):
+        ds = timekit.set_time_labels_from_time_bounds(ds, how="middle")
+    out = to_cmor_attrs(to_cmor_units(to_cmor_varnames(meta.get_geodataset(ds, names[0]))))
+    out = out.assign_attrs(global_metadata or {})
+    keep = {"time", *meta.get_geographic_latlon_varnames(out), *meta.get_projection_yx_varnames(out)}
+    # Scalar coordinates (height = 2 m) stay: CMOR keeps them.
+    return out.drop_vars([c for c in out.coords if c not in keep and out[c].ndim > 0])

@@ -1,224 +1,84 @@
-"""Reprojection of datasets onto named or user-defined grids.
+"""Areas and georeferencing, under pyku's names (``pyku.geo``).
 
-:func:`project` finds the source's horizontal grid (CF grid mapping with 1-D
-coordinates, regular 1-D lat/lon, or curvilinear 2-D lat/lon), gets the
-cached neighbour index from :mod:`pyku.regrid` and applies it to every
-georeferenced variable — lazily for dask-backed data, keeping time chunks.
-The result is CF: target coordinates, 2-D lat/lon, a grid-mapping variable
-and ``grid_mapping`` on each projected variable.
+:func:`load_area_def` and :func:`get_area_def` give the area a name or a
+dataset stands for; :func:`project` (in :mod:`pyku.project`) reprojects;
+:func:`get_lonlats` and :func:`wrap_longitudes` as pyku has them.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import pyproj
-import xarray as xr
 
-from pyku import regrid
-from pyku.errors import GridError
-from pyku.grids import get_grid
+from pyku.areas import AreaDefinition, find_area, list_standard_areas, load_area_def
+from pyku.project import project, source_grid
 
-_METHOD_ALIASES = {
-    "nearest_neighbor": "nearest_neighbor", "nearest_neighbour": "nearest_neighbor",
-    "nearest": "nearest_neighbor", "nn": "nearest_neighbor",
-    "bilinear": "bilinear", "linear": "bilinear",
-}
-_X_NAMES = {"projection_x_coordinate", "grid_longitude", "longitude"}
-_Y_NAMES = {"projection_y_coordinate", "grid_latitude", "latitude"}
-# Encodings that describe the source's on-disk layout, wrong after regridding.
-_STALE_ENCODING = ("chunksizes", "preferred_chunks", "original_shape", "contiguous",
-                   "coordinates", "grid_mapping", "source")
+__all__ = ["AreaDefinition", "get_area_def", "get_lonlats", "list_standard_areas", "load_area_def", "project",
+           "wrap_longitudes"]
 
 
-def project(ds, target, method="nearest_neighbor"):
-    """Reproject every georeferenced variable of ``ds`` onto ``target``.
+def get_area_def(ds):
+    """The :class:`AreaDefinition` of the grid ``ds`` is on.
 
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Source on a regular lat/lon, rotated-pole, projected (CF grid
-        mapping) or curvilinear (2-D lat/lon) grid.
-    target : str, dict or pyku.grids.Grid
-        A catalogue name (see :func:`pyku.grids.list_grids`), a
-        :class:`~pyku.grids.Grid`, or a dict with ``crs``, ``shape`` (ny, nx)
-        and ``extent`` (xmin, ymin, xmax, ymax outer edges).
-    method : {"nearest_neighbor", "bilinear"}
-        Target cells outside the source domain are NaN with either.
-
-    Returns
-    -------
-    xarray.Dataset
-        Same variables and attributes; lazy if the input was.
+    Its ``area_id`` is the name of one of pyku's areas when the grid is one
+    of them (same CRS, centres within 1e-6 m or 1e-11 degrees), else None.
+    Needs a CF grid mapping with 1-D x/y (or regular 1-D lat/lon): a
+    curvilinear grid is not an area and raises :class:`pyku.GridError`.
     """
-    grid = get_grid(target)
-    try:
-        method = _METHOD_ALIASES[method]
-    except KeyError:
-        raise ValueError(f"unknown method {method!r}; use 'nearest_neighbor' or 'bilinear'") from None
-    source, mapping_name, aux_names = source_grid(ds)
-    index = regrid.get_index(source, grid, method)
-    spatial = set(source.dims)
-    target_ds = grid.to_dataset()
+    from pyku.errors import GridError
+    from pyku.grids import Grid
 
-    replaced = {mapping_name, *aux_names, *target_ds.variables}  # the source grid's description
-    variables = {}
-    for name, var in ds.data_vars.items():
-        if name in replaced:
-            continue
-        if spatial <= set(var.dims):
-            variables[name] = _regrid_variable(var, source, grid, index)
-        elif spatial & set(var.dims):
-            warnings.warn(f"project: dropping {name!r}, which has only one horizontal dimension",
-                          stacklevel=2)
-        else:
-            variables[name] = var.variable  # time_bnds, station counts, ...: kept as they are
-    # Every non-spatial coordinate stays (time_bnds opened with decode_coords="all",
-    # scalar height, ...); coordinates on the source grid are replaced by the target's.
-    coords = {name: c.variable for name, c in ds.coords.items()
-              if not (spatial & set(c.dims)) and name not in replaced}
-    coords.update(target_ds.coords.variables)
-    # Built in one go rather than subset afterwards: ``ds[[names]]`` would drop
-    # coordinates with a dimension of their own, such as time_bnds' "bnds".
-    variables[grid.mapping_name] = target_ds[grid.mapping_name].variable
-    return xr.Dataset(variables, coords=coords, attrs=ds.attrs)
+    source, _, _ = source_grid(ds)
+    if source.crs is None:
+        raise GridError("get_area_def: the dataset has only 2-D latitude/longitude (a curvilinear "
+                        "grid), which is not an area; give it a CF grid mapping with 1-D x/y")
+    x, y = source.x, source.y
+    if x.size < 2 or y.size < 2:
+        raise GridError(f"get_area_def: need at least 2 cells along x and y, have {x.size} x {y.size}")
+    dx, dy = (x[-1] - x[0]) / (x.size - 1), (y[-1] - y[0]) / (y.size - 1)
+    grid = Grid(crs=source.crs.to_wkt(), x0=float(x[0]), dx=float(dx), nx=x.size, y0=float(y[0]),
+                dy=float(dy), ny=y.size, dims=source.dims)
+    if not (abs(grid.x - x).max() <= 1e-6 * abs(dx) and abs(grid.y - y).max() <= 1e-6 * abs(dy)):
+        raise GridError("get_area_def: the x/y coordinates are not evenly spaced, so not an area")
+    name = find_area(grid)
+    if name is not None:
+        from pyku.areas import get_grid
+        return AreaDefinition(get_grid(name))
+    return AreaDefinition(grid)
 
 
-def _regrid_variable(var, source, grid, index):
-    ydim, xdim = source.dims
-    tydim, txdim = grid.dims
-    attrs, encoding = dict(var.attrs), dict(var.encoding)
-    var = var.transpose(..., ydim, xdim)
-    # Only the variable itself: its coordinates are the dataset's (project() keeps
-    # the non-spatial ones and replaces the source grid's, including a grid
-    # mapping that decode_coords="all" made a coordinate).
-    var = xr.DataArray(var.variable, dims=var.dims, name=var.name)
-    core = ("_pyku_src_y", "_pyku_src_x")
-    var = var.rename({ydim: core[0], xdim: core[1]})
-    if var.chunks is not None:
-        var = var.chunk({core[0]: -1, core[1]: -1})  # one spatial block, time chunks kept
-    out = xr.apply_ufunc(
-        index.apply, var,
-        input_core_dims=[list(core)], output_core_dims=[[tydim, txdim]],
-        dask="parallelized",
-        output_dtypes=[np.result_type(var.dtype, np.float32)],
-        dask_gufunc_kwargs={"output_sizes": {tydim: grid.ny, txdim: grid.nx}},
-        keep_attrs=True,
-    )
-    out.attrs = {k: v for k, v in attrs.items() if k != "coordinates"}
-    out.attrs["grid_mapping"] = grid.mapping_name
-    out.encoding = {k: v for k, v in encoding.items() if k not in _STALE_ENCODING}
-    return out
+def get_lonlats(ds, dtype="ndarray"):
+    """2-D longitudes and latitudes of the cell centres (pyku.geo.get_lonlats).
 
-
-def source_grid(ds):
-    """Describe the horizontal grid of ``ds``.
-
-    Returns
-    -------
-    (regrid.SourceGrid, str or None, set of str)
-        The grid, the name of its grid-mapping variable (if any) and the
-        names of the auxiliary variables that only describe it (2-D lat/lon,
-        bounds), which :func:`project` replaces.
+    From the dataset's latitude/longitude, or computed from its grid mapping
+    and x/y when it has none.  ``dtype="ndarray"`` gives ``(lons, lats)``;
+    ``"xarray.Dataset"`` a dataset holding ``lon`` and ``lat`` on the grid's dims.
     """
-    mapping_name = _grid_mapping_name(ds)
-    aux = _auxiliary_names(ds)
-    if mapping_name is not None:
-        attrs = ds[mapping_name].attrs
-        try:
-            crs = pyproj.CRS.from_cf(attrs)
-        except pyproj.exceptions.CRSError as exc:
-            crs = None
-            warnings.warn(f"project: cannot read grid mapping {mapping_name!r} ({exc}); "
-                          "falling back to lat/lon", stacklevel=3)
-        if crs is not None:
-            xname, yname = _axis_coord(ds, "X", _X_NAMES), _axis_coord(ds, "Y", _Y_NAMES)
-            if xname and yname:
-                x, y = _in_crs_units(ds[xname], crs), _in_crs_units(ds[yname], crs)
-                grid = regrid.SourceGrid.from_crs((yname, xname), crs, x, y)
-                return grid, mapping_name, aux
-    lon, lat = _find_lonlat(ds)
-    if lon is None or lat is None:
-        raise GridError("cannot find the horizontal grid: no CF grid mapping with x/y "
-                        "coordinates and no latitude/longitude variables")
-    if lon.ndim == 1 and lat.ndim == 1 and lon.dims[0] in ds.dims and lat.dims[0] in ds.dims:
-        crs = pyproj.CRS.from_proj4("+proj=longlat +datum=WGS84 +no_defs")
-        grid = regrid.SourceGrid.from_crs((lat.dims[0], lon.dims[0]), crs, lon.values, lat.values)
-        return grid, mapping_name, aux
-    if lon.ndim == 2 and lon.dims == lat.dims:
-        return regrid.SourceGrid.from_lonlat(lon.dims, lon.values, lat.values), mapping_name, aux
-    raise GridError(f"unsupported latitude/longitude layout: lon{lon.dims}, lat{lat.dims}")
+    import xarray as xr
+
+    from pyku.errors import OptionError
+
+    if dtype not in ("ndarray", "xarray.Dataset", "xarray"):
+        raise OptionError(f"get_lonlats: dtype={dtype!r}; use 'ndarray' or 'xarray.Dataset'")
+    source, _, _ = source_grid(ds)
+    lons, lats = (np.asarray(a) for a in source.lonlat())
+    if dtype == "ndarray":
+        return lons, lats
+    return xr.Dataset(coords={"lon": (source.dims, lons, {"standard_name": "longitude", "units": "degrees_east"}),
+                              "lat": (source.dims, lats, {"standard_name": "latitude", "units": "degrees_north"})})
 
 
-def _grid_mapping_name(ds):
-    """Name of the grid-mapping variable referenced by the data, if any."""
-    for var in ds.variables.values():
-        ref = var.attrs.get("grid_mapping") or var.encoding.get("grid_mapping")
-        if ref:
-            name = str(ref).split(":")[0].split()[0]
-            if name in ds.variables:
-                return name
-    for name, var in ds.variables.items():
-        if "grid_mapping_name" in var.attrs:
-            return name
-    return None
+def wrap_longitudes(ds):
+    """Longitudes to [-180, 180) and sorted increasing (pyku.geo.wrap_longitudes).
 
+    For regular latitude/longitude data (1-D longitude as a dimension), such
+    as ERA5's 0..360.
+    """
+    from pyku import meta
+    from pyku.errors import GridError
 
-def _axis_coord(ds, axis, standard_names):
-    """The 1-D dimension coordinate for axis X or Y."""
-    fallbacks = {"X": ("x", "rlon", "lon", "longitude"), "Y": ("y", "rlat", "lat", "latitude")}[axis]
-    dim_coords = [n for n in ds.dims if n in ds.coords and ds[n].ndim == 1]
-    for name in dim_coords:
-        attrs = ds[name].attrs
-        if attrs.get("axis", "").upper() == axis or attrs.get("standard_name") in standard_names:
-            return name
-    for name in fallbacks:
-        if name in dim_coords:
-            return name
-    return None
-
-
-def _in_crs_units(coord, crs):
-    """Coordinate values in the CRS's units (projected coordinates may be in km)."""
-    values = np.asarray(coord.values, dtype="f8")
-    units = str(coord.attrs.get("units", "")).strip().lower()
-    if not crs.is_geographic and units in ("km", "kilometre", "kilometer", "kilometres", "kilometers"):
-        values = values * 1000.0
-    return values
-
-
-def _is_lat(var):
-    return (var.attrs.get("standard_name") == "latitude"
-            or str(var.attrs.get("units", "")).lower() in ("degrees_north", "degree_north", "degree_n"))
-
-
-def _is_lon(var):
-    return (var.attrs.get("standard_name") == "longitude"
-            or str(var.attrs.get("units", "")).lower() in ("degrees_east", "degree_east", "degree_e"))
-
-
-def _find_lonlat(ds):
-    lon = lat = None
-    for name, var in ds.variables.items():
-        if lon is None and (_is_lon(var) or name in ("lon", "longitude", "nav_lon")):
-            lon = ds[name]
-        elif lat is None and (_is_lat(var) or name in ("lat", "latitude", "nav_lat")):
-            lat = ds[name]
-    return lon, lat
-
-
-def _auxiliary_names(ds):
-    """2-D lat/lon and the bounds of horizontal coordinates: replaced, not regridded."""
-    names = {n for n, v in ds.variables.items()
-             if v.ndim >= 2 and (_is_lat(v) or _is_lon(v) or n in ("lat", "lon"))}
-    horizontal = set(names)
-    for name, var in ds.variables.items():
-        if (var.attrs.get("standard_name") in _X_NAMES | _Y_NAMES
-                or str(var.attrs.get("axis", "")).upper() in ("X", "Y")):
-            horizontal.add(name)
-    for name in horizontal:
-        bounds = ds[name].attrs.get("bounds") or ds[name].encoding.get("bounds")
-        if bounds in ds.variables:
-            names.add(bounds)
-    return names
+    _, lon = meta.get_geographic_latlon_varnames(ds)
+    if lon is None or ds[lon].ndim != 1 or ds[lon].dims[0] != lon:
+        raise GridError("wrap_longitudes: needs a 1-D longitude dimension coordinate "
+                        "(regular latitude/longitude data)")
+    wrapped = (ds[lon] + 180.0) % 360.0 - 180.0
+    return ds.assign_coords({lon: wrapped.assign_attrs(ds[lon].attrs)}).sortby(lon)

@@ -1,6 +1,7 @@
-"""Target grids: the catalogue in ``etc/grids.toml`` and user-defined grids.
+"""Target grids: a CRS plus regularly spaced cell centres.
 
-A :class:`Grid` is a CRS plus regularly spaced cell centres in that CRS.  It
+The named grids (pyku's areas) are in :mod:`pyku.areas`.  A :class:`Grid` is a
+CRS plus regularly spaced cell centres in that CRS.  It
 knows its coordinates, its 2-D latitude/longitude and how to describe itself
 as CF (coordinates plus a grid-mapping variable), which is all that
 :func:`pyku.geo.project` needs from a target.
@@ -8,11 +9,9 @@ as CF (coordinates plus a grid-mapping variable), which is all that
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
-import importlib.resources
-import tomllib
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,40 +74,70 @@ class Grid:
     description: str = ""
     decimals: int | None = None
 
+    cordex_domain: str | None = None
+    epsg_code: str | None = None
+
     @classmethod
-    def from_extent(cls, crs, shape, extent, name=None, dims=None):
-        """Grid from its outer edges.
+    def from_extent(cls, crs, shape, extent, name=None, dims=None, decimals=None, **metadata):
+        """Grid from its outer edges, as pyresample's ``AreaDefinition`` places cells.
 
         Parameters
         ----------
         crs : str, dict or pyproj.CRS
             The CRS; a dict is read as CF grid-mapping attributes.
         shape : (int, int)
-            Number of cells (ny, nx).
+            Number of cells (ny, nx), i.e. (height, width).
         extent : (float, float, float, float)
-            Outer edges (xmin, ymin, xmax, ymax) in CRS units.  Rows run north
-            to south for projected CRSs, south to north for angular ones.
+            Outer edges (x_ll, y_ll, x_ur, y_ur) in CRS units.  Centres are
+            ``x_ll + (i + 1/2) dx`` and, for projected CRSs, ``y_ur - (j + 1/2) dy``
+            (rows from y_ur, as pyresample); angular CRSs (lat/lon, rotated
+            pole) are stored south to north, as CF/CORDEX files are.
+        decimals : int, optional
+            See the class docstring.
         """
         crs_obj = _to_crs(crs)
-        ny, nx = (int(n) for n in shape)
-        xmin, ymin, xmax, ymax = (float(v) for v in extent)
-        if nx < 1 or ny < 1 or xmax <= xmin or ymax <= ymin:
-            raise GridError(f"invalid grid: shape {shape} and extent {extent} must be positive")
+        try:
+            ny, nx = (int(n) for n in shape)
+            xmin, ymin, xmax, ymax = (float(v) for v in extent)
+        except (TypeError, ValueError):
+            raise GridError(f"invalid grid {name or ''}: shape must be (height, width) and extent "
+                            f"(x_ll, y_ll, x_ur, y_ur), got {shape!r} and {extent!r}") from None
+        if nx < 1 or ny < 1 or xmax == xmin or ymax == ymin:
+            raise GridError(f"invalid grid {name or ''}: shape {tuple(shape)} must be positive and "
+                            f"extent {tuple(extent)} must have a width and a height")
         dx, dy = (xmax - xmin) / nx, (ymax - ymin) / ny
         if dims is None:
             dims = ("rlat", "rlon") if _is_rotated(crs_obj) else (
                 ("lat", "lon") if crs_obj.is_geographic else ("y", "x"))
-        if crs_obj.is_geographic:
-            y0, dy = ymin + dy / 2, dy
+        if crs_obj.is_geographic and dy > 0:
+            y0, step = ymin + dy / 2, dy
         else:
-            y0, dy = ymax - dy / 2, -dy
-        return cls(crs=crs_obj.to_wkt(), x0=xmin + dx / 2, dx=dx, nx=nx, y0=y0, dy=dy, ny=ny,
-                   dims=tuple(dims), name=name)
+            y0, step = ymax - dy / 2, -dy
+        text = crs if isinstance(crs, str) else crs_obj.to_wkt()
+        return cls(crs=text, x0=xmin + dx / 2, dx=dx, nx=nx, y0=y0, dy=step, ny=ny,
+                   dims=tuple(dims), name=name, decimals=decimals, **metadata)
 
     @property
     def shape(self):
         """(ny, nx)."""
         return (self.ny, self.nx)
+
+    @property
+    def width(self):
+        """Number of columns (pyresample's name)."""
+        return self.nx
+
+    @property
+    def height(self):
+        """Number of rows (pyresample's name)."""
+        return self.ny
+
+    @property
+    def area_extent(self):
+        """Outer edges (x_ll, y_ll, x_ur, y_ur) in CRS units."""
+        xs = (self.x0 - self.dx / 2, self.x0 + self.dx * (self.nx - 0.5))
+        ys = (self.y0 - self.dy / 2, self.y0 + self.dy * (self.ny - 0.5))
+        return (min(xs), min(ys), max(xs), max(ys))
 
     @property
     def x(self):
@@ -144,12 +173,29 @@ class Grid:
         """Name of the grid-mapping variable in outputs."""
         return "rotated_pole" if _is_rotated(self.pyproj_crs) else "crs"
 
+    @functools.cached_property
+    def mapping_attrs(self):
+        """CF grid-mapping attributes, plus ``epsg_code`` and ``proj4`` where known."""
+        crs = self.pyproj_crs
+        # pyku's HYRAS areas carry a null datum shift (+towgs84=0,0,0,0,0,0,0): it changes
+        # no coordinate, but makes a bound CRS with an odd datum name; describe the CRS without it.
+        null_shift = re.compile(r"\s*\+towgs84=(0(\.0*)?,){6}0(\.0*)?(?=\s|$)")
+        if crs.is_bound and null_shift.search(self.crs):
+            crs = _to_crs(null_shift.sub("", self.crs))
+        attrs = crs.to_cf()
+        code = crs.to_epsg() if self.epsg_code is None else None
+        epsg = self.epsg_code or (f"EPSG:{code}" if code else None)
+        if epsg:
+            attrs["epsg_code"] = epsg
+        if self.crs.lstrip().startswith("+"):
+            attrs["proj4"] = self.crs
+        return attrs
+
     def to_dataset(self):
         """The grid as CF coordinates: y, x, 2-D lat/lon and the grid-mapping variable."""
         ydim, xdim = self.dims
         lon, lat = self.lonlat()
-        cf = self.pyproj_crs.to_cf()
-        mapping = xr.DataArray(np.int32(0), attrs=cf)
+        mapping = xr.DataArray(np.int32(0), attrs=dict(self.mapping_attrs))
         coords = {
             ydim: (ydim, self.y, _AXIS_ATTRS.get(ydim, {})),
             xdim: (xdim, self.x, _AXIS_ATTRS.get(xdim, {})),
@@ -187,52 +233,3 @@ def _is_rotated(crs):
         return crs.to_cf().get("grid_mapping_name") == "rotated_latitude_longitude"
     except Exception:  # a CRS with no CF equivalent is not rotated pole
         return False
-
-
-@functools.cache
-def _catalogue():
-    """Read etc/grids.toml once: name -> Grid."""
-    text = importlib.resources.files("pyku").joinpath("etc").joinpath("grids.toml").read_text()
-    table = tomllib.loads(text)
-    crs_table = table.get("crs", {})
-    grids = {}
-    for name, spec in table["grid"].items():
-        crs = crs_table.get(spec["crs"], spec["crs"])
-        crs_obj = _to_crs(crs)
-        grids[name] = Grid(crs=crs_obj.to_wkt(), x0=float(spec["x0"]), dx=float(spec["dx"]),
-                           nx=int(spec["nx"]), y0=float(spec["y0"]), dy=float(spec["dy"]),
-                           ny=int(spec["ny"]), dims=tuple(spec.get("dims", ("y", "x"))),
-                           name=name, description=spec.get("description", ""),
-                           decimals=spec.get("decimals"))
-    return grids
-
-
-def list_grids():
-    """Names of the catalogued grids, sorted."""
-    return sorted(_catalogue())
-
-
-def get_grid(target):
-    """A :class:`Grid` from a catalogue name, a Grid, or a user-defined spec.
-
-    A spec is a dict with ``crs``, ``shape`` (ny, nx) and ``extent``
-    (xmin, ymin, xmax, ymax outer edges), optionally ``name`` and ``dims``.
-    An unknown name raises :class:`GridError` listing the close names.
-    """
-    if isinstance(target, Grid):
-        return target
-    if isinstance(target, dict):
-        missing = {"crs", "shape", "extent"} - set(target)
-        if missing:
-            raise GridError(f"a user-defined grid needs crs, shape and extent; missing {sorted(missing)}")
-        return Grid.from_extent(**target)
-    grids = _catalogue()
-    if target in grids:
-        return grids[target]
-    folded = {name.lower(): name for name in grids}
-    if str(target).lower() in folded:
-        return grids[folded[str(target).lower()]]
-    close = difflib.get_close_matches(str(target), list(grids), n=5, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else f"known grids: {', '.join(sorted(grids))}"
-    raise GridError(f"unknown grid {target!r}; {hint}")
-

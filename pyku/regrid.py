@@ -7,16 +7,24 @@ target grid, method) and kept in an in-process LRU cache.  Every time step,
 every variable and every file on the same grid reuses it; on a dask worker
 the cache lives in the worker process, so it is built once per worker.
 
-* ``nearest_neighbor``: a :class:`scipy.spatial.cKDTree` on 3-D unit-sphere
-  (ECEF) coordinates, so no seam at the antimeridian and no distortion near
-  the poles.  A target cell further from its nearest source centre than that
-  cell's half diagonal is outside the source domain and gets NaN.
-* ``bilinear``: weights in the source's native index space.  With a CRS and
-  1-D coordinates the fractional indices are exact (target lon/lat → source
-  CRS → position along the coordinates); a curvilinear source (2-D lat/lon
-  only) inverts the bilinear map of the surrounding cells by Newton steps in
-  the plane tangent to the sphere at the target point.  Target points
-  outside the hull of source cell centres get NaN.
+Nearest neighbour and idw search a :class:`scipy.spatial.cKDTree` of the
+source centres in 3-D unit-sphere (ECEF) coordinates: no seam at the
+antimeridian, no distortion near the poles.  ``roi`` is pyresample's (and
+so pyku's) radius of influence: the straight-line distance in metres on a
+sphere of 6370997 m.
+
+* ``nearest_neighbor``: every target cell whose nearest source centre is
+  within ``roi`` gets its value, also outside the source domain (pyku's
+  default roi of 1000 km fills far beyond it).
+* ``source_cell`` (internal): nearest, but only where the target centre lies
+  within that source cell; ``keep_mask`` in :func:`pyku.project.project`
+  uses it to carry the source's mask over to any method.
+* ``idw``: the ``neighbours`` nearest source centres within ``roi``,
+  weighted by distance ** -power.
+* ``bilinear`` (:mod:`pyku.bilinear`), ``conservative``
+  (:mod:`pyku.conservative`): see there.
+
+Weighted methods are sparse matrices holding only non-zero weights.
 """
 
 from __future__ import annotations
@@ -28,10 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyproj
+from scipy import sparse
 from scipy.spatial import cKDTree
 
 CACHE_SIZE = 8
-METHODS = ("nearest_neighbor", "bilinear")
+METHODS = ("nearest_neighbor", "bilinear", "idw", "conservative")
+DEFAULT_ROI = 1e6              # metres, pyku's default radius of influence
+EARTH_RADIUS = 6370997.0       # metres: the sphere pyresample measures roi on
 
 _cache: collections.OrderedDict = collections.OrderedDict()
 _lock = threading.Lock()
@@ -78,12 +89,16 @@ class SourceGrid:
 
 @dataclass(frozen=True, eq=False)
 class NeighbourIndex:
-    """Which source cells (``index``, k × n) with which ``weights`` feed each target cell."""
+    """Nearest neighbour: target cell k reads source cell ``index[k]`` where ``valid[k]``.
+
+    Method ``source_cell`` is the same with ``valid`` = the target centre lies
+    within its nearest source cell (its half diagonal): the source's mask,
+    which ``keep_mask`` carries over.
+    """
 
     method: str
     shape: tuple[int, int]
     index: np.ndarray
-    weights: np.ndarray | None
     valid: np.ndarray
 
     def apply(self, data):
@@ -91,27 +106,85 @@ class NeighbourIndex:
         data = np.asarray(data)
         lead = data.shape[:-2]
         flat = data.reshape(lead + (-1,))
-        dtype = np.result_type(data.dtype, np.float32)
-        if self.weights is None:
-            out = flat[..., self.index[0]].astype(dtype, copy=False)
-        else:
-            out = np.zeros(lead + (self.index.shape[1],), dtype=dtype)
-            for idx, w in zip(self.index, self.weights.astype(dtype), strict=True):
-                out += flat[..., idx] * w
+        out = flat[..., self.index].astype(np.result_type(data.dtype, np.float32), copy=False)
         out[..., ~self.valid] = np.nan
         return out.reshape(lead + self.shape)
 
     @property
     def nbytes(self):
-        w = 0 if self.weights is None else self.weights.nbytes
-        return self.index.nbytes + w + self.valid.nbytes
+        return self.index.nbytes + self.valid.nbytes
 
 
-def get_index(source, target, method):
-    """Cached :class:`NeighbourIndex` from ``source`` (SourceGrid) to ``target`` (Grid)."""
-    if method not in METHODS:
+@dataclass(frozen=True, eq=False)
+class WeightMatrix:
+    """Weighted methods (bilinear, idw, conservative): a sparse (target x source) matrix.
+
+    Only non-zero weights are stored, so a NaN source cell makes NaN only the
+    target cells that give it weight (a dense weighted sum would also spoil
+    cells where it has weight 0: 0 x NaN = NaN).  Rows without weights are
+    target cells the method cannot fill: NaN.
+    """
+
+    method: str
+    shape: tuple[int, int]
+    matrix: sparse.csr_matrix
+    valid: np.ndarray
+
+    @classmethod
+    def from_neighbours(cls, method, shape, nsource, index, weights, tiny=1e-12):
+        """From k x n arrays of source indices and weights (rows renormalised to sum 1).
+
+        Weights below ``tiny`` of their row's total are dropped: they are
+        floating-point noise (an identity regrid's 1e-17), not information.
+        """
+        weights = np.where(np.isfinite(weights), weights, 0.0)
+        total = weights.sum(axis=0)
+        keep = weights > tiny * total
+        weights = np.where(keep, weights, 0.0)
+        total = weights.sum(axis=0)
+        valid = total > 0
+        weights = np.divide(weights, total, out=np.zeros_like(weights), where=valid)
+        k, n = index.shape
+        rows = np.broadcast_to(np.arange(n), (k, n))
+        matrix = sparse.csr_matrix((weights[keep], (rows[keep], index[keep])), shape=(n, nsource))
+        matrix.sum_duplicates()
+        return cls(method, tuple(shape), matrix, valid)
+
+    def apply(self, data):
+        """Regrid ``data`` (..., ny_src, nx_src) to (..., ny, nx); NaN where invalid."""
+        data = np.asarray(data)
+        lead = data.shape[:-2]
+        flat = data.reshape((-1, data.shape[-2] * data.shape[-1]))
+        dtype = np.result_type(data.dtype, np.float32)
+        out = np.asarray((self.matrix @ flat.T).T, dtype=dtype)
+        out[:, ~self.valid] = np.nan
+        return out.reshape(lead + self.shape)
+
+    @property
+    def nbytes(self):
+        m = self.matrix
+        return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes + self.valid.nbytes
+
+
+def get_index(source, target, method, roi=DEFAULT_ROI, neighbours=None, power=None):
+    """Cached neighbour index or weight matrix from ``source`` (SourceGrid) to ``target`` (Grid).
+
+    Parameters
+    ----------
+    method : {"nearest_neighbor", "bilinear", "idw", "conservative"}
+    roi : float
+        Radius of influence in metres: nearest neighbour and idw read only
+        source cells at most this far from the target centre.
+    neighbours : int, optional
+        idw: number of nearest source cells averaged (default 8).
+    power : float, optional
+        idw: weights are distance ** -power (required for idw).
+    """
+    if method not in METHODS + ("source_cell",):
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
-    key = (source.fingerprint, target.fingerprint, method)
+    options = {"nearest_neighbor": (float(roi),), "idw": (float(roi), neighbours or 8, float(power or 0)),
+               }.get(method, ())
+    key = (source.fingerprint, target.fingerprint, method, options)
     # One lock for lookups and builds: threads of a worker that need the same
     # index wait for the first build instead of repeating it.
     with _lock:
@@ -119,18 +192,27 @@ def get_index(source, target, method):
             _cache.move_to_end(key)
             _stats["hits"] += 1
             return _cache[key]
-        tlon, tlat = target.lonlat()
-        if method == "nearest_neighbor":
-            index = _build_nearest(source, tlon, tlat)
-        elif source.crs is not None:
-            index = _build_bilinear_native(source, tlon, tlat)
-        else:
-            index = _build_bilinear_curvilinear(source, tlon, tlat)
+        index = _build(source, target, method, *options)
         _cache[key] = index
         _stats["builds"] += 1
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
         return index
+
+
+def _build(source, target, method, *options):
+    if method == "conservative":
+        from pyku import conservative
+        return conservative.build(source, target)
+    tlon, tlat = target.lonlat()
+    if method == "nearest_neighbor":
+        return _build_nearest(source, tlon, tlat, *options)
+    if method == "source_cell":
+        return _build_source_cell(source, tlon, tlat)
+    if method == "idw":
+        return _build_idw(source, tlon, tlat, *options)
+    from pyku import bilinear
+    return bilinear.build(source, tlon, tlat)
 
 
 def cache_info():
@@ -153,14 +235,14 @@ def _digest(*parts):
     return h.hexdigest()
 
 
-def _unit_vectors(lon, lat):
+def unit_vectors(lon, lat):
     """ECEF coordinates on the unit sphere, shape (..., 3)."""
     lon, lat = np.radians(lon), np.radians(lat)
     coslat = np.cos(lat)
     return np.stack([coslat * np.cos(lon), coslat * np.sin(lon), np.sin(lat)], axis=-1)
 
 
-def _index_dtype(n):
+def index_dtype(n):
     return np.int32 if n < 2**31 else np.int64
 
 
@@ -175,115 +257,108 @@ def _half_diagonals(xyz):
     return 0.5 * np.fmax(d1, d2)
 
 
-def _build_nearest(source, tlon, tlat):
+def _source_tree(source):
+    """KD-tree of the usable source centres (unit sphere) and their flat indices."""
     slon, slat = source.lonlat()
-    sxyz = _unit_vectors(slon, slat)
-    radius = _half_diagonals(sxyz).ravel()
+    sxyz = unit_vectors(slon, slat)
     points = sxyz.reshape(-1, 3)
-    usable = np.flatnonzero(np.isfinite(points).all(axis=1) & np.isfinite(radius))
-    tree = cKDTree(points[usable], balanced_tree=False)  # faster to build, as fast to query
-    txyz = _unit_vectors(tlon.ravel(), tlat.ravel())
+    usable = np.flatnonzero(np.isfinite(points).all(axis=1))
+    # Unbalanced, non-compact: the fastest to build, and as fast to query on grids.
+    return cKDTree(points[usable], balanced_tree=False, compact_nodes=False), usable, sxyz
+
+
+def _build_nearest(source, tlon, tlat, roi):
+    if source.crs is not None:
+        found = _nearest_native(source, tlon, tlat)
+        if found is not None:
+            index, dist = found
+            return _nearest_index(index, dist, roi, tlon.shape)
+    tree, usable, _ = _source_tree(source)
+    txyz = unit_vectors(tlon.ravel(), tlat.ravel())
+    # Queried without a bound and cut afterwards: a large bound only slows the search.
+    dist, nearest = tree.query(txyz, k=1, workers=-1)
+    return _nearest_index(usable[nearest], dist, roi, tlon.shape)
+
+
+def _nearest_index(index, dist, roi, shape):
+    # pyresample's convention: roi is the straight-line (ECEF) distance in metres.
+    valid = dist <= roi / EARTH_RADIUS
+    index = np.where(valid, index, 0).astype(index_dtype(int(index.max(initial=0)) + 1))
+    return NeighbourIndex("nearest_neighbor", shape, index, valid)
+
+
+def _nearest_native(source, tlon, tlat):
+    """Nearest source centres (ECEF) of a CRS grid without a tree, or None if unsuitable.
+
+    A target point inside the source's hull has its nearest centre among the
+    3 x 3 centres around its rounded position in the source's index space
+    (its fractional index, exact through the CRS); one outside the hull has it
+    on the outermost ring of cells, searched with a small tree.  Same answer
+    as the tree over all cells, at a fraction of the cost.
+    """
+    from pyku.bilinear import native_fractions
+
+    ny, nx = source.shape
+    slon, slat = source.lonlat()
+    sxyz = unit_vectors(slon, slat)
+    if ny < 3 or nx < 3 or not np.isfinite(sxyz).all():
+        return None
+    fi, fj, cyclic = native_fractions(source, tlon, tlat)
+    txyz = unit_vectors(tlon.ravel(), tlat.ravel())
+    inside = np.flatnonzero(np.isfinite(fi) & np.isfinite(fj))
+    index = np.zeros(txyz.shape[0], dtype=np.int64)
+    best = np.full(txyz.shape[0], np.inf)
+    ic, jc = np.rint(fi[inside]).astype(np.int64), np.rint(fj[inside]).astype(np.int64)
+    points, near, near_index = txyz[inside], best[inside], index[inside]
+    for dj in (-1, 0, 1):
+        j = np.clip(jc + dj, 0, ny - 1)
+        for di in (-1, 0, 1):
+            i = (ic + di) % nx if cyclic else np.clip(ic + di, 0, nx - 1)
+            d2 = ((sxyz[j, i] - points) ** 2).sum(axis=-1)
+            closer = d2 < near
+            near = np.where(closer, d2, near)
+            near_index = np.where(closer, j * nx + i, near_index)
+    best[inside], index[inside] = near, near_index
+    outside = np.setdiff1d(np.arange(txyz.shape[0]), inside, assume_unique=True)
+    if outside.size:
+        ring = np.zeros((ny, nx), bool)
+        ring[[0, -1], :] = ring[:, [0, -1]] = True
+        ring = np.flatnonzero(ring)
+        d, k = cKDTree(sxyz.reshape(-1, 3)[ring]).query(txyz[outside], k=1)
+        best[outside], index[outside] = d ** 2, ring[k]
+    return index, np.sqrt(best)
+
+
+def _build_source_cell(source, tlon, tlat):
+    """Nearest source cell where the target centre lies within it (its half diagonal)."""
+    tree, usable, sxyz = _source_tree(source)
+    radius = _half_diagonals(sxyz).ravel()
+    txyz = unit_vectors(tlon.ravel(), tlat.ravel())
     # 1 % slack: the half diagonal is the farthest a point inside a cell can be.
     bound = float(np.nanmax(radius[usable])) * 1.01
     dist, nearest = tree.query(txyz, k=1, distance_upper_bound=bound, workers=-1)
     found = nearest < usable.size
-    index = np.zeros(nearest.shape, dtype=_index_dtype(points.shape[0]))
+    index = np.zeros(nearest.shape, dtype=index_dtype(sxyz.shape[0] * sxyz.shape[1]))
     index[found] = usable[nearest[found]]
     valid = found & (dist <= radius[index] * 1.01)
-    index[~valid] = 0
-    return NeighbourIndex("nearest_neighbor", tlon.shape, index[None, :], None, valid)
+    return NeighbourIndex("source_cell", tlon.shape, index, valid)
 
 
-def _fractional(coord, values):
-    """Fractional position of ``values`` along a monotonic 1-D ``coord``; NaN outside."""
-    order = np.arange(coord.size, dtype="f8")
-    if coord[0] > coord[-1]:
-        coord, order = coord[::-1], order[::-1]
-    return np.interp(values, coord, order, left=np.nan, right=np.nan)
+def _build_idw(source, tlon, tlat, roi, neighbours, power):
+    tree, usable, sxyz = _source_tree(source)
+    txyz = unit_vectors(tlon.ravel(), tlat.ravel())
+    k = max(1, min(int(neighbours), usable.size))
+    dist, nearest = tree.query(txyz, k=k, distance_upper_bound=roi / EARTH_RADIUS, workers=-1)
+    dist, nearest = dist.reshape(-1, k).T, nearest.reshape(-1, k).T
+    found = nearest < usable.size
+    index = np.where(found, usable[np.minimum(nearest, usable.size - 1)], 0)
+    metres = dist * EARTH_RADIUS
+    with np.errstate(divide="ignore"):
+        weights = np.where(found, 1.0 / np.maximum(metres, 1e-6) ** power, 0.0)
+    # A target on a source centre takes that value (pyku: weight 1e15 below 1e-15 m).
+    exact = found & (metres < 1e-6)
+    weights = np.where(exact.any(axis=0), np.where(exact, 1.0, 0.0), weights)
+    nsource = sxyz.shape[0] * sxyz.shape[1]
+    return WeightMatrix.from_neighbours("idw", tlon.shape, nsource, index, weights)
 
 
-def _bilinear_from_fractions(fi, fj, shape, tshape, cyclic=False):
-    """Bilinear weights from fractional indices; ``cyclic`` wraps the last x cell to the first."""
-    ny, nx = shape
-    if ny < 2 or nx < 2:
-        raise ValueError("bilinear needs at least 2 source cells along each axis")
-    valid = np.isfinite(fi) & np.isfinite(fj)
-    fi, fj = np.where(valid, fi, 0.0), np.where(valid, fj, 0.0)
-    i0 = np.clip(np.floor(fi), 0, nx - (1 if cyclic else 2)).astype(np.int64)
-    j0 = np.clip(np.floor(fj), 0, ny - 2).astype(np.int64)
-    s, t = fi - i0, fj - j0
-    i1 = (i0 + 1) % nx
-    index = np.stack([j0 * nx + i0, j0 * nx + i1, (j0 + 1) * nx + i0, (j0 + 1) * nx + i1])
-    index = index.astype(_index_dtype(nx * ny))
-    weights = np.stack([(1 - s) * (1 - t), s * (1 - t), (1 - s) * t, s * t])
-    index[:, ~valid] = 0
-    weights[:, ~valid] = 0.0
-    return NeighbourIndex("bilinear", tshape, index, weights, valid)
-
-
-def _build_bilinear_native(source, tlon, tlat):
-    to_src = pyproj.Transformer.from_crs("EPSG:4326", source.crs, always_xy=True)
-    xs, ys = to_src.transform(tlon.ravel(), tlat.ravel())
-    xs, ys = np.asarray(xs, dtype="f8"), np.asarray(ys, dtype="f8")
-    x, cyclic = source.x, False
-    if source.crs.is_geographic:
-        # Angular x (longitude, rotated longitude) is periodic: bring target
-        # values into the 360° window centred on the source's range, and let
-        # a global source interpolate across its seam.
-        centre = 0.5 * (x.min() + x.max())
-        xs = (xs - centre + 180.0) % 360.0 - 180.0 + centre
-        step = (x[-1] - x[0]) / (x.size - 1)
-        cyclic = x.size > 2 and abs(abs(step) * x.size - 360.0) < 1e-6 * 360
-        if cyclic:
-            x = np.append(x, x[-1] + step)
-            xs = np.where(_outside(xs, x), xs + np.sign(step) * 360.0, xs)
-    fi, fj = _fractional(x, xs), _fractional(source.y, ys)
-    return _bilinear_from_fractions(fi, fj, source.shape, tlon.shape, cyclic=cyclic)
-
-
-def _outside(values, coord):
-    lo, hi = min(coord[0], coord[-1]), max(coord[0], coord[-1])
-    return (values < lo) | (values > hi)
-
-
-def _build_bilinear_curvilinear(source, tlon, tlat, iterations=12):
-    slon, slat = source.lonlat()
-    ny, nx = source.shape
-    sxyz = _unit_vectors(slon, slat)
-    points = sxyz.reshape(-1, 3)
-    usable = np.flatnonzero(np.isfinite(points).all(axis=1))
-    tree = cKDTree(points[usable], balanced_tree=False)
-    lon, lat = np.radians(tlon.ravel()), np.radians(tlat.ravel())
-    txyz = _unit_vectors(tlon.ravel(), tlat.ravel())
-    east = np.stack([-np.sin(lon), np.cos(lon), np.zeros_like(lon)], axis=-1)
-    north = np.stack([-np.sin(lat) * np.cos(lon), -np.sin(lat) * np.sin(lon), np.cos(lat)], axis=-1)
-    node = usable[tree.query(txyz, k=1, workers=-1)[1]]
-    jn, in_ = np.divmod(node, nx)
-    fi = np.full(node.shape, np.nan)
-    fj = np.full(node.shape, np.nan)
-    for dj in (-1, 0):
-        for di in (-1, 0):
-            j0 = np.clip(jn + dj, 0, ny - 2)
-            i0 = np.clip(in_ + di, 0, nx - 2)
-
-            def plane(j, i):
-                d = sxyz[j, i] - txyz
-                return np.stack([(d * east).sum(-1), (d * north).sum(-1)], axis=-1)
-
-            p00, p10, p01, p11 = plane(j0, i0), plane(j0, i0 + 1), plane(j0 + 1, i0), plane(j0 + 1, i0 + 1)
-            b, c, d = p10 - p00, p01 - p00, p11 - p10 - p01 + p00
-            s = np.full(node.shape, 0.5)
-            t = np.full(node.shape, 0.5)
-            for _ in range(iterations):  # Newton on p00 + b s + c t + d s t = 0
-                f = p00 + b * s[:, None] + c * t[:, None] + d * (s * t)[:, None]
-                js = b + d * t[:, None]
-                jt = c + d * s[:, None]
-                det = js[:, 0] * jt[:, 1] - js[:, 1] * jt[:, 0]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    s = s - (f[:, 0] * jt[:, 1] - f[:, 1] * jt[:, 0]) / det
-                    t = t - (js[:, 0] * f[:, 1] - js[:, 1] * f[:, 0]) / det
-            eps = 1e-6
-            inside = (np.isnan(fi) & (s >= -eps) & (s <= 1 + eps) & (t >= -eps) & (t <= 1 + eps))
-            fi = np.where(inside, i0 + np.clip(s, 0, 1), fi)
-            fj = np.where(inside, j0 + np.clip(t, 0, 1), fj)
-    return _bilinear_from_fractions(fi, fj, source.shape, tlon.shape)

@@ -1,8 +1,10 @@
 """Package resources: the grid catalogue and realistic sample input files.
 
 The sample files stand in for the seed's CCLM output, so demos and tests
-need no download: daily means on the rotated-pole 0.0275° Germany grid
-(``GER-0275``, 328 × 346 rlon/rlat), with ``time_bnds``, 2-D ``lat``/``lon``,
+need no download: daily means on the seed's rotated-pole 0.0275° Germany grid
+(328 × 346 rlon/rlat from the centre (-9.4, -3.95); its files say
+``CORDEX_domain = GER-0275``, although pyku's area of that name is the larger
+415 × 423 grid, see :data:`SAMPLE_GRID`), with ``time_bnds``, 2-D ``lat``/``lon``,
 a ``rotated_pole`` grid mapping and raw model names and units (``T_2M`` in
 degC, ``TOT_PREC`` in mm per day, …), one file per variable and year, named
 as in the seed.  Values are smooth, seasonal and deterministic for a given
@@ -19,9 +21,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from pyku.grids import Grid, get_grid, list_grids  # noqa: F401  (the catalogue, re-exported)
+from pyku.areas import get_grid, list_grids  # noqa: F401  (the catalogue, re-exported)
+from pyku.grids import Grid
 
-SAMPLE_GRID = "GER-0275"
+# The seed's CCLM grid: 0.0275° rotated pole, first centre (-9.4, -3.95).
+SAMPLE_GRID = Grid(crs="+proj=ob_tran +o_proj=longlat +o_lat_p=39.25 +o_lon_p=0 +lon_0=18 +datum=WGS84 "
+                   "+no_defs", x0=-9.4, dx=0.0275, nx=328, y0=-3.95, dy=0.0275, ny=346,
+                   dims=("rlat", "rlon"), name="CCLM-GER-0275", decimals=6)
 FILENAME = ("{cmor}_GER-0275_ECMWF-ERA5_evaluation_r1i1p1_CLMcom-DWD-CCLM5-0-16_x0n1-v1_day_"
             "{start:%Y%m%d}-{end:%Y%m%d}.nc")
 TIME_UNITS = "days since 1949-12-01 00:00:00"
@@ -43,13 +49,13 @@ SAMPLE_VARIABLES = {
 
 
 def sample_grid(coarsen=1):
-    """The sample grid: ``GER-0275``, or every ``coarsen``-th cell of it for fast tests."""
-    base = get_grid(SAMPLE_GRID)
+    """The sample grid (:data:`SAMPLE_GRID`), or every ``coarsen``-th cell of it for fast tests."""
+    base = SAMPLE_GRID
     if coarsen == 1:
         return base
     nx, ny = -(-base.nx // coarsen), -(-base.ny // coarsen)
     return Grid(crs=base.crs, x0=base.x0, dx=base.dx * coarsen, nx=nx, y0=base.y0,
-                dy=base.dy * coarsen, ny=ny, dims=base.dims, name=f"{SAMPLE_GRID}/{coarsen}",
+                dy=base.dy * coarsen, ny=ny, dims=base.dims, name=f"{SAMPLE_GRID.name}/{coarsen}",
                 decimals=base.decimals)
 
 
@@ -198,3 +204,6 @@ def _weather(variable, lon, lat, year, ndays, seed):
     else:  # sfcWind
         v = np.abs(3.5 + 0.8 * lat_n + 1.2 * anomaly + 0.4 * noise)
     return np.ascontiguousarray(v, dtype=np.float32)
+
+
+from pyku.fakedata import generate_fake_cmip6_data, generate_fake_cordex_data  # noqa: F401

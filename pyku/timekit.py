@@ -13,24 +13,15 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from pyku import cfcoords
 from pyku.errors import TimeBoundsError
 
 HOWS = ("lower", "upper", "middle")
 
 
 def time_bounds_name(ds, time="time"):
-    """Name of the time-bounds variable of ``ds``, or None.
-
-    The coordinate's ``bounds`` attribute wins; ``time_bnds`` and
-    ``time_bounds`` are the usual names when it is missing.
-    """
-    if time not in ds.variables:
-        return None
-    var = ds[time]
-    for name in (var.attrs.get("bounds"), var.encoding.get("bounds"), f"{time}_bnds", f"{time}_bounds"):
-        if name and name in ds.variables:
-            return name
-    return None
+    """Name of the time-bounds variable of ``ds``, or None (see :func:`pyku.cfcoords.bounds_name`)."""
+    return cfcoords.bounds_name(ds, time)
 
 
 def set_time_labels_from_time_bounds(ds, how="lower", time="time"):
@@ -52,12 +43,18 @@ def set_time_labels_from_time_bounds(ds, how="lower", time="time"):
     Raises
     ------
     TimeBoundsError
-        For an unknown ``how``, malformed bounds, or bounds xarray left as
+        For an unknown ``how``, a variable with ``cell_methods = "time: point"``
+        (pyku refuses those too), malformed bounds, or bounds xarray left as
         raw numbers that cannot be decoded (no units on them or on ``time``);
         raw bounds with known units are decoded first.
     """
     if how not in HOWS:
         raise TimeBoundsError(f"how={how!r} is not one of {', '.join(HOWS)}")
+    points = [n for n, v in ds.data_vars.items() if str(v.attrs.get("cell_methods", "")).strip() == "time: point"]
+    if points:  # as pyku: instantaneous values have no interval to take a label from
+        raise TimeBoundsError(f"variables {points} have cell_methods 'time: point' (instantaneous "
+                              "values, no time intervals); their time labels are not set from bounds. "
+                              "Remove the cell_methods attribute to override")
     name = time_bounds_name(ds, time)
     if name is None:
         warnings.warn(f"no time bounds for {time!r} (looked for its 'bounds' attribute, "

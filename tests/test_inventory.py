@@ -435,3 +435,10 @@ def test_parse_memory(text, expected):
 def test_parse_memory_rejects_junk(junk):
     with pytest.raises(ValueError):
         parse_memory(junk)
+
+
+def test_readme_shows_the_shipped_example_inventory():
+    """README's inventory is hosts/example.toml, to the byte: the two cannot drift apart."""
+    readme = (HOSTS.parent / "README.md").read_text()
+    block = readme.split("`hosts/example.toml` is the seed's setup", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    assert block == (HOSTS / "example.toml").read_text()

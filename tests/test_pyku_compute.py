@@ -23,6 +23,7 @@ import xarray as xr
 import pyku
 import pyku.compute as compute
 import pyku.resources as resources
+import pyku.writing as writing
 from pyku import regrid
 from launcher.testing.example import load_preprocess
 
@@ -116,7 +117,7 @@ def test_decode_coords_all_keeps_time_bounds_and_their_links(tmp_path):
 
 def project_only(ds):
     """The seed's chain without the units step, so the stored packing still fits the values."""
-    ds = ds.pyku.project("HYR-LAEA-5")
+    ds = ds.pyku.project("HYR-LAEA-5", keep_mask=True)  # NaN outside the source: needs a fill value
     ds = ds.pyku.set_time_labels_from_time_bounds(how="lower")
     return ds.pyku.to_cmor_varnames()
 
@@ -131,7 +132,7 @@ def test_packed_input_stays_packed_and_coordinates_have_no_fill_value(tmp_path, 
         warnings.simplefilter("ignore", xr.SerializationWarning)
         src.to_netcdf(path)
     budget = 64 * 1024
-    monkeypatch.setattr(compute, "CHUNK_BYTES", budget)
+    monkeypatch.setattr(writing, "CHUNK_BYTES", budget)
 
     [out] = compute.persistent_processing(project_only, [path], tmp_path / "out")
 
@@ -264,7 +265,6 @@ def test_killed_run_then_rerun_gives_complete_correct_outputs(tmp_path):
             assert child.poll() is None, child.stderr.read().decode()
             assert time.monotonic() < deadline, "the child never got going"
             time.sleep(0.02)
-        time.sleep(0.2)
         child.send_signal(signal.SIGKILL)
     finally:
         child.kill()
@@ -282,7 +282,84 @@ def test_killed_run_then_rerun_gives_complete_correct_outputs(tmp_path):
     assert len(outputs) == len(files)
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before  # not redone
     for src in files:
-        [dst] = out.glob(Path(src).stem + ".*.nc")
+        [dst] = out.glob(Path(src).stem + "-pyku-*-00000000.nc")
         got, raw = xr.open_dataset(dst), xr.open_dataset(src)
         np.testing.assert_array_equal(got.tas.values, in_kelvin(raw.T_2M.values))
         assert got.tas.attrs["units"] == "K"
+
+
+def test_pykus_signature_and_names(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980,))
+    with pytest.warns(UserWarning, match="'persist' is deprecated"):
+        [out] = compute.persistent_processing(func=units_only, files=files, tmpdir=str(tmp_path / "out"),
+                                              identifier="my-data", persist=True, engine="netcdf4",
+                                              unify_chunks=True, chunks={"time": -1}, extension="nc")
+    stem = Path(files[0]).stem
+    name = Path(out).name
+    assert name.startswith(f"{stem}-my-data-") and name.endswith("-00000000.nc")
+    assert len(name.removeprefix(f"{stem}-my-data-").removesuffix("-00000000.nc")) == 32  # the cache key
+    with pytest.raises(pyku.ProcessingError, match="bogus"):  # engine goes to the reader
+        compute.persistent_processing(units_only, files, tmp_path / "other", engine="bogus")
+    with pytest.raises(pyku.PykuError, match="tmpdir"):
+        compute.persistent_processing(units_only, files)
+    with pytest.raises(pyku.PykuError, match="'nc' .* or 'zarr'"):
+        compute.persistent_processing(units_only, files, tmp_path / "x", extension="grib")
+
+
+def test_zarr_outputs_are_written_atomically_with_the_same_values(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980,))
+    [nc] = compute.persistent_processing(preprocess, files, tmp_path / "out")
+    [store] = compute.persistent_processing(preprocess, files, tmp_path / "out", extension="zarr")
+    assert store.endswith("-00000000.zarr") and Path(store).is_dir()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".part")]
+    a, b = xr.open_dataset(nc), xr.open_zarr(store)
+    np.testing.assert_array_equal(a.tas.values, b.tas.values)
+    np.testing.assert_array_equal(a.time.values, b.time.values)
+    assert compute.persistent_processing(preprocess, files, tmp_path / "out", extension="zarr") == [store]
+
+
+def hog(ds):
+    """A func that grows without bound: its worker is killed by its nanny."""
+    keep = []
+    while True:
+        keep.append(np.ones(16 * 2**20 // 8))
+        time.sleep(0.01)
+
+
+def test_worker_killed_by_memory_is_named_with_its_limit_and_last_figure(tmp_path):
+    import dask
+    import distributed
+
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980,))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with dask.config.set({"temporary-directory": str(tmp_path / "dask"),
+                              "distributed.scheduler.allowed-failures": 0}), \
+                distributed.LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="400MiB",
+                                         dashboard_address=":0", local_directory=tmp_path / "dask") as cluster, \
+                distributed.Client(cluster):
+            with pytest.raises(pyku.ProcessingError) as info:
+                compute.persistent_processing(hog, files, tmp_path / "out")
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    [(what, err)] = info.value.failures.items()
+    assert what == files[0] and isinstance(err, pyku.errors.WorkerDiedError)
+    message = str(err)
+    assert message.startswith("worker died (memory limit 0.39 GiB?) while processing " + files[0])
+    assert "its last memory figure:" in message and "% of its limit" in message
+
+
+def test_several_failing_files_are_all_named_and_the_good_ones_kept(tmp_path):
+    files = sample_files(tmp_path / "in", variables=("tas",))
+    broken = [tmp_path / "in" / "tas_broken.nc", tmp_path / "in" / "tas_empty.nc"]
+    broken[0].write_text("not a NetCDF file")
+    broken[1].write_bytes(b"")
+    inputs = [str(broken[0]), files[0], str(broken[1]), files[1]]
+    with pytest.raises(pyku.ProcessingError) as info:
+        compute.persistent_processing(counting(str(tmp_path)), inputs, tmp_path / "out")
+    message = str(info.value)
+    assert message.startswith("2 of 4 ") and "tas_broken.nc" in message and "tas_empty.nc" in message, message
+    assert sorted(info.value.failures) == sorted(map(str, broken))
+    outputs = info.value.outputs
+    assert outputs[0] is None and outputs[2] is None
+    assert Path(outputs[1]).exists() and Path(outputs[3]).exists()

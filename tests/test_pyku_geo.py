@@ -70,7 +70,8 @@ def test_hyr_laea_5_grid_is_exact_and_cf():
     assert out.T_2M.attrs["grid_mapping"] == "crs"
     assert out.T_2M.attrs["long_name"] == "2m temperature"
     assert out.T_2M.attrs["cell_methods"] == "time: mean"
-    assert out.attrs == ds.attrs
+    # pyku: CORDEX_domain names the target (HYR-LAEA-5 has none), never the source.
+    assert out.attrs == {**ds.attrs, "CORDEX_domain": "undefined"}
     assert "time_bnds" in out and "rotated_pole" not in out and "rlon" not in out.dims
 
 
@@ -155,22 +156,28 @@ def test_projected_source_with_grid_mapping():
     assert np.all(err[finite] <= grad[finite] * 12.5e3 / 6.371e6 * 1.05)
 
 
-def test_cells_outside_the_source_domain_are_nan():
+def test_cells_outside_the_source_domain_follow_pyku_roi_semantics():
+    """pyku's nearest neighbour fills every cell whose nearest source centre is within
+    roi (default 1000 km), also beyond the source domain; keep_mask=True, a small roi
+    (10 km: above the 0.11° cells' half diagonal, below the 12 km gap) and bilinear leave
+    cells outside the domain NaN."""
     ds = rotated_source(coarsen=4, days=1)
     res = 0.11
     to_rot = pyproj.Transformer.from_crs("EPSG:4326", pyproj.CRS.from_cf(ds.rotated_pole.attrs),
                                          always_xy=True)
-    for method in ("nearest_neighbor", "bilinear"):
-        out = ds.pyku.project("HYR-LAEA-5", method=method)
-        rlon, rlat = to_rot.transform(out.lon.values, out.lat.values)
-        lo_x, hi_x = ds.rlon.values.min(), ds.rlon.values.max()
-        lo_y, hi_y = ds.rlat.values.min(), ds.rlat.values.max()
-        inside = (rlon > lo_x + res) & (rlon < hi_x - res) & (rlat > lo_y + res) & (rlat < hi_y - res)
-        outside = (rlon < lo_x - res) | (rlon > hi_x + res) | (rlat < lo_y - res) | (rlat > hi_y + res)
-        values = out.T_2M.isel(time=0).values
-        assert inside.sum() > 10_000 and outside.sum() > 1_000
-        assert np.isfinite(values[inside]).all(), method
-        assert np.isnan(values[outside]).all(), method
+    out = ds.pyku.project("HYR-LAEA-5")
+    rlon, rlat = to_rot.transform(out.lon.values, out.lat.values)
+    lo_x, hi_x = ds.rlon.values.min(), ds.rlon.values.max()
+    lo_y, hi_y = ds.rlat.values.min(), ds.rlat.values.max()
+    inside = (rlon > lo_x + res) & (rlon < hi_x - res) & (rlat > lo_y + res) & (rlat < hi_y - res)
+    outside = (rlon < lo_x - res) | (rlon > hi_x + res) | (rlat < lo_y - res) | (rlat > hi_y + res)
+    assert inside.sum() > 10_000 and outside.sum() > 1_000
+    assert np.isfinite(out.T_2M.isel(time=0).values).all()  # HYR-LAEA-5 is < 1000 km outside
+    for kwargs in ({"keep_mask": True}, {"roi": 10_000}, {"method": "bilinear"},
+                   {"method": "conservative"}):
+        values = ds.pyku.project("HYR-LAEA-5", **kwargs).T_2M.isel(time=0).values
+        assert np.isfinite(values[inside]).all(), kwargs
+        assert np.isnan(values[outside]).all(), kwargs
 
 
 def test_lazy_input_stays_lazy_and_index_is_built_once():
@@ -207,7 +214,7 @@ def test_user_defined_grid_and_unknown_name():
     assert out.x.values[0] == 4205000 and out.y.values[0] == 3095000
     with pytest.raises(pyku.GridError, match="HYR-LAEA-5"):
         rotated_source(coarsen=8, days=1).pyku.project("HYR-LAEA-6")
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(pyku.OptionError, match="method"):
         rotated_source(coarsen=8, days=1).pyku.project("HYR-LAEA-5", method="cubic")
 
 

@@ -205,3 +205,20 @@ def test_converted_values_drop_the_old_packing():
     kept = daily("PS", "Pa").rename(PS="ps")
     kept.ps.encoding.update(dtype="int16", scale_factor=2.0)
     assert kept.pyku.to_cmor_units().ps.encoding["scale_factor"] == 2.0  # no conversion: kept
+
+
+@pytest.mark.parametrize("raw, units, values, step_hours, attrs, cmor, target, expected", [
+    # radiation accumulated over each step (J m-2) -> its mean flux (W m-2), by each step's length
+    ("rsds", "J m-2", [86400 * 200.0, 0.0], 24, {"cell_methods": "time: sum"}, "rsds", "W m-2", [200.0, 0.0]),
+    ("rsds", "J m-2", [3600 * 150.0, 3600 * 10.0], 1, {"cell_methods": "time: sum"}, "rsds", "W m-2",
+     [150.0, 10.0]),
+    # relative humidity as a fraction -> percent
+    ("RELHUM_2M", "1", [0.5, 0.9], 24, {}, "hurs", "%", [50.0, 90.0]),
+    # snowfall amount per day (mm water equivalent) -> flux
+    ("prsn", "mm", [8.64, 0.0], 24, {"cell_methods": "time: sum"}, "prsn", "kg m-2 s-1", [1e-4, 0.0]),
+])
+def test_cmor_units_of_amounts_and_fractions(raw, units, values, step_hours, attrs, cmor, target, expected):
+    ds = daily(raw, units, values=values, step_hours=step_hours, attrs=attrs)
+    out = ds.pyku.to_cmor_varnames().pyku.to_cmor_units()
+    assert out[cmor].attrs["units"] == target
+    np.testing.assert_allclose(out[cmor].values, expected, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Cache keys of :func:`pyku.compute.persistent_processing`.
+"""Cache keys of :func:`pyku.compute.persistent_processing` (module formerly ``pyku.fingerprint``).
 
 An output may be reused only if it came from the same input bytes and the
 same processing code.  The key therefore covers

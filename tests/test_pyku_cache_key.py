@@ -24,7 +24,7 @@ import xarray as xr
 import pyku
 import pyku.compute as compute
 import pyku.resources as resources
-from pyku import fingerprint
+from pyku import cache_key
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = pyku.Grid.from_extent("EPSG:3035", (20, 30), (4200000, 2900000, 4500000, 3100000))
@@ -82,7 +82,7 @@ def test_an_edited_grid_recomputes_and_an_equal_one_does_not(tmp_path, make):
 
 
 def test_captured_values_count_by_value():
-    token = fingerprint.func_token
+    token = cache_key.func_token
     a = Settings(1.0, Path("/data/a"))
     assert token(with_settings(a)) == token(with_settings(Settings(1.0, Path("/data/a"))))
     assert token(with_settings(a)) != token(with_settings(Settings(2.0, Path("/data/a"))))
@@ -102,9 +102,9 @@ def test_value_without_a_deterministic_token_counts_by_type_with_a_warning():
             return ds
 
     with pytest.warns(UserWarning, match="_thread.lock.*by its type only"):
-        first = fingerprint.func_token(func)
+        first = cache_key.func_token(func)
     with pytest.warns(UserWarning):
-        assert fingerprint.func_token(func) == first
+        assert cache_key.func_token(func) == first
 
 
 HELPERS = """
@@ -128,23 +128,23 @@ def test_helpers_reached_through_a_module_attribute_count(tmp_path, monkeypatch)
     namespace = {"helpers": module, "np": np}
     exec("def func(ds):\n    return np.sqrt(helpers.scale(ds))\n", namespace)
     func = namespace["func"]
-    tokens = [fingerprint.func_token(func)]
+    tokens = [cache_key.func_token(func)]
     for factor, offset in ((2, 1), (3, 1)):  # the helper's code, then the module constant
         source.write_text(HELPERS.format(factor=factor, offset=offset))
         spec.loader.exec_module(module)
-        tokens.append(fingerprint.func_token(func))
+        tokens.append(cache_key.func_token(func))
     assert len(set(tokens)) == 3
-    assert fingerprint.func_token(func) == tokens[-1]
+    assert cache_key.func_token(func) == tokens[-1]
 
 
 TOKEN_SCRIPT = """
 import functools, sys
 from pathlib import Path
 sys.path[:0] = [{tests!r}, {repo!r}]
-import test_pyku_fingerprint as t
-from pyku import fingerprint
-print(fingerprint.func_token(functools.partial(t.project_onto, grid=t.SMALL), Path("/data/x")))
-print(fingerprint.func_token(t.with_settings(t.Settings(1.5, Path("/data/a")))))
+import test_pyku_cache_key as t
+from pyku import cache_key
+print(cache_key.func_token(functools.partial(t.project_onto, grid=t.SMALL), Path("/data/x")))
+print(cache_key.func_token(t.with_settings(t.Settings(1.5, Path("/data/a")))))
 """
 
 
@@ -153,17 +153,31 @@ def test_tokens_are_the_same_in_another_process():
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     lines = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, check=True,
                            capture_output=True, text=True, timeout=120).stdout.split()
-    here = [fingerprint.func_token(functools.partial(project_onto, grid=SMALL), Path("/data/x")),
-            fingerprint.func_token(with_settings(Settings(1.5, Path("/data/a"))))]
+    here = [cache_key.func_token(functools.partial(project_onto, grid=SMALL), Path("/data/x")),
+            cache_key.func_token(with_settings(Settings(1.5, Path("/data/a"))))]
     assert lines == here
+
+
+def _clock_ticked_past(paths, scratch, timeout: float = 5.0) -> None:
+    """Until the file system's clock has moved past the ctime of ``paths`` (its tick may be coarse)."""
+    newest = max(os.stat(p).st_ctime_ns for p in paths)
+    probe = Path(scratch) / ".clock-probe"
+    deadline = time.monotonic() + timeout
+    while True:
+        probe.touch()
+        if os.stat(probe).st_ctime_ns > newest:
+            probe.unlink()
+            return
+        assert time.monotonic() < deadline, "the file system clock did not move"
+        time.sleep(0.001)
 
 
 def test_cached_rerun_stats_inputs_instead_of_reading_them(tmp_path, monkeypatch):
     files, out = inputs(tmp_path, years=(1980, 1981)), tmp_path / "out"
-    time.sleep(0.05)  # a content hash taken in the inputs' own clock tick is not trusted
+    _clock_ticked_past(files, tmp_path)  # a content hash taken in the inputs' own clock tick is not trusted
     reads = []
-    real = fingerprint._hash_content
-    monkeypatch.setattr(fingerprint, "_hash_content", lambda path: reads.append(path) or real(path))
+    real = cache_key._hash_content
+    monkeypatch.setattr(cache_key, "_hash_content", lambda path: reads.append(path) or real(path))
     func = projector(SMALL)
 
     first = compute.persistent_processing(func, files, out)
@@ -187,16 +201,16 @@ def test_cached_rerun_stats_inputs_instead_of_reading_them(tmp_path, monkeypatch
 def test_racy_or_corrupt_sidecar_is_not_trusted(tmp_path, monkeypatch):
     path = tmp_path / "input.bin"
     path.write_bytes(b"x" * 1000)
-    digest = fingerprint.content_digest(path, cache_dir=tmp_path)
+    digest = cache_key.content_digest(path, cache_dir=tmp_path)
     [sidecar] = tmp_path.glob(".input.bin.*.hash")
     reads = []
-    real = fingerprint._hash_content
-    monkeypatch.setattr(fingerprint, "_hash_content", lambda p: reads.append(p) or real(p))
+    real = cache_key._hash_content
+    monkeypatch.setattr(cache_key, "_hash_content", lambda p: reads.append(p) or real(p))
 
     ctime = os.stat(path).st_ctime_ns
     os.utime(sidecar, ns=(ctime, ctime))  # written in the file's own clock tick
-    assert fingerprint.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 1
+    assert cache_key.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 1
     sidecar.write_text("{not json")
-    time.sleep(0.05)
-    assert fingerprint.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 2
-    assert fingerprint.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 2
+    _clock_ticked_past([sidecar], tmp_path)
+    assert cache_key.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 2
+    assert cache_key.content_digest(path, cache_dir=tmp_path) == digest and len(reads) == 2
