@@ -22,7 +22,7 @@ from . import remote_commands
 from .inventory import HostSpec
 from .tls import Material, security
 
-VERSION = 1
+VERSION = 2
 
 
 class RecordError(ValueError):
@@ -139,5 +139,13 @@ def _from_unversioned(data: dict) -> dict:
     return defaults | data | {"version": 1}
 
 
+def _single_trees(data: dict) -> dict:
+    """Version 2 (reconcile, launcher.Cluster): a host may have several trees, each naming its
+    workers (``names``; None: the launch's), and the record keeps the cluster-wide ``settings``.
+    A version-1 reader would take such a record for corrupt; the version makes it refuse it instead."""
+    hosts = [dict(h, names=h.get("names")) for h in data.get("hosts", [])]
+    return data | {"hosts": hosts, "settings": data.get("settings", {}), "version": 2}
+
+
 #: ``_MIGRATIONS[v]`` turns a record of version ``v`` into one of version ``v + 1``.
-_MIGRATIONS = {0: _from_unversioned}
+_MIGRATIONS = {0: _from_unversioned, 1: _single_trees}
