@@ -128,11 +128,11 @@ class Cluster(_DaskCluster):
             self._target = None  # back to what is recorded
 
     async def _converge(self) -> None:
-        rec = self._record()
-        inv = recorded_inventory(rec)
-        target = set(self._target if self._target is not None else [])
         if self._target is None:
             return
+        rec = self._record()
+        inv = recorded_inventory(rec)
+        target = set(self._target)
         recorded = names_by_label(rec)
         to_close = sorted({n for ns in recorded.values() for n in ns} - target)
         to_start = [s for s in slots(inv) if s in target and all(s not in ns for ns in recorded.values())]
