@@ -53,60 +53,134 @@ def _reply(rid, reply):
         sys.stdout.flush()
 
 
-def _subst(text, rundir=""):
-    """Fill in the placeholders ``{uid}`` and ``{rundir}``."""
-    return text.replace("{uid}", str(os.getuid())).replace("{rundir}", rundir)
+def _tmpdir():
+    """The host's temporary directory: ``$TMPDIR`` (node-local scratch on HPC
+    nodes) if it is an absolute path, else /tmp."""
+    tmp = os.environ.get("TMPDIR", "")
+    return tmp.rstrip("/") or "/" if os.path.isabs(tmp) else "/tmp"
+
+
+def _subst(text, rundir="", local_directory=""):
+    """Fill in the placeholders ``{uid}``, ``{tmpdir}``, ``{rundir}`` and ``{local_directory}``."""
+    return (text.replace("{uid}", str(os.getuid())).replace("{tmpdir}", _tmpdir())
+            .replace("{rundir}", rundir).replace("{local_directory}", local_directory))
 
 
 def _expand(path, rundir=""):
-    """A path with ``~`` and the placeholders expanded."""
-    return os.path.abspath(os.path.expanduser(_subst(path, rundir)))
+    """An absolute path: ``~`` and the placeholders expanded, a relative path
+    read against the home directory (the same for every transport: the local
+    agent's working directory is wherever pyku-launch was started)."""
+    path = os.path.expanduser(_subst(path, rundir))
+    return os.path.normpath(os.path.join(os.path.expanduser("~"), path))
 
 
-def _private_dir(path):
-    """Make ``path`` (and a missing parent under /tmp) a directory of ours, mode 0700.
+def _make_dirs(path, top, policy):
+    """Make ``path`` and every missing directory between ``top`` and it, mode 0700.
 
-    In a shared /tmp another user could have made the directory, or a
-    symlink, first: refuse anything not owned by us or not a real directory.
+    ``policy`` says what to do with levels that exist already:
+    ``"private"`` (under a shared /tmp, where another user could have made a
+    directory or a symlink first): ``top`` and every level below it must be
+    a real directory owned by us, and is made 0700; ``"ours"`` (run
+    directories under home): levels below ``top`` owned by us are made
+    0700; ``"new"`` (a directory the user chose): existing levels are left
+    as they are.
     """
-    parent = os.path.dirname(path)
-    for d in (parent, path):
+    levels = [path]
+    while levels[-1] != top and os.path.dirname(levels[-1]) != levels[-1]:
+        levels.append(os.path.dirname(levels[-1]))
+    if levels[-1] != top:  # ``path`` is not below ``top``: only it is ours to make
+        levels = [path]
+    elif policy != "private":
+        levels.pop()
+    for d in reversed(levels):
         try:
             os.mkdir(d, 0o700)
+            continue
         except FileExistsError:
             pass
-        st = os.lstat(d)
-        if not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        st = os.lstat(d) if policy == "private" else os.stat(d)
+        if policy == "private" and (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()):
             raise RuntimeError(f"{d} is not a directory owned by uid {os.getuid()}: refusing to use it")
-        os.chmod(d, 0o700)
+        if policy != "new" and st.st_uid == os.getuid():
+            os.chmod(d, 0o700)
 
 
 TOKEN_VAR = "PYKU_LAUNCH_TOKEN"
 
 
-def _members(token):
+def _processes():
+    """(pid, parent pid, environment) of this user's live processes, this agent excepted."""
+    me, uid = os.getpid(), os.getuid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:  # gone
+            continue
+        if fields[0] != b"Z":
+            yield int(name), int(fields[1]), env
+
+
+def _members(token, processes=None, prefix=False):
     """Pids of this user's live processes that carry ``token`` in their environment.
 
     Every process a launch starts gets a random token (one per host and
     role) in its environment, and so do all the processes it forks (nanny,
     forkserver, workers). Finding processes by token cannot mistake a reused
     pid for ours, and finds them even when a spawn's reply was lost.
+    ``prefix``: every token that starts with ``token`` (a token starts with
+    its cluster's name, so a sweep finds a cluster without its record).
     """
     needle = f"{TOKEN_VAR}={token}".encode()
-    me, pids = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:  # gone, or another user's
-            continue
-        if needle in env and state != b"Z":
-            pids.append(int(name))
-    return pids
+    processes = processes if processes is not None else _processes()
+    if prefix:
+        return [pid for pid, _, env in processes if any(e.startswith(needle) for e in env)]
+    return [pid for pid, _, env in processes if needle in env]
+
+
+def _tree(tokens, known=(), prefixes=()):
+    """Every process of these tokens, the still living ``known`` ones, and all their descendants.
+
+    A process a task starts with a fresh environment (``env -i``, a
+    ``subprocess`` with ``env={}``) and a session of its own carries no
+    token, but it is still a descendant: of its worker, or, once orphaned,
+    of the tree's leader, which is a child subreaper (see
+    :data:`SUBREAPER`). Walking the parent links before any signal finds it;
+    ``known`` keeps what an earlier walk found once its parent is gone.
+    """
+    processes = list(_processes())
+    found = {pid for t in tokens for pid in _members(t, processes)}
+    found |= {pid for t in prefixes for pid in _members(t, processes, prefix=True)}
+    found |= {pid for pid, _, _ in processes if pid in known}
+    children = {}
+    for pid, ppid, _ in processes:
+        children.setdefault(ppid, []).append(pid)
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return sorted(found)
+
+
+# What a spawned process runs first: it makes itself a child subreaper
+# (Linux prctl PR_SET_CHILD_SUBREAPER, kept across exec), so that processes
+# its tasks start and orphan (a double fork, ``setsid cmd &``) become its
+# children instead of init's, where stop's tree walk finds them; then it
+# execs the real command, keeping its pid.
+SUBREAPER = ("import ctypes, os, sys\n"
+             "try:\n"
+             "    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)\n"
+             "except (OSError, AttributeError):\n"
+             "    pass  # not Linux, or no prctl: orphans go to init, stop finds what is still a descendant\n"
+             "os.execvp(sys.argv[1], sys.argv[1:])\n")
 
 
 def _tail(path, n):
@@ -229,15 +303,15 @@ def op_spawn(p):
     Files in ``p["files"]`` (TLS material) are written first with mode 0600
     into the run directory (mode 0700).
     """
-    rundir = _prepare_rundir(p)
+    rundir, local_directory = _prepare_rundir(p)
     wait_file = p.get("wait_file") and os.path.join(rundir, p["wait_file"])
     if wait_file and os.path.exists(wait_file):
         os.remove(wait_file)
 
     log = os.path.join(rundir, p["log"])
-    env = dict(os.environ, **{k: _subst(v, rundir) for k, v in p.get("env", {}).items()})
+    env = dict(os.environ, **{k: _subst(v, rundir, local_directory) for k, v in p.get("env", {}).items()})
     env[TOKEN_VAR] = p["token"]
-    argv = [_subst(a, rundir) for a in p["argv"]]
+    argv = [sys.executable, "-c", SUBREAPER] + [_subst(a, rundir, local_directory) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,
@@ -250,28 +324,35 @@ def op_spawn(p):
         close_fds=True,
     )
     logf.close()
-    result = {"pid": proc.pid, "log": log, "rundir": rundir}
+    result = {"pid": proc.pid, "log": log, "rundir": rundir, "local_directory": local_directory or None}
     if wait_file:
         result.update(_wait_for_file(proc, wait_file, log, p))
     return result
 
 
 def _prepare_rundir(p):
-    """The run directory (0700) with its directories and files (0600) in place."""
+    """The run directory with its files (0600) in place, and the spill space; both absolute.
+
+    Every level of the run directory below home (``~/.pyku-launch``, its
+    cluster, the run directory) is 0700. The workers' spill space is resolved
+    here once, for all that use it.
+    """
     rundir = _expand(p["rundir"])
-    os.makedirs(rundir, mode=0o700, exist_ok=True)
-    os.chmod(rundir, 0o700)
-    for d in p.get("private_dirs", []):
-        _private_dir(_expand(d, rundir))
-    for d in p.get("mkdirs", []):
-        os.makedirs(_expand(d, rundir), mode=0o700, exist_ok=True)
+    _make_dirs(rundir, os.path.expanduser("~"), "ours")
+    local_directory = ""
+    if "local_directory" in p:
+        local_directory = _expand(p["local_directory"])
+        if p.get("private_top"):  # under a shared temporary directory
+            _make_dirs(local_directory, _expand(p["private_top"]), "private")
+        else:  # the user's own; its existing parents are left as they are
+            _make_dirs(local_directory, "/", "new")
     for name, content in p.get("files", {}).items():
         path = os.path.join(rundir, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(content)
         os.chmod(path, 0o600)
-    return rundir
+    return rundir, local_directory
 
 
 def _wait_for_file(proc, wait_file, log, p):
@@ -294,21 +375,26 @@ def _wait_for_file(proc, wait_file, log, p):
 
 def op_status(p):
     """How many processes of each token are alive."""
-    return {"alive": {t: len(_members(t)) for t in p["tokens"]}}
+    processes = list(_processes())
+    return {"alive": {t: len(_members(t, processes)) for t in p["tokens"]}}
 
 
 def op_stop(p):
-    """End every process carrying one of the tokens, verify, remove run files.
+    """End every process carrying one of the tokens (or a token starting with
+    one of the ``prefixes``), and their descendants; verify, remove run files.
 
     SIGTERM first so nannies close their workers cleanly, SIGKILL for what is
     left after ``grace`` seconds; returns only when none of them is left (or
     reports the survivors).
     """
-    tokens = p["tokens"]
+    tokens, prefixes = p.get("tokens", []), p.get("prefixes", [])
     grace = p.get("grace", 3.0)
+    seen = set()
 
     def members():
-        return [pid for t in tokens for pid in _members(t)]
+        found = _tree(tokens, seen, prefixes)
+        seen.update(found)  # kept: once its parent dies, a tokenless descendant is an orphan
+        return found
 
     found = members()
     initial = len(found)
@@ -341,22 +427,30 @@ def op_stop(p):
             time.sleep(0.05)
             left = members()
 
+    # A namesake launched from another state directory (other tokens, same
+    # directories) keeps its files: a sweep removes them only if none runs.
+    shared = bool(p.get("keep_if_running") and _members(p["keep_if_running"], prefix=True))
+    removed = _remove_files(p) if not left and not shared else []
+    return {"found": initial, "killed": killed, "left": left, "removed": removed, "kept": shared}
+
+
+def _remove_files(p):
+    """Remove a stop's ``remove`` paths, then its ``prune`` directories if empty; the removed ones."""
     import shutil
 
     removed = []
-    if not left:
-        for path in p.get("remove", []):
-            path = _expand(path)
-            if os.path.lexists(path):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-        # Parents shared with other clusters or hosts go only when empty.
-        for path in p.get("prune", []):
-            try:
-                os.rmdir(_expand(path))
-            except OSError:
-                pass
-    return {"found": initial, "killed": killed, "left": left, "removed": removed}
+    for path in p.get("remove", []):
+        path = _expand(path)
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    # Parents shared with other clusters or hosts go only when empty.
+    for path in p.get("prune", []):
+        try:
+            os.rmdir(_expand(path))
+        except OSError:
+            pass
+    return removed
 
 
 def op_logs(p):

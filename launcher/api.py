@@ -12,15 +12,16 @@ import signal
 from os import PathLike
 
 from . import preflight, remote_commands, state
-from .client import resolve_name
-from .errors import LaunchError
+from . import validate as v
+from .client import NothingLaunched, resolve_name
+from .errors import InventoryError, LaunchError, by_cause
 from .inventory import Inventory, load_inventory
 from .progress import Reporter
 from .protocol import Logs
 from .records import ClusterRecord
 from .launch import launch_async
-from .status import status_async
-from .stop import stop_async
+from .status import not_launched, status_async
+from .stop import stop_async, sweep_async
 from .transport import StepHook, close_all, connection_key, open_connections
 
 
@@ -92,17 +93,39 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     failed; everything started was stopped again).
     """
     inv = _inventory(inventory)
+    if timeout is not None:
+        try:
+            timeout = v.seconds(timeout)
+        except v.Invalid as e:
+            raise InventoryError(f"timeout: {e}") from None
     reporter = reporter or Reporter(quiet=True)
-    with state.lock(inv.name, "pyku-launch launch"):
+    with state.lock(inv.name, "launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
                                 allow_partial=allow_partial, timeout=timeout, on_step=on_step,
                                 recreate=recreate))
 
 
-def stop(name: str | None = None, *, reporter: Reporter | None = None,
-         on_step: StepHook | None = None) -> dict:
-    """Stop a launched cluster on every host and forget it (``on_step``: as for :func:`launch`)."""
-    return run(stop_async(resolve_name(name), report=reporter or Reporter(quiet=True), on_step=on_step))
+def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | None = None,
+         reporter: Reporter | None = None, on_step: StepHook | None = None) -> dict:
+    """Stop a launched cluster on every host and forget it (``on_step``: as for :func:`launch`).
+
+    With ``inventory``, sweep instead: end the processes of the inventory's
+    cluster on every one of its hosts, found by the cluster's name in their
+    tokens, without reading the record (lost, or damaged beyond repair).
+    """
+    report = reporter or Reporter(quiet=True)
+    if inventory is not None:
+        inv = _inventory(inventory)
+        if name not in (None, inv.name):
+            raise InventoryError(f"--name {name} but {inv.path} describes cluster '{inv.name}'"
+                                 " (leave --name out, or give that cluster's inventory)")
+        return run(sweep_async(inv, report=report, on_step=on_step))
+    try:
+        name = resolve_name(name)
+    except NothingLaunched:  # stopping what is not running is not an error (nor is stopping twice)
+        report.info("no launched cluster is known: nothing to stop")
+        return {"name": None, "stopped": 0, "killed": 0, "unreachable": {}}
+    return run(stop_async(name, report=report, on_step=on_step))
 
 
 def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout: float | None = None,
@@ -121,7 +144,11 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
 
 def status(name: str | None = None) -> dict:
     """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
-    return run(status_async(resolve_name(name)))
+    try:
+        name = resolve_name(name)
+    except NothingLaunched:
+        return not_launched(None)
+    return run(status_async(name))
 
 
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
@@ -136,7 +163,8 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
         conns, failed = await open_connections([inv.scheduler, *inv.hosts])
         try:
             if failed:
-                raise LaunchError("; ".join(dict.fromkeys(map(str, failed.values()))))
+                raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
+                                            for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
             targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
             targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
             return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
@@ -148,6 +176,8 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
 
 def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> list[tuple[str, str, str]]:
     """The last ``lines`` of each remote log, as (host, file, line) in host order."""
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        raise InventoryError(f"lines: must be a positive integer, got {lines!r}")
     name = resolve_name(name)
     rec = state.read(name)
     if rec is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -20,6 +21,8 @@ from . import api, state, tables
 from .errors import LaunchError
 from .progress import Reporter
 from .records import ClusterRecord
+from .status import EXIT_CODES
+from .validate import Invalid, seconds
 
 _ORDER = ("launch", "check", "status", "logs", "restart", "stop")
 
@@ -41,13 +44,35 @@ class _DefaultLaunch(click.Group):
         return sorted(self.commands, key=lambda c: (_ORDER.index(c) if c in _ORDER else len(_ORDER), c))
 
 
+def _seconds(value: float | None) -> float | None:
+    """A positive, finite number of seconds (click's float takes -1, 0 and nan)."""
+    if value is None:
+        return None
+    try:
+        return seconds(value)
+    except Invalid as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _fail(e: LaunchError) -> None:
-    click.echo(f"pyku-launch: {click.style('error:', fg='red', bold=True)} {e}", err=True)
+    _say(f"pyku-launch: {click.style('error:', fg='red', bold=True)} {e}")
     sys.exit(e.exit_code)
 
 
+def _say(line: str) -> None:
+    """A line on stderr, if anyone still reads it."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        pass
+
+
 def _guard(fn):
-    """Print our own errors as one line with their exit code, never a traceback."""
+    """Print our own errors as one line with their exit code, never a traceback.
+
+    Output nobody reads any more (``pyku-launch HOSTS | head -1``) ends the
+    printing, not the command: what it did stands, and its exit code says so.
+    """
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
@@ -56,9 +81,41 @@ def _guard(fn):
         except LaunchError as e:
             _fail(e)
         except KeyboardInterrupt:
-            click.echo("pyku-launch: interrupted", err=True)
+            _say("pyku-launch: interrupted")
             sys.exit(130)
+        except BrokenPipeError:
+            _silence()
     return wrapper
+
+
+def _silence() -> None:
+    """Point stdout and stderr at /dev/null, so that the interpreter's final
+    flush of a closed pipe does not print a traceback or change the exit code."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    os.close(devnull)
+
+
+def _open_standard_fds() -> None:
+    """Give a closed stdin, stdout or stderr (``>&-``) /dev/null.
+
+    Otherwise the next file or socket opened (an SSH connection) would get
+    that descriptor, and anything printed would go into it.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, mode, closefd=False))
 
 
 def _console():
@@ -118,6 +175,7 @@ def main(ctx):
     pyku-launch restart [HOST] new worker processes (retired first)
     pyku-launch stop           stop everything and verify
     """
+    _open_standard_fds()
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
         names = state.known_names()
@@ -132,7 +190,8 @@ Examples:
   pyku-launch --dry-run hosts/example.toml       # every remote command, per host
 """)
 @click.argument("inventory", type=click.Path(dir_okay=False))
-@click.option("--timeout", type=float, default=None, help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
+@click.option("--timeout", type=float, default=None, callback=lambda ctx, param, value: _seconds(value),
+              help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
 @click.option("--allow-mismatch", is_flag=True, help="Launch even if versions differ (the table is shown as a warning).")
 @click.option("--allow-partial", is_flag=True, help="Go on without hosts that fail; they are named.")
 @click.option("--dry-run", is_flag=True, help="Print every remote command per host (on a running cluster: "
@@ -246,20 +305,34 @@ Examples:
 def status(name, as_json):
     """Show hosts, expected and live workers, memory limits and the dashboard.
 
-    The scheduler itself is asked which workers it has; state is running,
-    degraded (workers missing), down (the scheduler does not answer), not
-    launched, half-launched or corrupt.
+    The scheduler itself is asked which workers it has. The exit code is the
+    state's: 0 running, 4 degraded (workers missing), 5 launching, 6 down
+    (the scheduler does not answer, or a launch was killed half-way: stop
+    cleans up), 7 not launched, 1 corrupt state; 2 a usage error. With
+    --json the status is printed as JSON in every case, errors included.
     """
-    st = _stable(api.status(name))
+    try:
+        st = _stable(api.status(name))
+    except LaunchError as e:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"name": name, "state": "error", "error": str(e), "scheduler": None,
+                               "dashboard": None, "hosts": [], "missing": {}}, indent=1))
+        _fail(e)
     if as_json:
         click.echo(json.dumps(st, indent=1))
-        return
+    else:
+        _print_status(st)
+    sys.exit(EXIT_CODES[st["state"]])
+
+
+def _print_status(st: dict) -> None:
     console = _console()
     colour = {"running": "green", "degraded": "yellow"}.get(st["state"], "red")
-    _line(console, "cluster", f"{st['name']}: {st['state']}", colour)
-    if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way
-        if st.get("error"):
-            click.echo(st["error"])
+    _line(console, "cluster", f"{st['name']}: {st['state']}" if st["name"] else "none launched", colour)
+    if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way or under way
+        if st.get("error") or st.get("detail"):
+            click.echo(st.get("error") or st["detail"])
         return
     _line(console, "scheduler", st["scheduler"], "cyan")
     _line(console, "dashboard", st["dashboard"] or "disabled",
@@ -293,19 +366,24 @@ def status(name, as_json):
 Examples:
   pyku-launch stop
   pyku-launch stop --name pyku
+  pyku-launch stop --inventory hosts/example.toml   # state lost or corrupt: sweep its hosts
 """)
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--inventory", type=click.Path(dir_okay=False), default=None,
+              help="Sweep every host of this inventory for its cluster's processes (no state needed).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
 @_guard
-def stop(name, quiet):
+def stop(name, inventory, quiet):
     """Stop every process of the cluster on every host, verify, forget it.
 
     Workers first, then the scheduler; each process session is checked gone
     by its process id (SIGKILL if it outlives SIGTERM), run files and the
-    local state are removed. Stopping twice is not an error.
+    local state are removed. Stopping twice is not an error. A state file
+    that cannot be read is kept and the stop refused (exit 1); --inventory
+    then finds the cluster's processes on every host by the cluster's name.
     """
     with Reporter(quiet=quiet) as reporter:
-        s = api.stop(name, reporter=reporter)
+        s = api.stop(name, inventory=inventory, reporter=reporter)
     if s.get("seconds") is not None:
         click.echo(f"cluster '{s['name']}' stopped: {s['stopped']} processes ended "
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
@@ -344,7 +422,8 @@ Examples:
 """)
 @click.argument("host", required=False)
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
-@click.option("-n", "--lines", default=20, show_default=True, help="Lines per log file.")
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Lines per log file.")
 @_guard
 def logs(host, name, lines):
     """Print the remote scheduler and worker logs, each line prefixed with its host.

@@ -12,6 +12,8 @@ from .validate import NAME
 
 def resolve_name(name: str | None) -> str:
     """The cluster meant: ``name``, else ``$PYKU_CLUSTER``, else the only one known."""
+    if name == "":  # not "the only cluster": an empty value is a mistake (an unset shell variable)
+        raise InventoryError("the cluster name is empty (pass a name, or leave --name out for the only cluster)")
     name = name or os.environ.get("PYKU_CLUSTER")
     if name:
         if not re.fullmatch(NAME, name):
@@ -21,9 +23,13 @@ def resolve_name(name: str | None) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise LaunchError("no launched cluster is known: run pyku-launch HOSTS.toml first")
-    raise LaunchError(f"several clusters are known ({', '.join(names)}): "
-                      f"pass name=... (or --name), or set PYKU_CLUSTER")
+        raise NothingLaunched("no launched cluster is known: run pyku-launch HOSTS.toml first")
+    raise InventoryError(f"several clusters are known ({', '.join(names)}): "
+                         f"pass name=... (or --name), or set PYKU_CLUSTER")
+
+
+class NothingLaunched(LaunchError):
+    """No cluster name given and none known: ``status`` says "not launched", ``stop`` has nothing to do."""
 
 
 def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
@@ -43,6 +49,9 @@ def connect(name: str | None = None, timeout: float = 30, **client_kwargs):
 
     name = resolve_name(name)
     rec = state.read(name)
+    busy = state.holder(name)
+    if busy and (rec is None or not rec.running):
+        raise LaunchError(f"cluster '{name}' is {state.busy_words(busy)}: connect once it is done")
     if rec is None:
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
     if not rec.running:

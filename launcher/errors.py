@@ -32,6 +32,30 @@ class PreflightError(LaunchError):
     exit_code = 3
 
 
+def by_cause(failures: dict[str, str], shown: int = 4) -> str:
+    """One line for many hosts' failures, grouped by cause.
+
+    ``failures`` maps a host's address to its message; a message that starts
+    with the address (``"10.0.0.1: connection refused"``) is stripped of it so
+    that equal causes group: ``64 hosts: connection refused on port 22
+    (10.0.0.1, 10.0.0.2, 10.0.0.3 … 10.0.0.64)``. At most ``shown`` addresses
+    are listed per cause (the first ones and the last), so the line stays
+    short for thousands of hosts.
+    """
+    groups: dict[str, list[str]] = {}
+    for address, message in failures.items():
+        groups.setdefault(message.removeprefix(f"{address}: "), []).append(address)
+    parts = []
+    for cause, hosts in groups.items():
+        if len(hosts) == 1:
+            parts.append(f"{hosts[0]}: {cause}")
+            continue
+        names = ", ".join(hosts) if len(hosts) <= shown else \
+            f"{', '.join(hosts[:shown - 1])} … {hosts[-1]}"
+        parts.append(f"{len(hosts)} hosts: {cause} ({names})")
+    return "; ".join(parts)
+
+
 class NeedsRecreate(LaunchError):
     """An inventory change only a new scheduler can follow (``--recreate``); nothing was changed."""
 

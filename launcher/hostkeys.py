@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
+from .errors import InventoryError
 from .inventory import HostSpec
 
 
@@ -40,6 +41,62 @@ def _target(spec: HostSpec, opts: dict) -> _Target:
     files = [o.known_hosts] if isinstance(o.known_hosts, (str, Path)) else list(o.known_hosts or ())
     path = Path(files[0] if files else "~/.ssh/known_hosts").expanduser()
     return _Target(o.host, o.port or 22, path)
+
+
+def resolved_port(spec: HostSpec, opts: dict) -> int:
+    """The port asyncssh connects to, after ``~/.ssh/config``."""
+    return _target(spec, opts).port
+
+
+def check_files(specs: list[HostSpec]) -> None:
+    """Refuse unusable key files before any connection, naming the file and its key.
+
+    asyncssh would raise a bare ``KeyImportError``/``ValueError`` (or an
+    errno) from deep inside the connect, once per host; these are one
+    mistake in the inventory, said once with what to do (exit 2). A missing
+    known_hosts file is created empty when ``accept_new`` will fill it.
+    """
+    seen: set[tuple[str, str]] = set()
+    for spec in specs:
+        if spec.transport != "ssh":
+            continue
+        if spec.identity and ("identity", spec.identity) not in seen:
+            seen.add(("identity", spec.identity))
+            _check_identity(spec.identity)
+        if spec.known_hosts and ("known_hosts", spec.known_hosts) not in seen:
+            seen.add(("known_hosts", spec.known_hosts))
+            _check_known_hosts(spec.known_hosts, spec.accept_new)
+
+
+def _check_identity(path: str) -> None:
+    hint = "(set identity under [ssh] or the host's table to your private key file, e.g. ~/.ssh/id_ed25519)"
+    try:
+        asyncssh.load_keypairs([path])
+    except FileNotFoundError:
+        raise InventoryError(f"identity {path}: no such key file {hint}") from None
+    except OSError as e:
+        raise InventoryError(f"identity {path}: cannot read the key file: {e.strerror} {hint}") from None
+    except (ValueError, asyncssh.Error) as e:  # KeyImportError is a ValueError
+        what = "a public key, not the private key" if Path(path).suffix == ".pub" else "not a private key"
+        raise InventoryError(f"identity {path}: {what} ({e}) {hint}") from None
+
+
+def _check_known_hosts(path: str, accept_new: bool) -> None:
+    hint = "(set known_hosts under [ssh] to an OpenSSH known_hosts file, e.g. ~/.ssh/known_hosts)"
+    p = Path(path)
+    if not p.exists() and accept_new:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        p.touch(mode=0o600)
+        return
+    try:
+        asyncssh.read_known_hosts(path)
+    except FileNotFoundError:
+        raise InventoryError(f"known_hosts {path}: no such file (add the hosts' keys with ssh-keyscan, "
+                             f"or set accept_new = true under [ssh]) {hint}") from None
+    except OSError as e:
+        raise InventoryError(f"known_hosts {path}: cannot read it: {e.strerror} {hint}") from None
+    except (ValueError, asyncssh.Error) as e:
+        raise InventoryError(f"known_hosts {path}: not a known_hosts file ({e}) {hint}") from None
 
 
 def _has_entry(t: _Target) -> bool:

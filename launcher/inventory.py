@@ -69,7 +69,8 @@ class HostSpec:
     nthreads: int
     memory_limit: int | None  # None: "auto"
     reserve: int | None       # None: max(2 GiB, 5 % of MemTotal)
-    local_directory: str | None  # remote path, not expanded; None: under /tmp
+    local_directory: str | None  # remote path, not expanded (absolute, ~/… or relative to home);
+    #                               None: $TMPDIR (else /tmp)/pyku-launch-<uid>/<cluster>/<label>
     listen: str | None        # None: bind to `address`
     connect_timeout: float
 
@@ -96,8 +97,7 @@ class Inventory:
     dask_config: tuple = ()        # (dotted dask setting, value), for every process
 
 
-_ADDRESS = v.matching(v.ADDRESS, "a host name, IP address or ssh alias"
-                      " (letters, digits and _ . : % -, not starting with - or .)")
+_ADDRESS = v.address
 _USER = v.matching(v.USER, "a user name (letters, digits and _ . -)")
 _TRANSPORT = v.choice("ssh", "local")
 _POSITIVE = v.integer(1, None, "a positive integer")
@@ -106,7 +106,7 @@ _CONNECTION = {"user": _USER, "port": v.port(), "identity": v.local_path,
 _RUNTIME = {"env": v.shell_code, "python": v.word}
 _SIZING = {"nworkers": _POSITIVE, "nthreads": _POSITIVE,
            "memory_limit": v.memory(64 * v.MiB), "reserve": v.memory(0),
-           "local_directory": v.word}
+           "local_directory": v.remote_directory}
 
 #: Every table and key an inventory may hold, with the checker of each value.
 SCHEMA: dict[str, dict[str, v.Checker]] = {

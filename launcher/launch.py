@@ -14,7 +14,7 @@ import threading
 import time
 
 from . import logtail, plan, preflight, readiness, remote_commands, state, tls
-from .errors import LaunchError
+from .errors import LaunchError, by_cause
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
 from .protocol import Logs, SpawnReply, Spawn, Status
@@ -76,9 +76,20 @@ class _Launch:
         self.conns: dict = {}
         self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
+        self.running_steps: list[str] = []
 
     def conn(self, spec: HostSpec):
         return self.conns[connection_key(spec)]
+
+    def _step(self, name: str, detail: str = "") -> None:
+        """A step starts: tell the user, and note it in the lock file for ``status``."""
+        self.running_steps.append(name)
+        self.report.step(name, detail)
+        state.note(self.inv.name, f"launch (pid {os.getpid()}, step {' and '.join(self.running_steps)})")
+
+    def _done(self, name: str, seconds: float, detail: str = "") -> None:
+        self.running_steps.remove(name)
+        self.report.done(name, seconds, detail)
 
     async def go(self) -> ClusterRecord:
         t0 = time.perf_counter()
@@ -110,25 +121,27 @@ class _Launch:
         if len(hosts) < self.min_hosts:
             hint = "" if self.partial else " (pass --allow-partial to go on without " + (
                 "it)" if len(self.missing) == 1 else "them)")
-            raise LaunchError("; ".join(f"{a}: {w}" for a, w in self.missing.items()) + hint)
+            addresses = {s.label: s.address for s in self.inv.hosts}
+            raise LaunchError(by_cause({addresses.get(k, k): w for k, w in self.missing.items()}) + hint)
 
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
-        self.report.step("connect", f"{1 + len(inv.hosts)} hosts")
+        self._step("connect", f"{1 + len(inv.hosts)} hosts")
         self.conns, failed = await open_connections([inv.scheduler, *inv.hosts], self.on_step)
-        if connection_key(inv.scheduler) in failed:
-            raise failed[connection_key(inv.scheduler)]
+        if connection_key(inv.scheduler) in failed:  # name every host that failed, not just this one
+            raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
+                                        for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
         for spec in inv.hosts:
             if connection_key(spec) in failed:
                 self._leave_out(spec, failed[connection_key(spec)].message)
         hosts = [s for s in inv.hosts if connection_key(s) not in failed]
         self._check_enough(hosts)
-        self.report.done("connect", time.perf_counter() - t)
+        self._done("connect", time.perf_counter() - t)
         return hosts
 
     async def _preflight(self, hosts: list[HostSpec]):
         inv, t = self.inv, time.perf_counter()
-        self.report.step("preflight", "versions, pyku source, memory, ports")
+        self._step("preflight", "versions, pyku source, memory, ports")
         targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
         targets += [(s, "workers", self.conn(s)) for s in hosts]
         result = await preflight.run(inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
@@ -142,7 +155,7 @@ class _Launch:
             for w in p.warnings:
                 self.report.warn(f"{p.spec.address}: {w}")
         material = tls.make_cluster_material(inv.name) if inv.protocol == "tls" else None
-        self.report.done("preflight", time.perf_counter() - t)
+        self._done("preflight", time.perf_counter() - t)
         return probes, material
 
     async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
@@ -154,7 +167,7 @@ class _Launch:
         (Ctrl-C, SIGTERM) still waits for the reply, so what the rollback
         stops is all that was started.
         """
-        rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit)
+        rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit, scope=state.scope())
         self.records.append(rec)
         self._save("starting")
         task = asyncio.ensure_future(self.conn(spec).request(Spawn(rec.token, payload), timeout))
@@ -166,6 +179,9 @@ class _Launch:
                 rec.pid, rec.log = task.result().pid, task.result().log
             raise
         rec.pid, rec.log = reply.pid, reply.log
+        if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
+            rec.remove, rec.prune = remote_commands.cleanup_paths(self.inv.name, spec, role,
+                                                                  reply.local_directory)
         if reply.failure:
             raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
         return reply
@@ -206,7 +222,7 @@ class _Launch:
 
     async def _scheduler(self, probe, material, port: int) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
-        self.report.step("scheduler", inv.scheduler.address)
+        self._step("scheduler", inv.scheduler.address)
         files = tls.files_for(material["scheduler"]) if material else {}
         wait = min(self.timeout, inv.step_timeout)
         payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
@@ -214,20 +230,20 @@ class _Launch:
         address = reply.wait_file["address"]
         port = reply.wait_file.get("services", {}).get("dashboard")
         dashboard = f"http://{remote_commands.host_port(probe.listen, port)}/status" if port else None
-        self.report.done("scheduler", time.perf_counter() - t, address)
+        self._done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
     async def _workers(self, probes, address: str, material) -> None:
         """Spawn every host's workers, wait until they registered, drop the late hosts."""
         t = time.perf_counter()
         hosts = [p.spec for p in probes]
-        self.report.step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
-                                    f"host{'s' if len(hosts) != 1 else ''}")
+        self._step("workers", f"{sum(s.nworkers for s in hosts)} on {len(hosts)} "
+                              f"host{'s' if len(hosts) != 1 else ''}")
         self.report.expect({s.label: s.nworkers for s in hosts})
         hosts = await self._spawn_workers(probes, address, material)
         arrived, exited = await self._await_workers(hosts, address, material)
         await self._drop_late(hosts, arrived, exited)
-        self.report.done("workers", time.perf_counter() - t)
+        self._done("workers", time.perf_counter() - t)
 
     async def _spawn_workers(self, probes, address: str, material) -> list[HostSpec]:
         """Start the workers of every host at once; the hosts whose start worked."""
@@ -284,8 +300,8 @@ class _Launch:
             self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
                                      f"{when}{logs.get(s.label, '')}")
         if len(hosts) - len(late) < self.min_hosts:
-            raise LaunchError("workers did not arrive: " + "; ".join(
-                f"{s.address}: {self.missing[s.label]}" for s in late))
+            raise LaunchError("workers did not arrive: " + by_cause(
+                {s.address: self.missing[s.label] for s in late}))
         for s in late:  # going on without them: stop what they did start
             recs = [r for r in self.records if r.label == s.label and r.role == "workers"]
             await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
@@ -361,12 +377,7 @@ async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> Cl
     if it is gone (or the record is of a launch that was killed half-way)
     is the old cluster stopped.
     """
-    try:
-        rec = state.read(name)
-    except state.CorruptState as e:
-        report.warn(f"{e}: removing it; processes it described are no longer tracked")
-        state.remove(name)
-        return None
+    rec = state.read(name)  # CorruptState: refused, or a second cluster would start in the same directories
     if rec is None:
         return None
     if rec.running:

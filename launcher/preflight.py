@@ -96,7 +96,9 @@ def assess(inv, probe: Probe, reference: dict) -> None:
     r, spec = probe.reply, probe.spec
     if probe.role == "scheduler":
         for port in r["busy_ports"]:
-            probe.problems.append(f"port {port} is in use on {r['listen']} (choose another port in [cluster])")
+            key = "dashboard_port" if port == inv.dashboard_port else "port"
+            probe.problems.append(f"port {port} is in use on {r['listen']} (set {key} = 0 under [cluster]"
+                                  f" for any free port, or choose another {key})")
         return
     total = r["mem_total"]
     if spec.memory_limit is None:

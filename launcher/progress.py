@@ -175,13 +175,22 @@ class Reporter:
         for line in text.splitlines() or [""]:
             # No control characters off a terminal: logs and CI keep plain text.
             line = line.replace("\r", "").replace("\x1b", "")
-            print(f"{stamp} {line}", file=self.stream, flush=True)
+            self._write(lambda: print(f"{stamp} {line}", file=self.stream, flush=True))
 
     def _print(self, text: str, style: str) -> None:
         if self.quiet:
             return
         # Above the live display while it runs, else straight to the console.
-        self._console.print(text, style=style, markup=False, highlight=False)
+        self._write(lambda: self._console.print(text, style=style, markup=False, highlight=False))
+
+    def _write(self, write) -> None:
+        """Write, or go quiet for good if nobody reads any more (``| head -1``,
+        a closed terminal): progress is for the user, and its loss must never
+        abort, and so roll back, the launch it describes."""
+        try:
+            write()
+        except (OSError, ValueError):  # BrokenPipeError, EIO; ValueError: the stream was closed
+            self.quiet = True
 
     def _find(self, name: str) -> _Step:
         for s in reversed(self._steps):

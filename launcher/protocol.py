@@ -29,6 +29,7 @@ class SpawnReply:
     wait_file: dict | None = None   # the JSON the process wrote (the scheduler's address)
     failure: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    local_directory: str | None = None  # the workers' spill space, as the host resolved it
 
     @classmethod
     def from_json(cls, data: dict) -> SpawnReply:
@@ -71,17 +72,21 @@ class StopReply:
     killed: int                     # of which SIGKILL ended
     left: list[int]                 # survivors (pids); empty on success
     removed: list[str] = field(default_factory=list)
+    kept: bool = False              # files kept: a namesake of another state directory runs (a sweep)
 
 
 @dataclass
 class Stop:
-    """End every process carrying one of ``tokens``, verify, then remove ``remove`` and empty ``prune``."""
+    """End every process carrying one of ``tokens`` (or a token starting with one of
+    ``prefixes``) and their descendants, verify, then remove ``remove`` and empty ``prune``."""
 
     tokens: list[str]
     remove: list[str]
     prune: list[str]
     grace: float = 3.0              # seconds between SIGTERM and SIGKILL
     settle: float = 0.0             # look again after this long (a half-launched cluster)
+    prefixes: list[str] = field(default_factory=list)  # a sweep: "<name>.<scope>."
+    keep_if_running: str | None = None  # keep the files if a token with this prefix still runs
     op: ClassVar[str] = "stop"
     Reply: ClassVar[type] = StopReply
 

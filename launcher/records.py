@@ -55,11 +55,17 @@ class HostRecord:
 
     @classmethod
     def new(cls, spec: HostSpec, role: str, name: str, expected: int = 0,
-            memory_limit: int | None = None) -> HostRecord:
-        """The record of a tree about to start: a fresh token, its paths on the host."""
+            memory_limit: int | None = None, scope: str = "") -> HostRecord:
+        """The record of a tree about to start: a fresh token, its paths on the host.
+
+        The token is ``<name>.<scope>.<random>.<label>.<role>``: unique, and
+        still naming its cluster and the state directory it was launched
+        from (``scope``, see :func:`launcher.state.scope`) when the record
+        is lost, so that ``stop --inventory`` can find it.
+        """
         remove, prune = remote_commands.cleanup_paths(name, spec, role)
         return cls(address=spec.address, label=spec.label, role=role, spec=spec,
-                   token=f"{uuid.uuid4().hex}.{spec.label}.{role}",
+                   token=f"{name}.{scope}.{uuid.uuid4().hex}.{spec.label}.{role}",
                    rundir=remote_commands.run_dir(name, spec, role), remove=remove, prune=prune,
                    expected=expected, memory_limit=memory_limit)
 

@@ -13,16 +13,28 @@ from .inventory import HostSpec, Inventory
 from .transport import agent_command, python_of
 
 RUN_ROOT = "~/.pyku-launch"
+#: Default spill space, on the host's local disk: ``$TMPDIR`` (node-local
+#: scratch on HPC nodes) or /tmp, as the host's agent finds it.
+SPILL_ROOT = "{tmpdir}/pyku-launch-{uid}"
 
 
 def run_dir(name: str, spec: HostSpec, role: str) -> str:
-    """Per cluster, per host and per role: home may be one NFS share for all hosts."""
+    """Per cluster, per host and per role: home may be one NFS share for all hosts.
+
+    Names and labels never meet in one path component (``{name}/{label}``):
+    ``advq`` + ``w-a`` and ``advq-w`` + ``a`` would otherwise share a directory.
+    """
     return f"{RUN_ROOT}/{name}/{spec.label}.{role}"
 
 
 def local_directory(name: str, spec: HostSpec) -> str:
-    """Worker spill space: local disk by default, never the (shared) home."""
-    return spec.local_directory or f"/tmp/pyku-launch-{{uid}}/{name}-{spec.label}"
+    """Worker spill space: local disk by default, never the (shared) home.
+
+    Resolved on the host by its agent, once for the workers' ``--local-directory``
+    and their ``DASK_TEMPORARY_DIRECTORY`` alike: ``~`` and a relative path
+    are read against the home directory.
+    """
+    return spec.local_directory or f"{SPILL_ROOT}/{name}/{spec.label}"
 
 
 def host_port(host: str, port: int | str) -> str:
@@ -108,7 +120,7 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
             "--host", listen, "--protocol", inv.protocol,
             # distributed appends "-<i>" to the name only when nworkers > 1.
             "--name", name or (spec.label if spec.nworkers > 1 else f"{spec.label}-0"),
-            "--local-directory", local_directory(inv.name, spec),
+            "--local-directory", "{local_directory}",
             "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
     if inv.protocol == "tls":
         argv += tls.cli_args()
@@ -127,21 +139,29 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
 def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
                     memory_limit: int | str, files: dict[str, str], token: str = "<token>",
                     name: str | None = None, rundir: str | None = None) -> dict:
-    # The default spill directory sits in a shared /tmp: the agent checks it is ours.
-    dirs = {"mkdirs" if spec.local_directory else "private_dirs": [local_directory(inv.name, spec)]}
-    return {"rundir": rundir or run_dir(inv.name, spec, "workers"), "token": token, **dirs,
+    # The default spill directory sits in a shared temporary directory: the
+    # agent checks every level of it is ours.
+    private = {} if spec.local_directory else {"private_top": SPILL_ROOT}
+    return {"rundir": rundir or run_dir(inv.name, spec, "workers"), "token": token,
+            "local_directory": local_directory(inv.name, spec), **private,
             "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
-            "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY=local_directory(inv.name, spec)),
+            "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
             "log": "workers.log", "files": files}
 
 
-def cleanup_paths(name: str, spec: HostSpec, role: str) -> tuple[list[str], list[str]]:
-    """What ``stop`` removes on a host (files), then prunes if empty (parents)."""
+def cleanup_paths(name: str, spec: HostSpec, role: str, spill: str | None = None) -> tuple[list[str], list[str]]:
+    """What ``stop`` removes on a host (files), then prunes if empty (parents).
+
+    ``spill``: the default spill directory as the host's agent resolved it
+    (its ``$TMPDIR`` then), if known.
+    """
     remove = [run_dir(name, spec, role)]
     prune = [f"{RUN_ROOT}/{name}", RUN_ROOT]
     if role == "workers" and not spec.local_directory:
-        remove.append(local_directory(name, spec))
-        prune.insert(0, "/tmp/pyku-launch-{uid}")
+        spill = spill or local_directory(name, spec)
+        remove.append(spill)
+        cluster_dir = spill.rsplit("/", 1)[0]
+        prune[:0] = [cluster_dir, cluster_dir.rsplit("/", 1)[0]]
     return remove, prune
 
 
@@ -154,6 +174,8 @@ def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
                 if a == WAIT_THEN_WORKER else shlex.quote(a) for a in payload["argv"]]
         line += f"\n    starts: {' '.join(argv)}"
         line += f"\n    in {payload['rundir']} (log {payload['log']})"
+        if "local_directory" in payload:
+            line += f"\n    spill space {payload['local_directory']}"
     return line
 
 

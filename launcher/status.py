@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from . import readiness, state
 
+#: ``pyku-launch status`` exits with the code of the state it reports: one
+#: rule for scripts, with or without ``--json`` (README, "Commands and exit
+#: codes"). 1 and 2 keep their meaning for every command (runtime failure,
+#: usage error); 3 is the preflight's.
+EXIT_CODES = {"running": 0, "degraded": 4, "launching": 5, "stopping": 5, "down": 6, "half-launched": 6,
+              "not launched": 7, "corrupt": 1}
+
+
+def not_launched(name: str | None) -> dict:
+    """The status of a cluster with no record (``name`` None: none is known)."""
+    return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
+            "hosts": [], "missing": {}}
+
 
 async def status_async(name: str) -> dict:
     """Per host expected and live workers and memory limit; ``state`` says up or down.
@@ -11,14 +24,19 @@ async def status_async(name: str) -> dict:
     The keys are stable (``--json``): name, scheduler, dashboard, state,
     hosts[{address, role, expected, live, memory_limit}], missing.
     """
+    busy = state.holder(name)
     try:
         rec = state.read(name)
     except state.CorruptState as e:
         return {"name": name, "state": "corrupt", "error": str(e), "scheduler": None,
                 "dashboard": None, "hosts": [], "missing": {}}
+    if busy and (busy.startswith("stop") or rec is None or not rec.running):
+        # A launch (or stop) at work, not one killed half-way: say what it is doing.
+        words = state.busy_words(busy)
+        return {**not_launched(name), "state": words.split()[0], "detail": words,
+                "missing": rec.missing if rec else {}}
     if rec is None:
-        return {"name": name, "state": "not launched", "scheduler": None, "dashboard": None,
-                "hosts": [], "missing": {}}
+        return not_launched(name)
     if not rec.running:
         return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
                 "hosts": [], "missing": rec.missing,

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from . import state
-from .errors import LaunchError
+from . import remote_commands, state
+from .errors import LaunchError, by_cause
+from .inventory import Inventory
 from .progress import Reporter
 from .protocol import Stop, StopReply
 from .records import ClusterRecord, HostRecord
@@ -43,14 +44,9 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     cleaning up a dead cluster of the same name).
     """
     if not locked:
-        with state.lock(name, "pyku-launch stop"):
+        with state.lock(name, "stop"):
             return await stop_async(name, report=report, locked=True, on_step=on_step)
-    try:
-        rec = state.read(name)
-    except state.CorruptState as e:
-        report.warn(f"{e}: removed; processes it described are no longer tracked")
-        state.remove(name)
-        return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}, "corrupt": True}
+    rec = state.read(name)  # CorruptState: kept, and the error says how to sweep
     if rec is None:
         report.info(f"cluster '{name}' is not running (nothing recorded): nothing to stop")
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
@@ -71,7 +67,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
             f"{a}: pids {p}" for a, p in survivors.items()))
     if "scheduler" in unstopped_roles:
         raise LaunchError("the scheduler host could not be reached, state kept (run stop again when it "
-                          "answers): " + "; ".join(summary["unreachable"].values()))
+                          "answers): " + by_cause(summary["unreachable"]))
     for why in summary["unreachable"].values():
         report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
     state.remove(name)
@@ -111,3 +107,52 @@ async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float
             summary["stopped"] += reply.found
             summary["killed"] += reply.killed
     return reached
+
+
+async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | None = None) -> dict:
+    """End cluster ``inv.name`` on every host of the inventory, without its record.
+
+    For a record that is lost or damaged (:class:`~launcher.state.CorruptState`):
+    on each host the agent ends every process whose token starts with the
+    cluster's name and this state directory's scope (see
+    :func:`launcher.state.scope`), and their descendants, then removes the
+    cluster's run and default spill directories (unless a namesake launched
+    from another state directory runs there). The record goes only when
+    every host was reached and nothing is left.
+    """
+    name = inv.name
+    request = Stop(tokens=[], prefixes=[f"{name}.{state.scope()}."], keep_if_running=f"{name}.",
+                   remove=[f"{remote_commands.RUN_ROOT}/{name}", f"{remote_commands.SPILL_ROOT}/{name}"],
+                   prune=[remote_commands.RUN_ROOT, remote_commands.SPILL_ROOT])
+    with state.lock(name, "stop"):
+        t0 = time.perf_counter()
+        specs = [inv.scheduler, *inv.hosts]
+        conns, failed = await open_connections(specs, on_step)
+        keys = list(conns)
+        try:
+            replies = await asyncio.gather(*(conns[k].request(request, inv.step_timeout + request.grace)
+                                             for k in keys), return_exceptions=True)
+        finally:
+            await close_all(conns)
+        address = {connection_key(s): s.address for s in reversed(specs)}
+        problems = {address[k]: e.message for k, e in failed.items()}
+        summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": dict(problems), "swept": True}
+        for k, reply in zip(keys, replies):
+            if isinstance(reply, LaunchError):
+                problems[address[k]] = summary["unreachable"][address[k]] = reply.message
+            elif isinstance(reply, BaseException):
+                raise reply
+            elif reply.left:
+                problems[address[k]] = f"processes {reply.left} survived SIGKILL"
+            else:
+                summary["stopped"] += reply.found
+                summary["killed"] += reply.killed
+                if reply.kept:
+                    report.warn(f"{address[k]}: run files of '{name}' kept: a cluster of that name "
+                                "launched from another state directory runs there")
+        if problems:
+            raise LaunchError(f"sweep of cluster '{name}' incomplete, state kept: " + by_cause(problems))
+        state.remove(name)
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        report.info(f"cluster '{name}' swept on {len(keys)} host(s) of {inv.path}")
+        return summary

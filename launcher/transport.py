@@ -17,6 +17,7 @@ import collections
 import itertools
 import json
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -47,13 +48,18 @@ def python_of(spec: HostSpec) -> str:
 
 
 def shell_command(spec: HostSpec, command: str) -> str:
-    """``bash -l -c '<env> && <command>'``: how the agent is started on a host.
+    """``bash -l -c '{ <env>\n} && <command>'``: how the agent is started on a host.
 
     A login shell, so the ``module load``/``source`` lines of HPC and lab
     environments work; ``env`` is the user's shell code and runs as written,
-    every other value is quoted by the caller.
+    every other value is quoted by the caller. ``env`` ends with a line break
+    inside a group, so whatever its last line is (a ``# comment``, a trailing
+    ``;`` or ``&``, a TOML multi-line block, a here-document) it cannot
+    swallow or break the command, and the command still runs only if the
+    group's last command succeeded (a failed ``source`` is reported, not
+    ignored).
     """
-    inner = f"{spec.env} && {command}" if spec.env else command
+    inner = f"{{ {spec.env}\n}} && {command}" if spec.env else command
     return f"{shlex.quote(spec.shell)} -l -c {shlex.quote(inner)}"
 
 
@@ -304,9 +310,25 @@ async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
             f"(check [ssh] user/identity, or the host's authorized_keys)", host=spec.address
         ) from None
     except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
-        why = str(e) or type(e).__name__
-        raise LaunchError(f"cannot connect over SSH: {why}", host=spec.address) from None
+        raise LaunchError(f"cannot connect over SSH: {_connect_failure(spec, opts, e)}",
+                          host=spec.address) from None
     return SSHConnection(spec, conn, on_step)
+
+
+def _connect_failure(spec: HostSpec, opts: dict, e: BaseException) -> str:
+    """Why a connect failed, without the address or errno noise, so that
+    hosts failing for the same reason read the same (and group)."""
+    from .hostkeys import resolved_port
+
+    if isinstance(e, ConnectionRefusedError):
+        return f"connection refused on port {resolved_port(spec, opts)}"
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {spec.connect_timeout:g} s (connect_timeout)"
+    if isinstance(e, socket.gaierror):
+        return f"unknown host name ({e.strerror})"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return str(e) or type(e).__name__
 
 
 def connection_key(spec: HostSpec) -> tuple:
@@ -328,6 +350,10 @@ async def open_connections(specs: list[HostSpec], on_step: StepHook | None = Non
     unique: dict[tuple, HostSpec] = {}
     for s in specs:
         unique.setdefault(connection_key(s), s)
+    if any(s.transport == "ssh" for s in unique.values()):
+        from .hostkeys import check_files
+
+        check_files(list(unique.values()))  # one bad key file: one error, before any connect
 
     async def one(spec: HostSpec) -> Connection:
         conn = LocalConnection(spec, on_step) if spec.transport == "local" else await _ssh_connect(spec, on_step)

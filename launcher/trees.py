@@ -85,10 +85,11 @@ class Trees:
     async def start(self, probe: Probe, name: str | None = None) -> HostRecord:
         """Start a host's full tree (``name`` None) or one worker of that name; recorded first."""
         spec = probe.spec if name is None else dataclasses.replace(probe.spec, nworkers=1)
-        rec = HostRecord.new(probe.spec, "workers", self.rec.name, spec.nworkers, probe.memory_limit)
-        if name is not None:
+        rec = HostRecord.new(probe.spec, "workers", self.rec.name, spec.nworkers, probe.memory_limit,
+                             scope=state.scope())
+        if name is not None:  # its own run directory beside the host's (cleanup_paths lists that first)
             rec.rundir = f"{rec.rundir}.{name.rsplit('-', 1)[1]}"
-            rec.remove, rec.names = [rec.rundir], [name]
+            rec.remove, rec.names = [rec.rundir, *rec.remove[1:]], [name]
         self.rec.hosts.append(rec)
         self.started.append(rec)
         self.save()
@@ -105,6 +106,9 @@ class Trees:
             await asyncio.wait([task])  # the spawn's own timeout bounds this; then the rollback knows it
             raise
         rec.pid, rec.log = reply.pid, reply.log
+        if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
+            remove, rec.prune = remote_commands.cleanup_paths(self.rec.name, spec, "workers", reply.local_directory)
+            rec.remove = [rec.rundir, *remove[1:]]
         self.save()
         if reply.failure:
             raise LaunchError(f"workers {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
@@ -132,12 +136,11 @@ class Trees:
     async def _stop_host(self, key: tuple, recs: list[HostRecord]) -> None:
         address = recs[0].address
         remaining = [h for h in self.trees(recs[0].label) if h not in recs]
-        spill = [p for p in remote_commands.cleanup_paths(self.rec.name, recs[0].spec, "workers")[0]
-                 if p != remote_commands.run_dir(self.rec.name, recs[0].spec, "workers")]
         # The spill directory is shared by a host's trees: it goes with the last one.
+        spill = sorted({p for h in self.trees(recs[0].label) for p in h.remove if p != h.rundir})
         cut = [dataclasses.replace(r, remove=[p for p in r.remove if p not in spill]) for r in recs]
         if not remaining:
-            cut[0].remove = cut[0].remove + [p for p in spill if p not in cut[0].remove]
+            cut[0].remove = cut[0].remove + spill
         if key not in self.conns:
             raise LaunchError("not reachable to stop its workers", host=address)
         reply = await stop_trees(self.conns[key], cut, timeout=self.step_timeout)

@@ -27,7 +27,10 @@ Checker = Callable[[Any], Any]
 #: Host name, IPv4, IPv6 (without brackets, zone index after ``%``) or an
 #: ``~/.ssh/config`` alias. No leading ``-`` (could read as an ssh option) or
 #: ``.`` (``..`` would be a path when used as a run directory label).
-ADDRESS = re.compile(r"[A-Za-z0-9_:%][A-Za-z0-9_.:%-]{0,254}")
+#: At most 200 characters: the address names run and spill directories
+#: (``<label>.scheduler``), whose names the file system caps at 255 bytes,
+#: with room for a ``-<port>`` suffix that keeps labels unique.
+ADDRESS = re.compile(r"[A-Za-z0-9_:%][A-Za-z0-9_.:%-]{0,199}")
 USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 #: A shell program: ``bash``, ``/bin/zsh``; one word, no shell syntax.
@@ -118,6 +121,15 @@ def matching(pattern: re.Pattern[str], what: str) -> Checker:
     return check
 
 
+def address(value: Any) -> str:
+    """A host name, IP address or ssh alias (:data:`ADDRESS`), with its length said apart."""
+    if isinstance(value, str) and len(value) > 200:
+        raise Invalid(f"must be at most 200 characters, got {len(value)} (it names run directories,"
+                      " and file names stop at 255 bytes: use a shorter ~/.ssh/config alias)")
+    return matching(ADDRESS, "a host name, IP address or ssh alias"
+                    " (letters, digits and _ . : % -, not starting with - or .)")(value)
+
+
 def word(value: Any) -> str:
     """One argument for a command line (interpreter, path): no NUL, no line break.
 
@@ -127,6 +139,26 @@ def word(value: Any) -> str:
     if any(c in _string(value) for c in "\0\n\r"):
         raise Invalid(f"must not contain NUL or line breaks, got {show(value)}")
     return value
+
+
+def remote_directory(value: Any) -> str:
+    """A directory on a host (``local_directory``): absolute, ``~/…`` or relative to home.
+
+    The host's agent resolves it once for every process that uses it, so
+    ``..`` (which climbs out of wherever it is read against) and the root
+    itself are refused, as are names longer than a file system allows.
+    """
+    path = word(value)
+    parts = path.split("/")
+    if ".." in parts:
+        raise Invalid(f"must not contain '..', got {show(value)} (write the directory it means,"
+                      " e.g. /scratch/me/dask or ~/dask)")
+    if not path.strip("/"):
+        raise Invalid(f"must not be the root directory, got {show(value)} (e.g. /scratch/me/dask)")
+    if any(len(p.encode()) > 255 for p in parts) or len(path.encode()) > 1024:
+        raise Invalid(f"is too long for a path (a name at most 255 bytes, the whole at most 1024),"
+                      f" got {show(value)}")
+    return path
 
 
 def local_path(value: Any) -> str:

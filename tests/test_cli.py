@@ -49,7 +49,7 @@ def test_errors_are_one_line(state_dir):
 
 def test_status_json_of_a_cluster_never_launched(state_dir):
     r = invoke("status", "--name", "never", "--json")
-    assert r.exit_code == 0
+    assert r.exit_code == 7  # "not launched" (README, "Commands and exit codes")
     st = json.loads(r.stdout)
     assert st["name"] == "never" and st["state"] == "not launched"
     assert {"scheduler", "dashboard", "hosts", "missing"} <= set(st)

@@ -137,26 +137,6 @@ def test_worker_past_its_memory_limit_is_restarted_others_keep_computing(sshd, s
     assert session_members(rec) == []
 
 
-def test_corrupt_state_is_reported_and_recovered(sshd, state_dir, tmp_path):
-    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="corrupt", workers=(1,))
-    rec = launcher.launch(inv)
-    path = state.state_path("corrupt")
-    text = path.read_text()
-    # stop the processes first (as a crash would have), then truncate the record
-    launcher.stop("corrupt")
-    path.write_text(text[: len(text) // 2])
-    os.chmod(path, 0o600)
-    r = cli("status", "--name", "corrupt")
-    assert "corrupt" in r.stdout
-    r = cli(str(inv))
-    assert r.returncode == 0, r.stderr
-    assert "corrupt state file" in r.stderr
-    rec2 = state.read("corrupt")
-    assert rec2.scheduler != rec.scheduler or rec2.started > rec.started
-    launcher.stop("corrupt")
-    assert session_members(rec2) == []
-
-
 def test_stale_state_after_everything_died(sshd, state_dir, tmp_path):
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name="stale", workers=(1,))
     rec = launcher.launch(inv)
