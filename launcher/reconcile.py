@@ -81,14 +81,16 @@ class _Reconcile:
         self.report.step("reconcile", f"{len(steps)} change{'s' if len(steps) != 1 else ''}")
         for s in steps:
             self.report.info(s.text)
-        specs = [h.spec for h in self.rec.hosts if h.role == "workers"] + [s.spec for s in steps if s.spec]
+        labels = {s.label for s in steps}  # only the hosts a step touches: a repair of one connects one
+        specs = [h.spec for h in self.rec.hosts if h.role == "workers" and h.label in labels]
+        specs += [s.spec for s in steps if s.spec]
         self.report.step("connect", f"{len({connection_key(s) for s in specs})} hosts")
         conns, failed = await open_connections(specs, self.on_step)
         trees = Trees(self.rec, self.inv, conns)
         try:
             await self._apply(trees, steps, failed)
         except BaseException:
-            self.report.warn("reconcile interrupted: stopping what it started")
+            self.report.warn("reconcile failed or interrupted: stopping what it started")
             for why in await trees.rollback():
                 self.report.warn(why)
             raise
