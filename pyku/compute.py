@@ -172,6 +172,11 @@ def persistent_processing(func, files=None, tmpdir=None, identifier="pyku", pers
             run.here(paths)
         else:
             run.on_cluster(client, paths)
+    # A writer that died during this run (its task was retried elsewhere)
+    # left its temporary file: each host removes those of its dead writers.
+    remove_stale_parts(outdir, ".*.part")
+    if client is not None:
+        client.run(remove_stale_parts, str(outdir), ".*.part", on_error="ignore")
     outputs = run.outputs(paths)
     if run.failures:
         raise ProcessingError(run.failures, outputs) from next(iter(run.failures.values()))

@@ -210,7 +210,7 @@ def test_worker_killed_mid_piece_loses_nothing(tmp_path, big_input):
         after = set(client.run(os.getpid).values())
     assert killed and killed[0][0] in before and killed[0][0] not in after  # a worker died mid-write
     assert_complete(outputs, big_input)
-    assert not list(out.glob(".*.part"))  # the dead writer's temporary file is gone too
+    assert not list(out.glob(".*.part"))  # the dead writer's temporary files are gone too
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

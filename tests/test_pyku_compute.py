@@ -363,3 +363,24 @@ def test_several_failing_files_are_all_named_and_the_good_ones_kept(tmp_path):
     outputs = info.value.outputs
     assert outputs[0] is None and outputs[2] is None
     assert Path(outputs[1]).exists() and Path(outputs[3]).exists()
+
+
+def test_temporary_files_of_writers_that_died_during_the_run_are_removed(tmp_path):
+    """A worker killed while writing (its task retried elsewhere) leaves a ``.part``: the run removes it."""
+    from pyku.cache_key import host_tag
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has now
+    out = tmp_path / "out"
+    orphan = out / f".tas_x.nc.0123abcd.hash.{host_tag()}.{dead.pid}.5eed5eed.part"
+    alive = out / f".tas_y.nc.0123abcd.hash.{host_tag()}.{os.getpid()}.5eed5eed.part"
+
+    def dies_while_writing(ds):
+        orphan.write_text("half a sidecar")  # as a writer killed mid-write leaves it
+        alive.write_text("a live writer's")   # another run's writer, still at work
+        return ds.pyku.to_cmor_varnames()
+
+    files = sample_files(tmp_path / "in", variables=("tas",), years=(1980,))
+    outputs = compute.persistent_processing(dies_while_writing, files, out)
+    assert all(Path(p).exists() for p in outputs)
+    assert not orphan.exists() and alive.exists()
