@@ -6,6 +6,9 @@ Python API (the CLI ``pyku-launch`` is a thin layer over it)::
     launch("hosts/localhost.toml")
     client = connect()
     stop()
+
+``launcher.Cluster(name)`` is the same cluster as a dask ``Cluster``
+(``scale``, ``adapt``, the Jupyter widget).
 """
 
 # One verb, one module (launcher/launch.py, stop.py, status.py) and one API
@@ -16,5 +19,16 @@ from .api import check, launch, logs, status, stop  # noqa: E402
 from .client import connect
 from .errors import InventoryError, LaunchError, PreflightError
 
-__all__ = ["check", "connect", "launch", "logs", "status", "stop",
+
+
+def __getattr__(name):
+    # launcher.Cluster imports distributed (about a second): only when asked for.
+    if name == "Cluster":
+        from .cluster import Cluster
+
+        return Cluster
+    raise AttributeError(f"module 'launcher' has no attribute {name!r}")
+
+
+__all__ = ["Cluster", "check", "connect", "launch", "logs", "status", "stop",
            "InventoryError", "LaunchError", "PreflightError"]

@@ -77,8 +77,13 @@ def _inventory(inv: str | PathLike | Inventory) -> Inventory:
 def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False,
            allow_partial: bool = False, timeout: float | None = None,
            reporter: Reporter | None = None, on_step: StepHook | None = None,
-           ship: tuple[str, ...] = ()) -> ClusterRecord:
+           ship: tuple[str, ...] = (), recreate: bool = False) -> ClusterRecord:
     """Launch the cluster an inventory describes; return its state record.
+
+    A cluster of that name that already runs is converged to the inventory
+    (:mod:`launcher.reconcile`): the record's ``applied`` lists the steps.
+    A change only a new scheduler can follow raises
+    :class:`~launcher.errors.NeedsRecreate` unless ``recreate`` (stop, then launch).
 
     ``reporter`` shows the progress; ``on_step(address, op, started, ended)``
     is called after every agent step (bench/ counts round trips with it).
@@ -99,7 +104,8 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     reporter = reporter or Reporter(quiet=True)
     with state.lock(inv.name, "launch"):
         return run(launch_async(inv, report=reporter, allow_mismatch=allow_mismatch,
-                                allow_partial=allow_partial, timeout=timeout, on_step=on_step))
+                                allow_partial=allow_partial, timeout=timeout, on_step=on_step,
+                                recreate=recreate))
 
 
 def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | None = None,
@@ -123,6 +129,20 @@ def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | Non
         report.info("no launched cluster is known: nothing to stop")
         return {"name": None, "stopped": 0, "killed": 0, "unreachable": {}}
     return run(stop_async(name, report=report, on_step=on_step))
+
+
+def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout: float | None = None,
+            reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
+    """Restart the workers of some hosts (addresses or labels; None: all), retiring them first.
+
+    See :mod:`launcher.restart`; the scheduler and the other hosts keep running.
+    """
+    from .restart import restart_async
+
+    name = resolve_name(name)
+    with state.lock(name, "pyku-launch restart"):
+        return run(restart_async(name, hosts, report=reporter or Reporter(quiet=True), timeout=timeout,
+                                 on_step=on_step))
 
 
 def status(name: str | None = None) -> dict:
@@ -192,8 +212,25 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
 
 
 def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
-    """Every remote step a launch would run, per host; touches nothing."""
-    return remote_commands.dry_run(_inventory(inventory))
+    """Every remote step a launch would run, per host; touches nothing.
+
+    If a cluster of that name runs, the plan that would converge it instead
+    (``+ host``, ``- host``, ``~ host: key a → b``, ``repair host: ...``).
+    """
+    inv = _inventory(inventory)
+    rec = _running(inv.name)
+    if rec is None:
+        return remote_commands.dry_run(inv)
+    from .reconcile import plan_for
+
+    try:
+        steps = run(plan_for(inv, rec))
+    except LaunchError as e:  # a launch would clean the dead cluster up, then launch anew
+        return [f"{e}: a launch would stop what is left of it first, then:", *remote_commands.dry_run(inv)]
+    head = f"cluster '{inv.name}' runs at {rec.scheduler}: "
+    if not steps:
+        return [head + "nothing to change"]
+    return [head + "plan", *(f"  {s.text}" for s in steps)]
 
 
 def share(name: str | None, label: str, path: str | PathLike, days: float = 7):
@@ -210,4 +247,13 @@ def revoke(name: str | None, label: str) -> dict:
     return run(_share.revoke_async(resolve_name(name), label))
 
 
-__all__ = ["launch", "stop", "status", "check", "logs", "dry_run", "share", "revoke"]
+def _running(name: str) -> ClusterRecord | None:
+    """The record of a running cluster of this name, else None (not launched, half-launched, corrupt)."""
+    try:
+        rec = state.read(name)
+    except state.CorruptState:
+        return None
+    return rec if rec is not None and rec.running else None
+
+
+__all__ = ["launch", "stop", "status", "check", "logs", "dry_run", "restart", "share", "revoke"]

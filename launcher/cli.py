@@ -25,7 +25,7 @@ from .records import ClusterRecord
 from .status import EXIT_CODES
 from .validate import Invalid, seconds
 
-_ORDER = ("launch", "check", "status", "logs", "stop", "share", "revoke", "dashboard")
+_ORDER = ("launch", "check", "status", "logs", "restart", "stop", "share", "revoke", "dashboard")
 
 
 class _DefaultLaunch(click.Group):
@@ -173,6 +173,7 @@ def main(ctx):
     pyku-launch check HOSTS    preflight only (versions, pyku build, memory, ports)
     pyku-launch status         workers per host, dashboard
     pyku-launch logs [HOST]    remote logs
+    pyku-launch restart [HOST] new worker processes (retired first)
     pyku-launch stop           stop everything and verify
     """
     _open_standard_fds()
@@ -194,18 +195,24 @@ Examples:
               help="Seconds to wait for all workers (default: [cluster] timeout, 120).")
 @click.option("--allow-mismatch", is_flag=True, help="Launch even if versions differ (the table is shown as a warning).")
 @click.option("--allow-partial", is_flag=True, help="Go on without hosts that fail; they are named.")
-@click.option("--dry-run", is_flag=True, help="Print every remote command per host; touch nothing.")
+@click.option("--dry-run", is_flag=True, help="Print every remote command per host (on a running cluster: "
+                                               "the plan that would converge it); touch nothing.")
+@click.option("--recreate", is_flag=True, help="If a change needs a new scheduler: stop the cluster and launch anew.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary or the error.")
 @click.option("--ship", multiple=True, metavar="PACKAGE",
               help="Send this machine's source of PACKAGE (e.g. pyku) to every host, first on PYTHONPATH; "
                    "adds to [cluster] ship. Repeatable.")
 @_guard
-def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet, ship):
+def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, recreate, quiet, ship):
     """Launch the cluster described by INVENTORY (a TOML hosts file).
 
     Connects to every host, runs the preflight, starts the scheduler and the
     workers detached (they outlive this command), waits until the scheduler
     has every worker, records the cluster and prints its summary.
+
+    On a running cluster of that name: converges it to INVENTORY (repair
+    missing workers, add, remove or change hosts) without restarting the
+    scheduler or healthy workers.
     """
     if dry_run:
         for line in api.dry_run(inventory):
@@ -213,7 +220,7 @@ def launch(inventory, timeout, allow_mismatch, allow_partial, dry_run, quiet, sh
         return
     with Reporter(quiet=quiet) as reporter:
         rec = api.launch(inventory, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                         timeout=timeout, reporter=reporter, ship=ship)
+                         timeout=timeout, reporter=reporter, ship=ship, recreate=recreate)
     print_summary(rec, _console())
 
 
@@ -221,6 +228,9 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     """Scheduler, dashboard, hosts x workers x memory, and how to connect and stop."""
     if console is not None:  # apart from the progress above it
         console.print()
+    if rec.applied:  # a running cluster, converged to the inventory
+        for line in rec.applied:
+            _line(console, "applied", line)
     if rec.already_running:
         msg = f"cluster '{rec.name}' is already running at {rec.scheduler}: nothing changed"
         if console is None:
@@ -396,6 +406,29 @@ def stop(name, inventory, quiet):
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
     for addr, why in s["unreachable"].items():
         click.echo(f"  {addr}: not reached ({why})")
+
+
+@main.command(short_help="Restart the workers of some or all hosts, retiring them first.",
+              epilog="""\b
+Examples:
+  pyku-launch restart                 # every host's workers
+  pyku-launch restart 127.0.0.3       # one host
+""")
+@click.argument("hosts", nargs=-1)
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the new workers (default: [cluster] timeout).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
+@_guard
+def restart(hosts, name, timeout, quiet):
+    """Restart the worker processes of HOSTS (addresses or labels; default: all).
+
+    Their workers are retired through the scheduler (results move to the
+    other workers), stopped, the hosts preflighted again and new workers
+    started. The scheduler and connected clients keep running.
+    """
+    with Reporter(quiet=quiet) as reporter:
+        rec = api.restart(list(hosts) or None, name, timeout=timeout, reporter=reporter)
+    print_summary(rec, _console())
 
 
 @main.command(short_help="Remote scheduler and worker logs, each line prefixed by its host.",

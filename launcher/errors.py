@@ -54,3 +54,9 @@ def by_cause(failures: dict[str, str], shown: int = 4) -> str:
             f"{', '.join(hosts[:shown - 1])} … {hosts[-1]}"
         parts.append(f"{len(hosts)} hosts: {cause} ({names})")
     return "; ".join(parts)
+
+
+class NeedsRecreate(LaunchError):
+    """An inventory change only a new scheduler can follow (``--recreate``); nothing was changed."""
+
+    exit_code = 2

@@ -31,6 +31,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn
 
+from launcher import options as opts
 from launcher import validate as v
 from launcher.errors import InventoryError
 from launcher.validate import parse_memory
@@ -96,6 +97,9 @@ class Inventory:
     dashboard: str = "closed"
     #: Local packages packed and sent to every host, first on PYTHONPATH there (launcher/ship.py).
     ship: tuple[str, ...] = ()
+    scheduler_options: tuple = ()  # (dask scheduler flag, value), launcher/options.py
+    worker_options: tuple = ()     # (dask worker flag, value)
+    dask_config: tuple = ()        # (dotted dask setting, value), for every process
 
 
 _ADDRESS = v.address
@@ -126,12 +130,13 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "transport": _TRANSPORT,
         "dashboard": v.choice("closed", "open"),
         "ship": v.names(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "top-level package name"),
+        "dask_config": opts.check_dask_config,
     },
     "ssh": {**_CONNECTION, "config": v.local_path, "accept_new": v.boolean,
             "connect_timeout": v.seconds, "transport": _TRANSPORT},
     "scheduler": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
-                  **_CONNECTION, **_RUNTIME},
-    "workers": {**_SIZING, "transport": _TRANSPORT},
+                  **_CONNECTION, **_RUNTIME, "options": opts.check_scheduler_options},
+    "workers": {**_SIZING, "transport": _TRANSPORT, "options": opts.check_worker_options},
     "host": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
              **_CONNECTION, **_RUNTIME, **_SIZING},
 }
@@ -220,7 +225,14 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         hosts=_unique_labels(hosts),
         dashboard=cluster.get("dashboard", "closed"),
         ship=cluster.get("ship", ()),
+        **_dask_settings(cluster, scheduler, tables["workers"]),
     )
+
+
+def _dask_settings(cluster: dict, scheduler: dict, workers: dict) -> dict[str, tuple]:
+    """The Inventory fields of launcher/options.py: dask CLI flags per role, dask settings."""
+    return {"scheduler_options": scheduler.get("options", ()), "worker_options": workers.get("options", ()),
+            "dask_config": cluster.get("dask_config", ())}
 
 
 def _read_bytes(path: str | os.PathLike, source: str) -> bytes:

@@ -12,9 +12,8 @@ import asyncio
 import os
 import threading
 import time
-import dataclasses
 
-from . import logtail, preflight, readiness, remote_commands, ship, state, tls, tunnel
+from . import logtail, plan, preflight, readiness, remote_commands, ship, state, tls, tunnel
 from .errors import LaunchError, by_cause
 from .inventory import HostSpec, Inventory
 from .progress import Reporter
@@ -36,17 +35,23 @@ def _preimport_distributed() -> None:
 
 async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool = False,
                        allow_partial: bool = False, timeout: float | None = None,
-                       on_step: StepHook | None = None) -> ClusterRecord:
+                       on_step: StepHook | None = None, recreate: bool = False) -> ClusterRecord:
     """Launch the inventory's cluster and return its state record.
 
-    If a cluster of that name is already running, returns its record with
-    ``already_running`` set and changes nothing. ``on_step`` sees every
-    agent step (:data:`launcher.transport.StepHook`).
+    If a cluster of that name is already running, it is converged to the
+    inventory instead (:mod:`launcher.reconcile`); unchanged, its record
+    comes back with ``already_running`` set. ``on_step`` sees every agent
+    step (:data:`launcher.transport.StepHook`).
     """
     _preimport_distributed()
     existing = await _existing(inv.name, report, on_step)
     if existing is not None:
-        return dataclasses.replace(existing, already_running=True)
+        from .reconcile import reconcile_async
+
+        done = await reconcile_async(inv, existing, report=report, recreate=recreate, timeout=timeout,
+                                     allow_mismatch=allow_mismatch, on_step=on_step)
+        if done is not None:
+            return done
     if inv.protocol == "tcp":
         report.warn("protocol = \"tcp\": anyone who can reach the scheduler's port can run code "
                     "on your workers; use \"tls\" (the default) on shared networks")
@@ -99,6 +104,7 @@ class _Launch:
             probes, material = await self._preflight(hosts)
             address, dashboard = await self._start(probes, material)
             self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
+                       settings=plan.settings(self.inv),
                        launch_seconds=round(time.perf_counter() - t0, 3),
                        tls=material["client"] if material else None,
                        ca_key=self.ca.key if self.ca else None,

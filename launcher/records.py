@@ -22,7 +22,7 @@ from . import remote_commands
 from .inventory import HostSpec
 from .tls import Material, security
 
-VERSION = 1
+VERSION = 2
 
 
 class RecordError(ValueError):
@@ -45,6 +45,13 @@ class HostRecord:
     memory_limit: int | None = None  # per worker, bytes
     pid: int | None = None      # the tree's leader, once the spawn replied
     log: str | None = None      # its log file, once the spawn replied
+    names: list[str] | None = None  # its workers' names; None: <label>-0 ... <label>-<expected - 1>
+
+    def worker_names(self) -> list[str]:
+        """The names its workers register with at the scheduler."""
+        if self.names is not None:
+            return list(self.names)
+        return [f"{self.label}-{i}" for i in range(self.expected)] if self.role == "workers" else []
 
     @classmethod
     def new(cls, spec: HostSpec, role: str, name: str, expected: int = 0,
@@ -90,9 +97,13 @@ class ClusterRecord:
     ca_key: str | None = None           # the cluster CA's key: signs shares (launcher/share.py)
     shares: list[dict] = field(default_factory=list)  # issued shares: label, serial, expires, revoked
     shipped: dict[str, str] = field(default_factory=dict)  # package -> fingerprint shipped (launcher/ship.py)
+    #: Cluster-wide settings it converged to (options, dask_config), compared by a reconcile.
+    settings: dict = field(default_factory=dict)
     version: int = VERSION
     #: Set on the record a launch returns when the cluster was already running (never saved).
     already_running: bool = field(default=False, compare=False)
+    #: The plan a reconcile applied to a running cluster, one line per step (never saved).
+    applied: list[str] = field(default_factory=list, compare=False)
 
     @property
     def running(self) -> bool:
@@ -103,7 +114,8 @@ class ClusterRecord:
         return security(self.tls) if self.tls is not None else None
 
     def to_json(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "already_running"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) 
+               if f.name not in ("already_running", "applied")}
         out["hosts"] = [h.to_json() for h in self.hosts]
         out["tls"] = dataclasses.asdict(self.tls) if self.tls is not None else None
         out["version"] = VERSION
@@ -136,5 +148,13 @@ def _from_unversioned(data: dict) -> dict:
     return defaults | data | {"version": 1}
 
 
+def _single_trees(data: dict) -> dict:
+    """Version 2 (reconcile, launcher.Cluster): a host may have several trees, each naming its
+    workers (``names``; None: the launch's), and the record keeps the cluster-wide ``settings``.
+    A version-1 reader would take such a record for corrupt; the version makes it refuse it instead."""
+    hosts = [dict(h, names=h.get("names")) for h in data.get("hosts", [])]
+    return data | {"hosts": hosts, "settings": data.get("settings", {}), "version": 2}
+
+
 #: ``_MIGRATIONS[v]`` turns a record of version ``v`` into one of version ``v + 1``.
-_MIGRATIONS = {0: _from_unversioned}
+_MIGRATIONS = {0: _from_unversioned, 1: _single_trees}

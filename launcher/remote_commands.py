@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from . import tls
+from . import options, tls
 from .inventory import HostSpec, Inventory
 from .transport import agent_command, python_of
 
@@ -60,6 +60,7 @@ def process_env(inv: Inventory) -> dict[str, str]:
     if inv.protocol == "tls":
         env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
         env["PYKU_REVOKED_FILE"] = f"{{rundir}}/{REVOKED_FILE}"  # launcher/revocation.py
+    env.update(options.config_env(inv.dask_config))
     return env
 
 
@@ -71,7 +72,7 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     argv += ["--dashboard-address", host_port(dashboard_host(inv, listen), inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args() + ["--preload", f"{{rundir}}/{REVOCATION_PRELOAD}"]
-    return argv
+    return argv + options.argv(inv.scheduler_options)
 
 
 def dashboard_host(inv: Inventory, listen: str) -> str:
@@ -127,20 +128,22 @@ def scheduler_host_port(address: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
-def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, memory_limit: int | str) -> list[str]:
+def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, memory_limit: int | str,
+                 name: str | None = None) -> list[str]:
+    """``name``: of a single worker started after the launch (``<label>-<i>``, see launcher/trees.py)."""
     host, port = scheduler_host_port(scheduler)
     argv = [python_of(spec), "-c", WAIT_THEN_WORKER, host, port, f"{inv.step_timeout:g}", scheduler,
             "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads),
             "--memory-limit", str(memory_limit), "--nanny",
             "--host", listen, "--protocol", inv.protocol,
             # distributed appends "-<i>" to the name only when nworkers > 1.
-            "--name", spec.label if spec.nworkers > 1 else f"{spec.label}-0",
+            "--name", name or (spec.label if spec.nworkers > 1 else f"{spec.label}-0"),
             "--local-directory", "{local_directory}",
             "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
     if inv.protocol == "tls":
         preload = f"{{rundir}}/{REVOCATION_PRELOAD}"
         argv += tls.cli_args() + ["--preload", preload, "--preload-nanny", preload]
-    return argv
+    return argv + options.argv(inv.worker_options)
 
 
 def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float,
@@ -153,13 +156,14 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
 
 
 def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
-                    memory_limit: int | str, files: dict[str, str], token: str = "<token>") -> dict:
+                    memory_limit: int | str, files: dict[str, str], token: str = "<token>",
+                    name: str | None = None, rundir: str | None = None) -> dict:
     # The default spill directory sits in a shared temporary directory: the
     # agent checks every level of it is ours.
     private = {} if spec.local_directory else {"private_top": SPILL_ROOT}
-    return {"rundir": run_dir(inv.name, spec, "workers"), "token": token,
+    return {"rundir": rundir or run_dir(inv.name, spec, "workers"), "token": token,
             "local_directory": local_directory(inv.name, spec), **private,
-            "argv": workers_argv(inv, spec, listen, scheduler, memory_limit),
+            "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
             "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
             "log": "workers.log", "files": files}
 
@@ -196,7 +200,7 @@ def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
 
 def dry_run(inv: Inventory) -> list[str]:
     """Every remote step of a launch, per host, touching nothing."""
-    lines = []
+    lines = [f"dask config (every process): {k}={v}" for k, v in options.config_env(inv.dask_config).items()]
     sched = inv.scheduler
     listen = sched.listen or f"<address {sched.address} is reached on>"
     lines.append(describe(sched, "probe"))

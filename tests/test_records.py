@@ -58,3 +58,15 @@ def test_a_host_record_without_its_spec_is_corrupt(state_dir):
     state.state_path("broken").write_text(json.dumps(data))
     with pytest.raises(state.CorruptState, match="host record"):
         state.read("broken")
+
+
+def test_a_version_1_record_reads_with_the_launchs_worker_names(state_dir):
+    data = _record().to_json()
+    data["version"] = 1
+    del data["settings"]
+    for h in data["hosts"]:
+        del h["names"]
+    rec = ClusterRecord.from_json(data)
+    assert rec.version == VERSION and rec.settings == {}
+    workers = [h for h in rec.hosts if h.role == "workers"]
+    assert workers and all(h.worker_names() == [f"{h.label}-{i}" for i in range(h.expected)] for h in workers)

@@ -126,3 +126,12 @@ def cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess
     """Run ``pyku-launch`` as a user would, in a subprocess."""
     return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+
+
+def slow_python(directory: Path, seconds: float) -> str:
+    """An interpreter for a host whose workers take ``seconds`` longer to start (written in ``directory``)."""
+    path = Path(directory) / "slow-python"
+    path.write_text(f'#!/bin/sh\ncase "$*" in *--nworkers*) sleep {seconds:g};; esac\n'
+                    f'exec {sys.executable} "$@"\n')
+    path.chmod(0o755)
+    return str(path)
