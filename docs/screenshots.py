@@ -116,7 +116,7 @@ def main() -> None:
     from rich.console import Console
 
     import launcher
-    from launcher.cli import print_summary
+    from launcher.summary import print_summary
     from launcher.progress import Reporter
 
     text = (ROOT / "hosts" / "localhost.toml").read_text()
