@@ -153,7 +153,7 @@ def main() -> None:
             t = threading.Thread(target=load, daemon=True)
             t.start()
             time.sleep(8)  # a few seconds of task stream
-            chromium(rec["dashboard"], DOCS / "dashboard.png", 1000, 600, 5.0)
+            chromium(rec.dashboard, DOCS / "dashboard.png", 1000, 600, 5.0)
             stop.set()
             t.join(timeout=120)
     finally:
