@@ -259,6 +259,28 @@ def stop_all(names) -> None:
             pass
 
 
+def run_on_testbed(names, body, **testbed) -> int:
+    """Run ``body(tb)`` on a fresh testbed; the script's exit code.
+
+    On an exception it is printed and whatever ``names`` recorded is
+    stopped; the testbed is always closed and :func:`final_check` run. 0 only
+    if the body ran through and nothing of ours is left.
+    """
+    import traceback
+
+    tb = start_testbed(**testbed)
+    ok = True
+    try:
+        body(tb)
+    except Exception:
+        traceback.print_exc()
+        ok = False
+        stop_all(names)
+    finally:
+        tb.close()
+    return 0 if final_check(names) and ok else 1
+
+
 def final_check(names=(), markers=(), tracked=(), dirs=()) -> bool:
     """Print and return whether anything of ours is left (processes, run dirs)."""
     left = leftovers(names, markers, tracked)

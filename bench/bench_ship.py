@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import _util as u  # bench/ is the script's directory, so on sys.path
@@ -29,9 +28,8 @@ def main() -> int:
     from launcher import ship
 
     names = ["benchship"]
-    tb = u.start_testbed(n_hosts=3, first=2)
-    ok = True
-    try:
+
+    def body(tb):
         with u.private_state("bench-ship-"), tempfile.TemporaryDirectory() as tmp:
             inv = u.write_inventory(Path(tmp) / "h.toml", tb, name=names[0], workers=(1, 2), nworkers=1)
             packs, plain, shipped = [], [], []
@@ -51,14 +49,8 @@ def main() -> int:
             print(f"launch + ship     {u.fmt_runs(shipped)}  median {u.median(shipped):.2f} s")
             print(f"shipped / plain: {ratio:.2f} x (+{u.median(shipped) - u.median(plain):.2f} s; "
                   f"target <= 1.5 x: {u.verdict(ratio <= 1.5)})")
-    except Exception:
-        traceback.print_exc()
-        ok = False
-        u.stop_all(names)
-    finally:
-        tb.close()
-    u.final_check(names)
-    return 0 if ok else 1
+
+    return u.run_on_testbed(names, body, n_hosts=3, first=2)
 
 
 if __name__ == "__main__":

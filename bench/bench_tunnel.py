@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import _util as u  # bench/ is the script's directory, so on sys.path
@@ -52,9 +51,8 @@ def main() -> int:
 
     nbytes = args.mb * 10**6
     names = ["benchtunnel"]
-    tb = u.start_testbed(n_hosts=2, first=2)
-    ok = True
-    try:
+
+    def body(tb):
         with u.private_state("bench-tunnel-"), tempfile.TemporaryDirectory() as tmp:
             inv = u.write_inventory(Path(tmp) / "h.toml", tb, name=names[0], workers=(1,), nworkers=1,
                                     memory_limit="2GiB")
@@ -80,14 +78,8 @@ def main() -> int:
                 print(f"tunnel / direct: {ratio:.2f} x  (target <= 3 x: {u.verdict(ratio <= 3)})")
             finally:
                 launcher.stop(names[0])
-    except Exception:
-        traceback.print_exc()
-        ok = False
-        u.stop_all(names)
-    finally:
-        tb.close()
-    u.final_check(names)
-    return 0 if ok else 1
+
+    return u.run_on_testbed(names, body, n_hosts=2, first=2)
 
 
 if __name__ == "__main__":

@@ -24,18 +24,10 @@ import launcher
 from launcher import LaunchError, state
 from launcher.agent import _members
 from launcher.testing import ROOT
-from launcher.testing.clusters import agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
+from launcher.testing.clusters import (agent_processes, cli, cluster_processes, session_members, slow_python,
+                                      ssh_inventory, wait_until)
 
 NOBODY = "127.0.0.9"  # a loopback address where no sshd listens
-
-
-def slow_python(tmp_path, seconds: float) -> str:
-    """An interpreter for a host whose workers take ``seconds`` longer to start."""
-    path = tmp_path / "slow-python"
-    path.write_text(f'#!/bin/sh\ncase "$*" in *--nworkers*) sleep {seconds:g};; esac\n'
-                    f'exec {sys.executable} "$@"\n')
-    path.chmod(0o755)
-    return str(path)
 
 
 def test_timeout_option_bounds_the_wait_and_rolls_back(sshd, tmp_path):
