@@ -75,7 +75,7 @@ def connect(name: str | None = None, timeout: float = 30, *, path: str | os.Path
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
     if not rec.running:
         raise LaunchError(f"cluster '{name}' was left half-launched: pyku-launch stop --name {name}, then launch again")
-    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
+    srec = rec.scheduler_host
     via = srec.spec if srec is not None and srec.spec.transport == "ssh" else None
     return _client(rec.scheduler, rec.security(), via, tunnel, timeout, client_kwargs,
                    f"cluster '{name}': the scheduler", f"pyku-launch status --name {name} tells whether it is still up")

@@ -23,7 +23,7 @@ def _where(rec: ClusterRecord):
     if not rec.dashboard:
         raise LaunchError(f"cluster '{rec.name}' has no dashboard (is bokeh installed on the scheduler host?)")
     host, port = scheduler_host_port(rec.dashboard.split("/status")[0])
-    srec = next(h for h in rec.hosts if h.role == "scheduler")
+    srec = rec.scheduler_host
     return host, int(port), srec
 
 

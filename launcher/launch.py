@@ -415,16 +415,15 @@ async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> Cl
 
 async def _answers(rec: ClusterRecord) -> bool:
     """Whether the recorded scheduler answers (through its host if not directly)."""
-    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
     try:
-        async with tunnel.reachable(rec.scheduler, srec.spec if srec else None) as address:
+        async with tunnel.recorded_scheduler(rec) as address:
             return await readiness.scheduler_alive(address, rec.security())
     except LaunchError:
         return False
 
 
 async def _scheduler_process_alive(rec: ClusterRecord, on_step: StepHook | None) -> bool:
-    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
+    srec = rec.scheduler_host
     if srec is None:
         return False
     conns, failed = await open_connections([srec.spec], on_step)

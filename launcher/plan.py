@@ -58,7 +58,7 @@ def _show(key: str, value) -> str:
 
 def _scheduler_changes(rec: ClusterRecord, inv: Inventory) -> list[Step]:
     """Keys only a new scheduler can follow, each as a ``refuse`` step."""
-    sched = next((h for h in rec.hosts if h.role == "scheduler"), None)
+    sched = rec.scheduler_host
     port = scheduler_host_port(rec.scheduler or "")[1]
     dash = (rec.dashboard or "").rsplit(":", 1)[-1].split("/", 1)[0]
     old = {"scheduler.address": sched.spec.address if sched else None, "cluster.protocol": rec.protocol,

@@ -106,6 +106,11 @@ class ClusterRecord:
     applied: list[str] = field(default_factory=list, compare=False)
 
     @property
+    def scheduler_host(self) -> HostRecord | None:
+        """The scheduler's host record (None in a record written before it was spawned)."""
+        return next((h for h in self.hosts if h.role == "scheduler"), None)
+
+    @property
     def running(self) -> bool:
         return self.phase == "running"
 

@@ -93,7 +93,7 @@ def share(name: str, label: str, path: str | os.PathLike, days: float = 7) -> Co
                               f"(its CA key was not kept): stop and launch it again to share it")
         material = tls.issue(tls.CA(rec.tls.ca, rec.ca_key), f"pyku-launch {name} share {label}", days)
         serial, expires = tls.certificate_info(material.cert)
-        srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
+        srec = rec.scheduler_host
         conn = ConnectionFile(name=name, label=label, scheduler=rec.scheduler, dashboard=rec.dashboard,
                               scheduler_host=srec.address if srec else "", serial=f"{serial:X}",
                               expires=expires.isoformat(timespec="seconds"), tls=material)

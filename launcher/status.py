@@ -41,9 +41,8 @@ async def status_async(name: str) -> dict:
         return {"name": name, "state": "half-launched", "scheduler": None, "dashboard": None,
                 "hosts": [], "missing": rec.missing,
                 "error": f"a launch of '{name}' was killed half-way: pyku-launch stop --name {name} cleans up"}
-    srec = next((h for h in rec.hosts if h.role == "scheduler"), None)
     try:
-        async with tunnel.reachable(rec.scheduler, srec.spec if srec else None) as address:
+        async with tunnel.recorded_scheduler(rec) as address:
             info = await readiness.identity(address, rec.security(), timeout=5)
         counts = readiness.workers_by_label(info)
         up = True

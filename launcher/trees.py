@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 
 from . import logtail, readiness, remote_commands, share, ship, state, tls
 from .errors import LaunchError
@@ -75,8 +76,11 @@ class Trees:
         self.rec, self.inv, self.conns = rec, inv, conns
         self.step_timeout = step_timeout or inv.step_timeout
         self.started: list[HostRecord] = []
-        # What the launch shipped goes to every later tree too (read from disk, never imported).
-        self.shipped = ship.pack(inv.ship) if inv.ship else []
+
+    @functools.cached_property
+    def shipped(self) -> list:
+        """What the launch shipped, packed again for later trees (read from disk, never imported; once)."""
+        return ship.pack(self.inv.ship) if self.inv.ship else []
 
     def save(self) -> None:
         state.write(self.rec)

@@ -149,6 +149,12 @@ async def reachable(address: str, spec: HostSpec | None):
         await conn.wait_closed()
 
 
+def recorded_scheduler(rec):
+    """:func:`reachable` for a launched cluster's recorded scheduler (an ``async with``)."""
+    srec = rec.scheduler_host
+    return reachable(rec.scheduler, srec.spec if srec else None)
+
+
 def answers(host: str, port: int, timeout: float = 3) -> bool:
     """Whether something accepts TCP connections at ``host:port`` from here."""
     try:
