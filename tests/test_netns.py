@@ -60,7 +60,7 @@ def test_cut_off_host(lab, state_dir, tmp_path):
         connect_timeout = 3
 
         [scheduler]
-        address = "{netns.CLIENT}"
+        address = "{lab.client}"
         transport = "local"
         # dask's own knob: forget a silent worker after 5 s (default 5 minutes)
         env = 'export DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL=5s'

@@ -1,8 +1,10 @@
 """Test hosts in network namespaces: links that the tests can cut.
 
 ``NetnsLab(n)`` makes a bridge in this namespace (the "switch", with the
-client's address ``10.254.77.1``) and ``n`` namespaces, each a host with one
-veth link to the bridge and the address ``10.254.77.<11+i>``. Traffic stays
+client's address ``10.254.<k>.1``) and ``n`` namespaces, each a host with one
+veth link to the bridge and the address ``10.254.<k>.<11+i>``, where ``k``
+is a /24 no address of this machine is in yet (labs of two test runs on one
+machine do not share a subnet). Traffic stays
 inside this machine: the addresses exist only on links the lab made, and
 ``close()`` removes them all. Cutting a host sets its link down.
 """
@@ -15,8 +17,18 @@ import uuid
 
 from . import sshd as _sshd
 
-SUBNET = "10.254.77"
-CLIENT = f"{SUBNET}.1"
+PREFIX = "10.254"  # the labs' /24s are taken from 10.254.0.0/16
+
+
+def _free_subnet() -> str:
+    """``10.254.<k>`` for a random /24 that no address of this machine is in yet."""
+    import random
+
+    used = _ip("-o", "-4", "addr", "show").stdout
+    free = [k for k in range(1, 255) if f" {PREFIX}.{k}." not in used]
+    if not free:
+        raise RuntimeError(f"every /24 of {PREFIX}.0.0/16 is in use here")
+    return f"{PREFIX}.{random.choice(free)}"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -43,17 +55,19 @@ class NetnsLab:
 
     def __init__(self, n: int):
         tag = uuid.uuid4().hex[:5]
+        self.subnet = _free_subnet()
+        self.client = f"{self.subnet}.1"  # this namespace's address on the lab's bridge
         self.bridge = f"pkbr{tag}"
         self.hosts: list[str] = []
         self.namespaces: list[str] = []
         self.links: list[str] = []
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
-            _ip("addr", "add", f"{CLIENT}/24", "dev", self.bridge)
+            _ip("addr", "add", f"{self.client}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
             for i in range(n):
                 ns, outer, inner = f"pkns{tag}{i}", f"pk{tag}{i}a", f"pk{tag}{i}b"
-                address = f"{SUBNET}.{11 + i}"
+                address = f"{self.subnet}.{11 + i}"
                 _ip("netns", "add", ns)
                 self.namespaces.append(ns)
                 _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
