@@ -122,7 +122,7 @@ def write_inventory(path: Path, tb, *, name: str, workers, nworkers: int, memory
 
 
 def _reporter_base():
-    from launcher.progress import Reporter
+    from launcher.ui.progress import Reporter
 
     return Reporter
 

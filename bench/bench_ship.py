@@ -25,7 +25,7 @@ def main() -> int:
     if not u.ready():
         return 0
     import launcher
-    from launcher import ship
+    from launcher.verbs import ship
 
     names = ["benchship"]
 

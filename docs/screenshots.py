@@ -116,8 +116,8 @@ def main() -> None:
     from rich.console import Console
 
     import launcher
-    from launcher.summary import print_summary
-    from launcher.progress import Reporter
+    from launcher.ui.summary import print_summary
+    from launcher.ui.progress import Reporter
 
     text = (ROOT / "hosts" / "localhost.toml").read_text()
     text = re.sub(r'^name = "local"', f'name = "{NAME}"', text, flags=re.M)

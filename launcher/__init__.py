@@ -11,20 +11,18 @@ Python API (the CLI ``pyku-launch`` is a thin layer over it)::
 (``scale``, ``adapt``, the Jupyter widget).
 """
 
-# One verb, one module (launcher/launch.py, stop.py, status.py) and one API
-# function of the same name. The modules are imported first, so that the
-# package attributes ``launcher.launch`` etc. end up as the API functions.
-from . import launch as _launch_module, status as _status_module, stop as _stop_module  # noqa: F401
-from .api import check, launch, logs, status, stop  # noqa: E402
-from .client import connect
-from .errors import InventoryError, LaunchError, PreflightError
+# One verb, one module (launcher/verbs/launch.py, stop.py, status.py) and one
+# API function of the same name (launcher.api), exported here.
+from launcher.api import check, launch, logs, status, stop
+from launcher.reach.client import connect
+from launcher.errors import InventoryError, LaunchError, PreflightError
 
 
 
 def __getattr__(name):
     # launcher.Cluster imports distributed (about a second): only when asked for.
     if name == "Cluster":
-        from .cluster import Cluster
+        from launcher.cluster import Cluster
 
         return Cluster
     raise AttributeError(f"module 'launcher' has no attribute {name!r}")

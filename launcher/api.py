@@ -12,18 +12,20 @@ import dataclasses
 import signal
 from os import PathLike
 
-from . import preflight, remote_commands, state
-from . import validate as v
-from .client import NothingLaunched, resolve_name
-from .errors import InventoryError, LaunchError, by_cause
-from .inventory import Inventory, load_inventory
-from .progress import Reporter
-from .protocol import Logs
-from .records import ClusterRecord
-from .launch import launch_async
-from .status import not_launched, status_async
-from .stop import stop_async, sweep_async
-from .transport import StepHook, close_all, connection_key, open_connections
+from launcher.verbs import preflight
+from launcher.remote import commands
+from launcher.store import state
+from launcher.config import validate as v
+from launcher.reach.client import NothingLaunched, resolve_name
+from launcher.errors import InventoryError, LaunchError, by_cause
+from launcher.config.inventory import Inventory, load_inventory
+from launcher.ui.progress import Reporter
+from launcher.remote.protocol import Logs
+from launcher.store.records import ClusterRecord
+from launcher.verbs.launch import launch_async
+from launcher.verbs.status import not_launched, status_async
+from launcher.verbs.stop import stop_async, sweep_async
+from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
 
 
 class Interrupted(LaunchError):
@@ -137,7 +139,7 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
 
     See :mod:`launcher.restart`; the scheduler and the other hosts keep running.
     """
-    from .restart import restart_async
+    from launcher.verbs.restart import restart_async
 
     name = resolve_name(name)
     with state.lock(name, "pyku-launch restart"):
@@ -220,13 +222,13 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
     inv = _inventory(inventory)
     rec = _running(inv.name)
     if rec is None:
-        return remote_commands.dry_run(inv)
-    from .reconcile import plan_for
+        return commands.dry_run(inv)
+    from launcher.verbs.reconcile import plan_for
 
     try:
         steps = run(plan_for(inv, rec))
     except LaunchError as e:  # a launch would clean the dead cluster up, then launch anew
-        return [f"{e}: a launch would stop what is left of it first, then:", *remote_commands.dry_run(inv)]
+        return [f"{e}: a launch would stop what is left of it first, then:", *commands.dry_run(inv)]
     head = f"cluster '{inv.name}' runs at {rec.scheduler}: "
     if not steps:
         return [head + "nothing to change"]
@@ -235,14 +237,14 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
 
 def share(name: str | None, label: str, path: str | PathLike, days: float = 7):
     """Write a connection file for ``label`` (see :mod:`launcher.share`); returns its content."""
-    from . import share as _share
+    from launcher.security import share as _share
 
     return _share.share(resolve_name(name), label, path, days)
 
 
 def revoke(name: str | None, label: str) -> dict:
     """Revoke ``label``'s certificates on every host (see :mod:`launcher.share`)."""
-    from . import share as _share
+    from launcher.security import share as _share
 
     return run(_share.revoke_async(resolve_name(name), label))
 

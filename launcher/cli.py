@@ -17,11 +17,13 @@ import sys
 
 import click
 
-from . import api, state, summary, tables
-from .errors import LaunchError
-from .progress import Reporter
-from .status import EXIT_CODES
-from .validate import Invalid, seconds
+from launcher import api
+from launcher.store import state
+from launcher.ui import summary, tables
+from launcher.errors import LaunchError
+from launcher.ui.progress import Reporter
+from launcher.verbs.status import EXIT_CODES
+from launcher.config.validate import Invalid, seconds
 
 _ORDER = ("launch", "check", "status", "logs", "restart", "stop", "share", "revoke", "dashboard")
 
@@ -379,8 +381,8 @@ def revoke(label, name):
 def dashboard(name, port):
     """Forward a local port to the dashboard on the scheduler's host (bound to
     its loopback on a TLS cluster) and stay in the foreground until Ctrl-C."""
-    from . import dashboard as _dashboard
-    from .client import resolve_name
+    from launcher.reach import dashboard as _dashboard
+    from launcher.reach.client import resolve_name
 
     tunnel, url = _dashboard.open_tunnel(resolve_name(name), port)
     if tunnel is None:

@@ -22,13 +22,14 @@ import logging
 from distributed.core import rpc
 from distributed.deploy import Cluster as _DaskCluster
 
-from . import preflight, state
-from .client import resolve_name
-from .errors import LaunchError
-from .records import ClusterRecord
-from .restart import recorded_inventory, running_record
-from .transport import close_all, connection_key, open_connections
-from .trees import Trees, names_by_label, retire
+from launcher.verbs import preflight
+from launcher.store import state
+from launcher.reach.client import resolve_name
+from launcher.errors import LaunchError
+from launcher.store.records import ClusterRecord
+from launcher.verbs.restart import recorded_inventory, running_record
+from launcher.remote.transport import close_all, connection_key, open_connections
+from launcher.verbs.trees import Trees, names_by_label, retire
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class Cluster(_DaskCluster):
             await asyncio.gather(self._correcting, return_exceptions=True)
         await super()._close()
         if self.shutdown_on_close:
-            from .progress import Reporter
-            from .stop import stop_async
+            from launcher.ui.progress import Reporter
+            from launcher.verbs.stop import stop_async
 
             await stop_async(self.launch_name, report=Reporter(quiet=True))
 

@@ -5,7 +5,7 @@ lon/lat -> source CRS -> position along the coordinates); a curvilinear
 source (2-D lat/lon only) inverts the bilinear map of the surrounding cells
 by Newton steps in the plane tangent to the sphere at the target point.
 Target points outside the hull of source cell centres get NaN.  The result is
-a sparse weight matrix (:class:`pyku.regrid.WeightMatrix`) that stores only
+a sparse weight matrix (:class:`pyku.weights.WeightMatrix`) that stores only
 non-zero weights, so a NaN source cell spoils only the target cells that
 really read it.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pyproj
 from scipy.spatial import cKDTree
 
-from pyku.regrid import WeightMatrix, index_dtype, unit_vectors
+from pyku.weights import WeightMatrix, index_dtype, unit_vectors
 
 
 def build(source, tlon, tlat):

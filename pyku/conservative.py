@@ -25,13 +25,13 @@ import pyproj
 import shapely
 from scipy import sparse
 
-from pyku.regrid import EARTH_RADIUS, WeightMatrix, unit_vectors
+from pyku.weights import EARTH_RADIUS, WeightMatrix, unit_vectors
 
 MIN_COVER = 0.5
 
 
 def build(source, target):
-    """:class:`pyku.regrid.WeightMatrix` of conservative weights from ``source`` to ``target`` (Grid)."""
+    """:class:`pyku.weights.WeightMatrix` of conservative weights from ``source`` to ``target`` (Grid)."""
     if _regular(source.crs) and _regular(target.pyproj_crs):
         sring, sok, owner, tring, tok = _cea_rings(source, target)
     else:

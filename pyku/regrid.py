@@ -36,13 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyproj
-from scipy import sparse
 from scipy.spatial import cKDTree
+
+from pyku.weights import EARTH_RADIUS, WeightMatrix, index_dtype, unit_vectors  # noqa: F401  (re-exported)
 
 CACHE_SIZE = 8
 METHODS = ("nearest_neighbor", "bilinear", "idw", "conservative")
 DEFAULT_ROI = 1e6              # metres, pyku's default radius of influence
-EARTH_RADIUS = 6370997.0       # metres: the sphere pyresample measures roi on
 
 _cache: collections.OrderedDict = collections.OrderedDict()
 _lock = threading.Lock()
@@ -115,57 +115,6 @@ class NeighbourIndex:
         return self.index.nbytes + self.valid.nbytes
 
 
-@dataclass(frozen=True, eq=False)
-class WeightMatrix:
-    """Weighted methods (bilinear, idw, conservative): a sparse (target x source) matrix.
-
-    Only non-zero weights are stored, so a NaN source cell makes NaN only the
-    target cells that give it weight (a dense weighted sum would also spoil
-    cells where it has weight 0: 0 x NaN = NaN).  Rows without weights are
-    target cells the method cannot fill: NaN.
-    """
-
-    method: str
-    shape: tuple[int, int]
-    matrix: sparse.csr_matrix
-    valid: np.ndarray
-
-    @classmethod
-    def from_neighbours(cls, method, shape, nsource, index, weights, tiny=1e-12):
-        """From k x n arrays of source indices and weights (rows renormalised to sum 1).
-
-        Weights below ``tiny`` of their row's total are dropped: they are
-        floating-point noise (an identity regrid's 1e-17), not information.
-        """
-        weights = np.where(np.isfinite(weights), weights, 0.0)
-        total = weights.sum(axis=0)
-        keep = weights > tiny * total
-        weights = np.where(keep, weights, 0.0)
-        total = weights.sum(axis=0)
-        valid = total > 0
-        weights = np.divide(weights, total, out=np.zeros_like(weights), where=valid)
-        k, n = index.shape
-        rows = np.broadcast_to(np.arange(n), (k, n))
-        matrix = sparse.csr_matrix((weights[keep], (rows[keep], index[keep])), shape=(n, nsource))
-        matrix.sum_duplicates()
-        return cls(method, tuple(shape), matrix, valid)
-
-    def apply(self, data):
-        """Regrid ``data`` (..., ny_src, nx_src) to (..., ny, nx); NaN where invalid."""
-        data = np.asarray(data)
-        lead = data.shape[:-2]
-        flat = data.reshape((-1, data.shape[-2] * data.shape[-1]))
-        dtype = np.result_type(data.dtype, np.float32)
-        out = np.asarray((self.matrix @ flat.T).T, dtype=dtype)
-        out[:, ~self.valid] = np.nan
-        return out.reshape(lead + self.shape)
-
-    @property
-    def nbytes(self):
-        m = self.matrix
-        return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes + self.valid.nbytes
-
-
 def get_index(source, target, method, roi=DEFAULT_ROI, neighbours=None, power=None):
     """Cached neighbour index or weight matrix from ``source`` (SourceGrid) to ``target`` (Grid).
 
@@ -233,17 +182,6 @@ def _digest(*parts):
     for part in parts:
         h.update(part)
     return h.hexdigest()
-
-
-def unit_vectors(lon, lat):
-    """ECEF coordinates on the unit sphere, shape (..., 3)."""
-    lon, lat = np.radians(lon), np.radians(lat)
-    coslat = np.cos(lat)
-    return np.stack([coslat * np.cos(lon), coslat * np.sin(lon), np.sin(lat)], axis=-1)
-
-
-def index_dtype(n):
-    return np.int32 if n < 2**31 else np.int64
 
 
 def _half_diagonals(xyz):

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 import launcher
-from launcher import state
+from launcher.store import state
 from launcher.cli import main
-from launcher.progress import Reporter
+from launcher.ui.progress import Reporter
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 from launcher.testing.sshd import free_port as sshd_free_port
 

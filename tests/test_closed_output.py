@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import launcher
-from launcher import state
+from launcher.store import state
 from launcher.testing.clusters import ROOT, session_members, ssh_inventory
 
 

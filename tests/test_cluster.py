@@ -6,7 +6,7 @@ import os
 import time
 
 import launcher
-from launcher import state
+from launcher.store import state
 from launcher.testing.clusters import cluster_processes, session_members, ssh_inventory, wait_until
 
 

@@ -12,9 +12,10 @@ import uuid
 import pytest
 
 import launcher
-from launcher import remote_commands, state
+from launcher.remote import commands
+from launcher.store import state
 from launcher.errors import InventoryError
-from launcher.inventory import load_inventory
+from launcher.config.inventory import load_inventory
 from launcher.testing.clusters import ROOT, session_members, ssh_inventory
 
 
@@ -22,13 +23,13 @@ def test_names_and_labels_never_share_a_directory():
     spec = load_inventory(ROOT / "hosts" / "localhost.toml").hosts[0]
     a = ("advq", dataclasses.replace(spec, label="w-a"))
     b = ("advq-w", dataclasses.replace(spec, label="a"))
-    for paths in (lambda n, s: [remote_commands.local_directory(n, s)],
-                  lambda n, s: [remote_commands.run_dir(n, s, r) for r in ("scheduler", "workers")]):
+    for paths in (lambda n, s: [commands.local_directory(n, s)],
+                  lambda n, s: [commands.run_dir(n, s, r) for r in ("scheduler", "workers")]):
         assert not set(paths(*a)) & set(paths(*b))
     # what stopping one removes holds nothing of the other
     for (one, other) in ((a, b), (b, a)):
-        removed = remote_commands.cleanup_paths(one[0], one[1], "workers")[0]
-        kept = [remote_commands.local_directory(*other), remote_commands.run_dir(*other, "workers")]
+        removed = commands.cleanup_paths(one[0], one[1], "workers")[0]
+        kept = [commands.local_directory(*other), commands.run_dir(*other, "workers")]
         assert not [k for k in kept for r in removed if k == r or k.startswith(r + "/")]
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import launcher
-from launcher import state
+from launcher.store import state
 from launcher.testing.clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 NOBODY = "127.0.0.9"  # a loopback address where no sshd listens

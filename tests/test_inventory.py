@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import InventoryError, LaunchError
-from launcher.inventory import HostSpec, Inventory, load_inventory, parse_memory
+from launcher.config.inventory import HostSpec, Inventory, load_inventory, parse_memory
 
 HOSTS = Path(__file__).resolve().parent.parent / "hosts"
 GiB = 2**30

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import launcher
-from launcher import state
+from launcher.store import state
 from launcher.testing.clusters import ROOT, agent_processes, cli, cluster_processes, session_members, ssh_inventory, wait_until
 
 

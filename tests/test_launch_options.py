@@ -21,8 +21,9 @@ import time
 import pytest
 
 import launcher
-from launcher import LaunchError, state
-from launcher.agent import _members
+from launcher import LaunchError
+from launcher.store import state
+from launcher.remote.agent import _members
 from launcher.testing import ROOT
 from launcher.testing.clusters import (agent_processes, cli, cluster_processes, session_members, slow_python,
                                       ssh_inventory, wait_until)

@@ -1,6 +1,6 @@
 """The one-line log summary that error messages quote."""
 
-from launcher.logtail import summary
+from launcher.remote.logtail import summary
 
 CHAINED = """\
 2026-11-28 02:59:53,204 - distributed.nanny - INFO - Closing Nanny. Reason: failure-to-start

@@ -8,8 +8,8 @@ import logging
 import os
 
 import launcher
-from launcher import state
-from launcher.records import ClusterRecord
+from launcher.store import state
+from launcher.store.records import ClusterRecord
 from launcher.testing.clusters import cli, session_members, ssh_inventory
 
 

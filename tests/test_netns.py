@@ -12,7 +12,7 @@ import time
 import pytest
 
 import launcher
-from launcher import state
+from launcher.store import state
 from launcher.testing import missing, netns
 from launcher.testing.clusters import session_members, wait_until
 

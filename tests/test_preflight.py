@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 import launcher
-from launcher import PreflightError, state
+from launcher import PreflightError
+from launcher.store import state
 from launcher.testing.clusters import ROOT, cli, cluster_processes, session_members, ssh_inventory
 
 OTHER_TOOLZ = "0.12.1"

@@ -11,7 +11,8 @@ import sys
 import distributed
 
 import launcher
-from launcher import api, state
+from launcher import api
+from launcher.store import state
 from launcher.testing import ROOT
 from launcher.testing.clusters import (cli, cluster_processes, session_members, slow_python, ssh_inventory,
                                        wait_until)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from launcher import state
-from launcher.inventory import load_inventory
-from launcher.records import VERSION, ClusterRecord, HostRecord
+from launcher.store import state
+from launcher.config.inventory import load_inventory
+from launcher.store.records import VERSION, ClusterRecord, HostRecord
 from launcher.testing import ROOT
-from launcher.tls import Material
+from launcher.security.tls import Material
 
 LOCALHOST = ROOT / "hosts" / "localhost.toml"
 

@@ -2,7 +2,7 @@
 
 from distributed.versions import optional_packages, required_packages
 
-from launcher import remote_commands as commands
+from launcher.remote import commands
 
 
 def test_forkserver_preload_covers_what_distributed_preloads():

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from launcher.errors import LaunchError
-from launcher.inventory import load_inventory
-from launcher.transport import close_all, open_connections
+from launcher.config.inventory import load_inventory
+from launcher.remote.transport import close_all, open_connections
 from launcher.testing.clusters import ROOT
 
 MODULE_BLOCK = """\

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import launcher
-from launcher import LaunchError, state
+from launcher import LaunchError
+from launcher.store import state
 from launcher.testing import isolation
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory, wait_until
 from launcher.testing.sshd import descendants
@@ -34,7 +35,7 @@ def test_anonymous_client_is_refused(running):
     assert running.scheduler.startswith("tls://")
     with pytest.raises((OSError, TimeoutError)):
         Client(running.scheduler.replace("tls://", "tcp://"), timeout=3)
-    from launcher import tls
+    from launcher.security import tls
     foreign = tls.make_cluster_material("intruder")["client"]
     with pytest.raises((OSError, TimeoutError)):
         # TLS, trusting the cluster's CA, but holding a certificate of another CA

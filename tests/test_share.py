@@ -15,7 +15,10 @@ import pytest
 from test_security import KEY_MARKERS, _Watcher
 
 import launcher
-from launcher import LaunchError, share, state, tls
+from launcher import LaunchError
+from launcher.security import share
+from launcher.store import state
+from launcher.security import tls
 from launcher.testing.clusters import cli, session_members, ssh_inventory
 
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import launcher
-from launcher import state
-from launcher.inventory import load_inventory
+from launcher.store import state
+from launcher.config.inventory import load_inventory
 from launcher.testing import ROOT
 from launcher.testing.clusters import session_members, ssh_inventory
 

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 import launcher
-from launcher import state
-from launcher.agent import _members
+from launcher.store import state
+from launcher.remote.agent import _members
 from launcher.cli import main
-from launcher.records import ClusterRecord
+from launcher.store.records import ClusterRecord
 from launcher.testing.clusters import ROOT, session_members, ssh_inventory, wait_until
 
 CODES = {"running": 0, "degraded": 4, "launching": 5, "down": 6, "not launched": 7, "corrupt": 1}

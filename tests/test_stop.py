@@ -16,8 +16,8 @@ import textwrap
 from contextlib import contextmanager
 
 import launcher
-from launcher import state
-from launcher.agent import TOKEN_VAR
+from launcher.store import state
+from launcher.remote.agent import TOKEN_VAR
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 
 
@@ -121,7 +121,7 @@ def test_scheduler_host_unreachable_at_stop_keeps_the_state(sshd, tmp_path):
         assert state.read("nosched") is not None
         # The scheduler still runs: nothing else would ever stop it.
         sched = next(h for h in rec.hosts if h.role == "scheduler")
-        from launcher.agent import _members
+        from launcher.remote.agent import _members
         assert _members(sched.token)
     finally:
         r = cli("stop", "--name", "nosched")

@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from launcher.agent import _members
+from launcher.remote.agent import _members
 from launcher.errors import LaunchError
-from launcher.inventory import HostSpec, load_inventory
-from launcher.transport import close_all, open_connections
+from launcher.config.inventory import HostSpec, load_inventory
+from launcher.remote.transport import close_all, open_connections
 from launcher.testing.clusters import ROOT, agent_processes, wait_until
 
 

@@ -14,11 +14,11 @@ import pytest
 from test_netns import lab  # noqa: F401  (the namespaced test hosts)
 
 import launcher
-from launcher import remote_commands
-from launcher.inventory import load_inventory
+from launcher.remote import commands
+from launcher.config.inventory import load_inventory
 from launcher.testing import ROOT
 from launcher.testing.clusters import session_members, ssh_inventory
-from launcher.tunnel import answers
+from launcher.reach.tunnel import answers
 
 
 def _tunnel_threads() -> list[str]:
@@ -35,7 +35,7 @@ def test_a_scheduler_reachable_only_from_its_host_is_tunnelled(lab, state_dir, t
                         scheduler_extra=listen, host_extra={0: listen})
     rec = launcher.launch(inv)
     try:
-        sched_host, port = remote_commands.scheduler_host_port(rec.scheduler)
+        sched_host, port = commands.scheduler_host_port(rec.scheduler)
         assert sched_host == "127.0.0.1"
         assert not answers("127.0.0.1", port, 1) and not answers(host, port, 1)  # not from here
         # the launch saw its workers arrive, and status asks, through the scheduler's host
@@ -63,7 +63,7 @@ def test_a_scheduler_reachable_only_from_its_host_is_tunnelled(lab, state_dir, t
 
 
 def test_tunnel_to_an_unknown_host_key_is_refused(lab, state_dir, tmp_path):  # noqa: F811
-    from launcher.tunnel import Tunnel
+    from launcher.reach.tunnel import Tunnel
 
     lab, tb = lab
     empty = tmp_path / "known_hosts"
@@ -119,13 +119,13 @@ def test_dashboard_is_closed_and_served_through_the_tunnel(sshd, state_dir, tmp_
 def test_dashboard_open_restores_the_old_binding_with_a_warning(sshd, tmp_path):
     closed = ssh_inventory(tmp_path / "c.toml", sshd, name="c")
     opened = ssh_inventory(tmp_path / "o.toml", sshd, name="o", cluster_extra='dashboard = "open"')
-    argv = remote_commands.scheduler_argv(load_inventory(closed), "127.0.0.2")
+    argv = commands.scheduler_argv(load_inventory(closed), "127.0.0.2")
     assert argv[argv.index("--dashboard-address") + 1] == "127.0.0.1:0"
-    argv = remote_commands.scheduler_argv(load_inventory(opened), "127.0.0.2")
+    argv = commands.scheduler_argv(load_inventory(opened), "127.0.0.2")
     assert argv[argv.index("--dashboard-address") + 1] == "127.0.0.2:0"
     # hosts/localhost.toml: loopback anyway, unchanged
     local = load_inventory(os.path.join(ROOT, "hosts", "localhost.toml"))
-    argv = remote_commands.scheduler_argv(local, "127.0.0.1")
+    argv = commands.scheduler_argv(local, "127.0.0.1")
     assert argv[argv.index("--dashboard-address") + 1] == "127.0.0.1:8787"
 
     from launcher.testing.clusters import cli
@@ -134,7 +134,7 @@ def test_dashboard_open_restores_the_old_binding_with_a_warning(sshd, tmp_path):
 
 
 def test_dashboard_open_warns_at_launch(sshd, state_dir, tmp_path):
-    from launcher.progress import Reporter
+    from launcher.ui.progress import Reporter
 
     warnings = []
 

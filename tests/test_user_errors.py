@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from launcher import state
-from launcher.records import ClusterRecord
+from launcher.store import state
+from launcher.store.records import ClusterRecord
 from launcher.testing.clusters import ROOT, cli, cluster_processes, ssh_inventory
 
 NOBODY = [f"127.0.0.{i}" for i in range(9, 14)]  # loopback addresses where no sshd listens
@@ -99,7 +99,7 @@ def test_an_empty_name_is_refused_not_taken_for_the_only_cluster(state_dir, comm
 
 
 def test_an_address_too_long_for_a_directory_name_is_refused(tmp_path):
-    from launcher.inventory import load_inventory
+    from launcher.config.inventory import load_inventory
     from launcher.errors import InventoryError
 
     path = tmp_path / "hosts.toml"

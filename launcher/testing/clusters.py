@@ -80,7 +80,7 @@ def session_members(record) -> list[int]:
 
     ``record``: a :class:`launcher.records.ClusterRecord`, or a list of its host records.
     """
-    from launcher.agent import _members
+    from launcher.remote.agent import _members
 
     hosts = record if isinstance(record, list) else record.hosts
     return [pid for h in hosts for pid in _members(h.token)]
@@ -107,7 +107,7 @@ def cluster_processes(name: str) -> list[str]:
 
 def agent_processes() -> list[str]:
     """Command lines of this test's launcher agents still running (one per host and command)."""
-    from launcher.agent import BOOTSTRAP
+    from launcher.remote.agent import BOOTSTRAP
 
     return [f"{pid} {cmd}" for pid, cmd in isolation.marked_processes() if BOOTSTRAP in cmd]
 

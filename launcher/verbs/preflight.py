@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from . import agent, tables
-from .tables import fmt_bytes
-from .errors import LaunchError, PreflightError
-from .inventory import HostSpec
+from launcher.remote import agent
+from launcher.ui import tables
+from launcher.ui.tables import fmt_bytes
+from launcher.errors import LaunchError, PreflightError
+from launcher.config.inventory import HostSpec
 
 DISTRIBUTIONS = (
     "dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "numpy",

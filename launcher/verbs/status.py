@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from . import dashboard, readiness, share, state, tunnel
+from launcher.reach import dashboard
 
 #: ``pyku-launch status`` exits with the code of the state it reports: one
+from launcher.remote import readiness
+from launcher.security import share
+from launcher.store import state
+from launcher.reach import tunnel
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
 #: codes"). 1 and 2 keep their meaning for every command (runtime failure,
 #: usage error); 3 is the preflight's.

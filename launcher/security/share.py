@@ -27,12 +27,14 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import remote_commands, state, tls
-from .errors import LaunchError
-from .protocol import Put
-from .records import ClusterRecord
-from .transport import close_all, connection_key, open_connections
-from .validate import NAME
+from launcher.remote import commands
+from launcher.store import state
+from launcher.security import tls
+from launcher.errors import LaunchError
+from launcher.remote.protocol import Put
+from launcher.store.records import ClusterRecord
+from launcher.remote.transport import close_all, connection_key, open_connections
+from launcher.config.validate import NAME
 
 KIND = "pyku-launch connection"
 LABEL = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
@@ -175,7 +177,7 @@ def revoked_text(rec: ClusterRecord) -> str:
 
 async def _push(rec: ClusterRecord, timeout: float = 30) -> list[str]:
     """Rewrite the revocation list on every host of the cluster; the hosts not reached."""
-    files = {remote_commands.REVOKED_FILE: revoked_text(rec)}
+    files = {commands.REVOKED_FILE: revoked_text(rec)}
     conns, failed = await open_connections([h.spec for h in rec.hosts])
     try:
         reached = [h for h in rec.hosts if connection_key(h.spec) in conns]

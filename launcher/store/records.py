@@ -18,9 +18,9 @@ import dataclasses
 import uuid
 from dataclasses import dataclass, field
 
-from . import remote_commands
-from .inventory import HostSpec
-from .tls import Material, security
+from launcher.remote import commands
+from launcher.config.inventory import HostSpec
+from launcher.security.tls import Material, security
 
 VERSION = 2
 
@@ -63,10 +63,10 @@ class HostRecord:
         from (``scope``, see :func:`launcher.state.scope`) when the record
         is lost, so that ``stop --inventory`` can find it.
         """
-        remove, prune = remote_commands.cleanup_paths(name, spec, role)
+        remove, prune = commands.cleanup_paths(name, spec, role)
         return cls(address=spec.address, label=spec.label, role=role, spec=spec,
                    token=f"{name}.{scope}.{uuid.uuid4().hex}.{spec.label}.{role}",
-                   rundir=remote_commands.run_dir(name, spec, role), remove=remove, prune=prune,
+                   rundir=commands.run_dir(name, spec, role), remove=remove, prune=prune,
                    expected=expected, memory_limit=memory_limit)
 
     def to_json(self) -> dict:

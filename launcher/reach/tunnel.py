@@ -23,10 +23,10 @@ import contextlib
 import socket
 import threading
 
-from .errors import LaunchError
-from .inventory import HostSpec
-from .remote_commands import scheduler_host_port
-from .transport import ssh_connect
+from launcher.errors import LaunchError
+from launcher.config.inventory import HostSpec
+from launcher.remote.commands import scheduler_host_port
+from launcher.remote.transport import ssh_connect
 
 
 class Tunnel:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from . import remote_commands, state
-from .errors import LaunchError, by_cause
-from .inventory import Inventory
-from .progress import Reporter
-from .protocol import Stop, StopReply
-from .records import ClusterRecord, HostRecord
-from .transport import Connection, StepHook, close_all, connection_key, open_connections
+from launcher.remote import commands
+from launcher.store import state
+from launcher.errors import LaunchError, by_cause
+from launcher.config.inventory import Inventory
+from launcher.ui.progress import Reporter
+from launcher.remote.protocol import Stop, StopReply
+from launcher.store.records import ClusterRecord, HostRecord
+from launcher.remote.transport import Connection, StepHook, close_all, connection_key, open_connections
 
 
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
@@ -122,8 +123,8 @@ async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | N
     """
     name = inv.name
     request = Stop(tokens=[], prefixes=[f"{name}.{state.scope()}."], keep_if_running=f"{name}.",
-                   remove=[f"{remote_commands.RUN_ROOT}/{name}", f"{remote_commands.SPILL_ROOT}/{name}"],
-                   prune=[remote_commands.RUN_ROOT, remote_commands.SPILL_ROOT])
+                   remove=[f"{commands.RUN_ROOT}/{name}", f"{commands.SPILL_ROOT}/{name}"],
+                   prune=[commands.RUN_ROOT, commands.SPILL_ROOT])
     with state.lock(name, "stop"):
         t0 = time.perf_counter()
         specs = [inv.scheduler, *inv.hosts]

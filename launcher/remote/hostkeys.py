@@ -19,8 +19,8 @@ from pathlib import Path
 
 import asyncssh
 
-from .errors import InventoryError
-from .inventory import HostSpec
+from launcher.errors import InventoryError
+from launcher.config.inventory import HostSpec
 
 
 @dataclass(frozen=True)

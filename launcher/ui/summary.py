@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from . import tables
-from .dashboard import reach as dashboard_reach
-from .records import ClusterRecord
+from launcher.ui import tables
+from launcher.reach.dashboard import reach as dashboard_reach
+from launcher.store.records import ClusterRecord
 
 
 def terminal():

@@ -7,11 +7,12 @@ import os
 import re
 import sys
 
-from . import share, state
-from . import tunnel as _tunnel
-from .errors import InventoryError, LaunchError
-from .remote_commands import scheduler_host_port
-from .validate import NAME
+from launcher.security import share
+from launcher.store import state
+from launcher.reach import tunnel as _tunnel
+from launcher.errors import InventoryError, LaunchError
+from launcher.remote.commands import scheduler_host_port
+from launcher.config.validate import NAME
 
 
 def resolve_name(name: str | None) -> str:

@@ -22,8 +22,8 @@ import os
 import re
 from pathlib import Path
 
-from .errors import LaunchError
-from .records import ClusterRecord, RecordError
+from launcher.errors import LaunchError
+from launcher.store.records import ClusterRecord, RecordError
 
 
 def state_dir() -> Path:

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .agent import BOOTSTRAP, MARK
-from .errors import LaunchError
-from .inventory import HostSpec
+from launcher.remote.agent import BOOTSTRAP, MARK
+from launcher.errors import LaunchError
+from launcher.config.inventory import HostSpec
 
 _AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text()
 _LINE_LIMIT = 1 << 24  # a reply line (a log tail, a probe) is far below this
@@ -202,7 +202,7 @@ class Connection:
 
     async def request(self, request, timeout: float = 60.0):
         """Run one typed operation (:mod:`launcher.protocol`); its typed reply."""
-        from .protocol import parse_reply
+        from launcher.remote.protocol import parse_reply
 
         return parse_reply(request, await self.agent(request.op, timeout, **request.to_json()))
 
@@ -293,7 +293,7 @@ async def ssh_connect(spec: HostSpec):
     """An asyncssh connection to the host (host keys, authentication and errors as every step)."""
     import asyncssh
 
-    from .hostkeys import accept_new, describe_refusal
+    from launcher.remote.hostkeys import accept_new, describe_refusal
 
     opts = connect_options(spec)
     try:
@@ -323,7 +323,7 @@ async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
 def _connect_failure(spec: HostSpec, opts: dict, e: BaseException) -> str:
     """Why a connect failed, without the address or errno noise, so that
     hosts failing for the same reason read the same (and group)."""
-    from .hostkeys import resolved_port
+    from launcher.remote.hostkeys import resolved_port
 
     if isinstance(e, ConnectionRefusedError):
         return f"connection refused on port {resolved_port(spec, opts)}"
@@ -356,7 +356,7 @@ async def open_connections(specs: list[HostSpec], on_step: StepHook | None = Non
     for s in specs:
         unique.setdefault(connection_key(s), s)
     if any(s.transport == "ssh" for s in unique.values()):
-        from .hostkeys import check_files
+        from launcher.remote.hostkeys import check_files
 
         check_files(list(unique.values()))  # one bad key file: one error, before any connect
 

@@ -39,7 +39,7 @@ class SpawnReply:
 
 @dataclass
 class Spawn:
-    """Start one detached process tree carrying ``token`` (the payload: see remote_commands)."""
+    """Start one detached process tree carrying ``token`` (the payload: see remote.commands)."""
 
     token: str
     payload: dict

@@ -9,11 +9,11 @@ URL, like ``ray dashboard``.
 
 from __future__ import annotations
 
-from . import state
-from .errors import LaunchError
-from .records import ClusterRecord
-from .remote_commands import scheduler_host_port
-from .tunnel import Tunnel
+from launcher.store import state
+from launcher.errors import LaunchError
+from launcher.store.records import ClusterRecord
+from launcher.remote.commands import scheduler_host_port
+from launcher.reach.tunnel import Tunnel
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

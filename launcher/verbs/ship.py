@@ -23,8 +23,8 @@ import tarfile
 from dataclasses import dataclass
 from importlib import util
 
-from . import agent
-from .errors import InventoryError, LaunchError
+from launcher.remote import agent
+from launcher.errors import InventoryError, LaunchError
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ do clients. It is a reconcile whose every step is "replace this host".
 
 from __future__ import annotations
 
-from . import plan, state
-from .errors import InventoryError, LaunchError
-from .inventory import Inventory, load_inventory
-from .progress import Reporter
-from .records import ClusterRecord
-from .reconcile import _Reconcile
-from .transport import StepHook
+from launcher.verbs import plan
+from launcher.store import state
+from launcher.errors import InventoryError, LaunchError
+from launcher.config.inventory import Inventory, load_inventory
+from launcher.ui.progress import Reporter
+from launcher.store.records import ClusterRecord
+from launcher.verbs.reconcile import _Reconcile
+from launcher.remote.transport import StepHook
 
 
 def running_record(name: str) -> ClusterRecord:

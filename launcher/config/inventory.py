@@ -31,10 +31,9 @@ import tomllib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn
 
-from launcher import options as opts
-from launcher import validate as v
+from launcher.config import options as opts, validate as v
 from launcher.errors import InventoryError
-from launcher.validate import parse_memory
+from launcher.config.validate import parse_memory
 
 __all__ = ["HostSpec", "Inventory", "load_inventory", "parse_memory"]
 

@@ -13,14 +13,20 @@ import os
 import threading
 import time
 
-from . import logtail, plan, preflight, readiness, remote_commands, ship, state, tls, tunnel
-from .errors import LaunchError, by_cause
-from .inventory import HostSpec, Inventory
-from .progress import Reporter
-from .protocol import Logs, SpawnReply, Spawn, Status
-from .records import ClusterRecord, HostRecord
-from .stop import stop_async, stop_trees
-from .transport import StepHook, close_all, connection_key, open_connections
+from launcher.remote import logtail
+from launcher.verbs import plan, preflight
+from launcher.remote import readiness, commands
+from launcher.verbs import ship
+from launcher.store import state
+from launcher.security import tls
+from launcher.reach import tunnel
+from launcher.errors import LaunchError, by_cause
+from launcher.config.inventory import HostSpec, Inventory
+from launcher.ui.progress import Reporter
+from launcher.remote.protocol import Logs, SpawnReply, Spawn, Status
+from launcher.store.records import ClusterRecord, HostRecord
+from launcher.verbs.stop import stop_async, stop_trees
+from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
 
 
 def _preimport_distributed() -> None:
@@ -46,7 +52,7 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
     _preimport_distributed()
     existing = await _existing(inv.name, report, on_step)
     if existing is not None:
-        from .reconcile import reconcile_async
+        from launcher.verbs.reconcile import reconcile_async
 
         done = await reconcile_async(inv, existing, report=report, recreate=recreate, timeout=timeout,
                                      allow_mismatch=allow_mismatch, on_step=on_step)
@@ -193,7 +199,7 @@ class _Launch:
             raise
         rec.pid, rec.log = reply.pid, reply.log
         if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
-            rec.remove, rec.prune = remote_commands.cleanup_paths(self.inv.name, spec, role,
+            rec.remove, rec.prune = commands.cleanup_paths(self.inv.name, spec, role,
                                                                   reply.local_directory)
         if reply.failure:
             raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
@@ -222,7 +228,7 @@ class _Launch:
         port = self.inv.port or sprobe.reply.get("free_port")
         if not port:
             raise LaunchError(f"no free port for the scheduler on {sprobe.listen}", host=sprobe.spec.address)
-        predicted = f"{self.inv.protocol}://{remote_commands.host_port(sprobe.listen, port)}"
+        predicted = f"{self.inv.protocol}://{commands.host_port(sprobe.listen, port)}"
         try:
             async with asyncio.TaskGroup() as group:
                 sched = group.create_task(self._scheduler(sprobe, material, port))
@@ -237,15 +243,15 @@ class _Launch:
     async def _scheduler(self, probe, material, port: int) -> tuple[str, str | None]:
         inv, t = self.inv, time.perf_counter()
         self._step("scheduler", inv.scheduler.address)
-        files = tls.files_for(material["scheduler"]) | remote_commands.revocation_files() if material else {}
+        files = tls.files_for(material["scheduler"]) | commands.revocation_files() if material else {}
         wait = min(self.timeout, inv.step_timeout)
-        payload = remote_commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
+        payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
         reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
         self.scheduler_up.set()
         address = reply.wait_file["address"]
         port = reply.wait_file.get("services", {}).get("dashboard")
-        where = remote_commands.dashboard_host(inv, probe.listen)
-        dashboard = f"http://{remote_commands.host_port(where, port)}/status" if port else None
+        where = commands.dashboard_host(inv, probe.listen)
+        dashboard = f"http://{commands.host_port(where, port)}/status" if port else None
         self._done("scheduler", time.perf_counter() - t, address)
         return address, dashboard
 
@@ -264,10 +270,10 @@ class _Launch:
     async def _spawn_workers(self, probes, address: str, material) -> list[HostSpec]:
         """Start the workers of every host at once; the hosts whose start worked."""
         inv = self.inv
-        files = tls.files_for(material["worker"]) | remote_commands.revocation_files() if material else {}
+        files = tls.files_for(material["worker"]) | commands.revocation_files() if material else {}
 
         async def start(p) -> LaunchError | None:
-            payload = remote_commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
+            payload = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
             try:
                 await self._spawn(p.spec, "workers", payload, inv.step_timeout,
                                   expected=p.spec.nworkers, memory_limit=p.memory_limit)
@@ -379,7 +385,7 @@ async def _rollback(conns, records: list[HostRecord], report, step_timeout: floa
 async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
     """The last log lines of each host's workers, by label (all hosts at once)."""
     async def one(s):
-        r = await conns[connection_key(s)].request(Logs(remote_commands.run_dir(name, s, "workers"), 60),
+        r = await conns[connection_key(s)].request(Logs(commands.run_dir(name, s, "workers"), 60),
                                                    step_timeout)
         text = logtail.summary([ln for v in r.logs.values() for ln in v])
         return f" (log: {text})" if text else ""

@@ -19,14 +19,18 @@ import asyncio
 import dataclasses
 import functools
 
-from . import logtail, readiness, remote_commands, share, ship, state, tls
-from .errors import LaunchError
-from .inventory import Inventory
-from .preflight import Probe
-from .protocol import Spawn, Status
-from .records import ClusterRecord, HostRecord
-from .stop import stop_trees
-from .transport import connection_key
+from launcher.remote import logtail, readiness, commands
+from launcher.security import share
+from launcher.verbs import ship
+from launcher.store import state
+from launcher.security import tls
+from launcher.errors import LaunchError
+from launcher.config.inventory import Inventory
+from launcher.verbs.preflight import Probe
+from launcher.remote.protocol import Spawn, Status
+from launcher.store.records import ClusterRecord, HostRecord
+from launcher.verbs.stop import stop_trees
+from launcher.remote.transport import connection_key
 
 
 def names_by_label(rec: ClusterRecord) -> dict[str, list[str]]:
@@ -103,8 +107,8 @@ class Trees:
         # for the same uses, and the revocation check with today's list.
         files = {}
         if self.rec.tls:
-            files = tls.files_for(self.rec.tls) | remote_commands.revocation_files(share.revoked_text(self.rec))
-        payload = remote_commands.workers_payload(self.inv, spec, probe.listen, self.rec.scheduler,
+            files = tls.files_for(self.rec.tls) | commands.revocation_files(share.revoked_text(self.rec))
+        payload = commands.workers_payload(self.inv, spec, probe.listen, self.rec.scheduler,
                                                   probe.memory_limit, files, name=name, rundir=rec.rundir)
         if self.shipped:
             payload = dict(payload, archives=ship.archives(self.shipped))
@@ -117,7 +121,7 @@ class Trees:
             raise
         rec.pid, rec.log = reply.pid, reply.log
         if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
-            remove, rec.prune = remote_commands.cleanup_paths(self.rec.name, spec, "workers", reply.local_directory)
+            remove, rec.prune = commands.cleanup_paths(self.rec.name, spec, "workers", reply.local_directory)
             rec.remove = [rec.rundir, *remove[1:]]
         self.save()
         if reply.failure:

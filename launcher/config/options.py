@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .validate import Invalid, show
+from launcher.config.validate import Invalid, show
 
 #: flag -> what its value must be: "text", "seconds", "flag" (true/false), "texts" (one or many)
 WORKER_FLAGS = {

@@ -20,14 +20,15 @@ import asyncio
 import dataclasses
 import time
 
-from . import plan, preflight, state
-from .errors import LaunchError, NeedsRecreate
-from .inventory import Inventory
-from .progress import Reporter
-from .records import ClusterRecord
-from .stop import stop_async
-from .transport import StepHook, close_all, connection_key, open_connections
-from .trees import Trees, live_names
+from launcher.verbs import plan, preflight
+from launcher.store import state
+from launcher.errors import LaunchError, NeedsRecreate
+from launcher.config.inventory import Inventory
+from launcher.ui.progress import Reporter
+from launcher.store.records import ClusterRecord
+from launcher.verbs.stop import stop_async
+from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.verbs.trees import Trees, live_names
 
 
 async def plan_for(inv: Inventory, rec: ClusterRecord) -> list[plan.Step]:
@@ -166,7 +167,7 @@ class _Reconcile:
 
 async def trees_retire_and_stop(trees: Trees, old) -> None:
     """Retire the workers of these trees through the scheduler, then stop the trees."""
-    from .trees import retire
+    from launcher.verbs.trees import retire
 
     await retire(trees.rec, [n for t in old for n in t.worker_names()], timeout=trees.step_timeout * 2)
     await trees.stop(old)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from . import options, tls
-from .inventory import HostSpec, Inventory
-from .transport import agent_command, python_of
+from launcher.config import options
+from launcher.security import tls
+from launcher.config.inventory import HostSpec, Inventory
+from launcher.remote.transport import agent_command, python_of
 
 RUN_ROOT = "~/.pyku-launch"
 #: Default spill space, on the host's local disk: ``$TMPDIR`` (node-local
@@ -22,8 +23,8 @@ REVOKED_FILE = "revoked.txt"
 
 
 def revocation_files(revoked: str = "") -> dict[str, str]:
-    """The run-directory files of the revocation check (launcher/revocation.py) and its list."""
-    source = (Path(__file__).parent / "revocation.py").read_text()
+    """The run-directory files of the revocation check (launcher/security/revocation.py) and its list."""
+    source = (Path(__file__).parents[1] / "security" / "revocation.py").read_text()
     return {REVOCATION_PRELOAD: source, REVOKED_FILE: revoked}
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .inventory import HostSpec, Inventory
-from .records import ClusterRecord, HostRecord
-from .remote_commands import scheduler_host_port
-from .tables import fmt_bytes
+from launcher.config.inventory import HostSpec, Inventory
+from launcher.store.records import ClusterRecord, HostRecord
+from launcher.remote.commands import scheduler_host_port
+from launcher.ui.tables import fmt_bytes
 
 #: HostSpec fields that change how a host's workers are started.
 WORKER_KEYS = ("nworkers", "nthreads", "memory_limit", "reserve", "env", "python", "shell",
