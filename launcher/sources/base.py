@@ -95,6 +95,7 @@ class Stopped:
     gone: list[HostRecord] = field(default_factory=list)      # proven gone: forget them
     left: dict[str, list] = field(default_factory=dict)       # address -> what survived (pids, job ids)
     unreachable: dict[str, str] = field(default_factory=dict)  # address -> why it could not be asked
+    kept: list[str] = field(default_factory=list)  # a sweep: where a namesake's files were left alone
 
     def add(self, other: Stopped) -> Stopped:
         self.found += other.found
@@ -102,6 +103,7 @@ class Stopped:
         self.gone += other.gone
         self.left |= other.left
         self.unreachable |= other.unreachable
+        self.kept += other.kept
         return self
 
 
@@ -150,6 +152,10 @@ class WorkerSource(Protocol):
         look again after that long (a half-launched cluster's processes may
         still be starting).
         """
+
+    async def sweep(self, ctx: Context) -> Stopped:
+        """End every tree of cluster ``ctx.name`` launched from this state directory on the members, without
+        a record (``stop --inventory``): found by the start of their tokens (:func:`launcher.store.state.scope`)."""
 
     async def why_late(self, ctx: Context, recs: list[HostRecord]) -> dict[str, str]:
         """Per label, a short reason its workers did not all register (a log's last words), or nothing."""

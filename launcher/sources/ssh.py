@@ -72,6 +72,37 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     return await conn.request(request, timeout + grace + settle)
 
 
+async def sweep_hosts(ctx: Context, specs: list[HostSpec]) -> Stopped:
+    """One ``stop`` step by token *prefix* per host (once per connection): cluster ``ctx.name`` of this
+    state directory ends there, and its run and default spill directories go, unless a namesake
+    launched from another state directory runs there (``kept``)."""
+    name = ctx.name
+    request = Stop(tokens=[], prefixes=[f"{name}.{state.scope()}."], keep_if_running=f"{name}.",
+                   remove=[f"{commands.RUN_ROOT}/{name}", f"{commands.SPILL_ROOT}/{name}"],
+                   prune=[commands.RUN_ROOT, commands.SPILL_ROOT])
+    hosts = {connection_key(s): s for s in reversed(specs)}  # the first spec of a connection names it
+    done = Stopped()
+    asked = [s for s in hosts.values() if ctx.reached(s)]
+    for s in hosts.values():
+        if not ctx.reached(s):
+            done.unreachable[s.address] = ctx.failed[connection_key(s)].message
+    replies = await asyncio.gather(*(ctx.conn(s).request(request, ctx.step_timeout + request.grace)
+                                     for s in asked), return_exceptions=True)
+    for s, reply in zip(asked, replies):
+        if isinstance(reply, LaunchError):
+            done.unreachable[s.address] = reply.message
+        elif isinstance(reply, BaseException):
+            raise reply
+        elif reply.left:
+            done.left[s.address] = reply.left
+        else:
+            done.found += reply.found
+            done.killed += reply.killed
+            if reply.kept:
+                done.kept.append(s.address)
+    return done
+
+
 def _by_host(recs: list[HostRecord]) -> dict[tuple, list[HostRecord]]:
     out: dict[tuple, list[HostRecord]] = {}
     for r in recs:
@@ -165,6 +196,9 @@ class SshHosts:
                 done.killed += reply.killed
                 done.gone += group
         return done
+
+    async def sweep(self, ctx: Context) -> Stopped:
+        return await sweep_hosts(ctx, self.members())
 
     async def why_late(self, ctx: Context, recs: list[HostRecord]) -> dict[str, str]:
         async def one(r: HostRecord) -> list[str]:

@@ -15,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from launcher.remote import commands
 from launcher.store import state
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import Inventory
 from launcher.ui.progress import Reporter
-from launcher.remote.protocol import Stop
+from launcher.sources import registry
 from launcher.sources.base import Context, Stopped
 from launcher.sources.registry import by_source
+from launcher.sources.ssh import sweep_hosts
 from launcher.store.records import HostRecord
-from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.remote.transport import StepHook
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
@@ -84,47 +84,35 @@ async def stop_role(ctx: Context, recs: list[HostRecord], *, remaining: list[Hos
 async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | None = None) -> dict:
     """End cluster ``inv.name`` on every host of the inventory, without its record.
 
-    For a record that is lost or damaged (:class:`~launcher.state.CorruptState`):
-    on each host the agent ends every process whose token starts with the
-    cluster's name and this state directory's scope (see
-    :func:`launcher.state.scope`), and their descendants, then removes the
-    cluster's run and default spill directories (unless a namesake launched
-    from another state directory runs there). The record goes only when
-    every host was reached and nothing is left.
+    For a record that is lost or damaged (:class:`~launcher.store.state.CorruptState`):
+    each worker source sweeps its members (:meth:`WorkerSource.sweep`), then
+    the scheduler's host is swept (:func:`launcher.sources.ssh.sweep_hosts`:
+    the agent ends every process whose token starts with the cluster's name
+    and this state directory's scope, and their descendants, then removes
+    the cluster's run and default spill directories, unless a namesake
+    launched from another state directory runs there). The record goes only
+    when every host was reached and nothing is left.
     """
     name = inv.name
-    request = Stop(tokens=[], prefixes=[f"{name}.{state.scope()}."], keep_if_running=f"{name}.",
-                   remove=[f"{commands.RUN_ROOT}/{name}", f"{commands.SPILL_ROOT}/{name}"],
-                   prune=[commands.RUN_ROOT, commands.SPILL_ROOT])
     with state.lock(name, "stop"):
         t0 = time.perf_counter()
-        specs = [inv.scheduler, *inv.hosts]
-        conns, failed = await open_connections(specs, on_step)
-        keys = list(conns)
-        try:
-            replies = await asyncio.gather(*(conns[k].request(request, inv.step_timeout + request.grace)
-                                             for k in keys), return_exceptions=True)
-        finally:
-            await close_all(conns)
-        address = {connection_key(s): s.address for s in reversed(specs)}
-        problems = {address[k]: e.message for k, e in failed.items()}
-        summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": dict(problems), "swept": True}
-        for k, reply in zip(keys, replies):
-            if isinstance(reply, LaunchError):
-                problems[address[k]] = summary["unreachable"][address[k]] = reply.message
-            elif isinstance(reply, BaseException):
-                raise reply
-            elif reply.left:
-                problems[address[k]] = f"processes {reply.left} survived SIGKILL"
-            else:
-                summary["stopped"] += reply.found
-                summary["killed"] += reply.killed
-                if reply.kept:
-                    report.warn(f"{address[k]}: run files of '{name}' kept: a cluster of that name "
-                                "launched from another state directory runs there")
+        sources = registry.from_inventory(inv)
+        async with Context(name, inv.step_timeout, on_step) as ctx:
+            await ctx.open([inv.scheduler, *registry.members(inv)])
+            done = Stopped()
+            for r in await asyncio.gather(*(source.sweep(ctx) for source in sources)):  # workers first
+                done.add(r)
+            done.add(await sweep_hosts(ctx, [inv.scheduler]))  # its host's workers are gone by now
+            reached = len(ctx.conns)
+        problems = dict(done.unreachable) | {a: f"processes {p} survived SIGKILL" for a, p in done.left.items()}
+        summary = {"name": name, "stopped": done.found, "killed": done.killed,
+                   "unreachable": dict(done.unreachable), "swept": True}
+        for address in dict.fromkeys(done.kept):
+            report.warn(f"{address}: run files of '{name}' kept: a cluster of that name "
+                        "launched from another state directory runs there")
         if problems:
             raise LaunchError(f"sweep of cluster '{name}' incomplete, state kept: " + by_cause(problems))
         state.remove(name)
         summary["seconds"] = round(time.perf_counter() - t0, 3)
-        report.info(f"cluster '{name}' swept on {len(keys)} host(s) of {inv.path}")
+        report.info(f"cluster '{name}' swept on {reached} host(s) of {inv.path}")
         return summary
