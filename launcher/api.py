@@ -85,7 +85,7 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     """Launch the cluster an inventory describes; return its state record.
 
     A cluster of that name that already runs is converged to the inventory
-    (:mod:`launcher.reconcile`): the record's ``applied`` lists the steps.
+    (:mod:`launcher.verbs.reconcile`): the record's ``applied`` lists the steps.
     A change only a new scheduler can follow raises
     :class:`~launcher.errors.NeedsRecreate` unless ``recreate`` (stop, then launch).
 
@@ -98,7 +98,7 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     failed; everything started was stopped again).
     """
     inv = _inventory(inventory)
-    if ship:  # --ship adds to [cluster] ship (launcher/ship.py)
+    if ship:  # --ship adds to [cluster] ship (launcher/verbs/ship.py)
         inv = dataclasses.replace(inv, ship=tuple(dict.fromkeys(inv.ship + tuple(ship))))
     if timeout is not None:
         try:
@@ -139,7 +139,7 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
             reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
     """Restart the workers of some hosts (addresses or labels; None: all), retiring them first.
 
-    See :mod:`launcher.restart`; the scheduler and the other hosts keep running.
+    See :mod:`launcher.verbs.restart`; the scheduler and the other hosts keep running.
     """
     from launcher.verbs.restart import restart_async
 
@@ -150,7 +150,7 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
 
 
 def status(name: str | None = None) -> dict:
-    """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
+    """The cluster's state as the scheduler reports it (see :mod:`launcher.verbs.status`)."""
     try:
         name = resolve_name(name)
     except NothingLaunched:
@@ -161,7 +161,7 @@ def status(name: str | None = None) -> dict:
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
     """Validate and preflight an inventory, starting nothing.
 
-    Returns a :class:`launcher.preflight.PreflightResult`; raises
+    Returns a :class:`launcher.verbs.preflight.PreflightResult`; raises
     PreflightError on a refusal.
     """
     inv = _inventory(inventory)
@@ -240,14 +240,14 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
 
 
 def share(name: str | None, label: str, path: str | PathLike, days: float = 7):
-    """Write a connection file for ``label`` (see :mod:`launcher.share`); returns its content."""
+    """Write a connection file for ``label`` (see :mod:`launcher.security.share`); returns its content."""
     from launcher.security import share as _share
 
     return _share.share(resolve_name(name), label, path, days)
 
 
 def revoke(name: str | None, label: str) -> dict:
-    """Revoke ``label``'s certificates on every host (see :mod:`launcher.share`)."""
+    """Revoke ``label``'s certificates on every host (see :mod:`launcher.security.share`)."""
     from launcher.security import share as _share
 
     return run(_share.revoke_async(resolve_name(name), label))

@@ -9,7 +9,7 @@ leaving the cluster running, unless it was made with ``shutdown_on_close=True``.
 up to each host's ``nworkers``: ``<label>-0`` of every host first, then
 ``<label>-1``... A worker is started on its host through the same SSH path
 as a launch (preflight, spawn with the cluster's TLS material, wait for it
-at the scheduler: :mod:`launcher.trees`) and retired through the scheduler
+at the scheduler: :mod:`launcher.verbs.trees`) and retired through the scheduler
 before its processes are stopped. ``adapt()`` is distributed's
 :class:`~distributed.deploy.adaptive.Adaptive` driving those two.
 """

@@ -48,9 +48,9 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
     """Launch the inventory's cluster and return its state record.
 
     If a cluster of that name is already running, it is converged to the
-    inventory instead (:mod:`launcher.reconcile`); unchanged, its record
+    inventory instead (:mod:`launcher.verbs.reconcile`); unchanged, its record
     comes back with ``already_running`` set. ``on_step`` sees every agent
-    step (:data:`launcher.transport.StepHook`).
+    step (:data:`launcher.remote.transport.StepHook`).
     """
     _preimport_distributed()
     existing = await recorded_cluster(inv.name, report, on_step)
@@ -96,7 +96,7 @@ class _Launch:
         self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
         self.running_steps: list[str] = []
-        self.ca: tls.CA | None = None  # its key signs shares later (launcher/share.py)
+        self.ca: tls.CA | None = None  # its key signs shares later (launcher/security/share.py)
         self.scheduler_up = asyncio.Event()  # its spawn replied: it listens
         self.shipped = ship.pack(inv.ship)  # read from disk, never imported here
         self.ship = {"archives": ship.archives(self.shipped) if self.shipped else {},
@@ -297,7 +297,7 @@ class _Launch:
         expected = {s.label: s.nworkers for s in hosts if self.source_of[s.label].wait}
         exited: set[str] = set()
         await self.scheduler_up.wait()
-        # A scheduler this machine cannot reach directly is asked through its host (launcher/tunnel.py).
+        # A scheduler this machine cannot reach directly is asked through its host (launcher/reach/tunnel.py).
         async with tunnel.reachable(address, self.inv.scheduler) as reach:
             arrived = await readiness.wait_for_workers(
                 reach, sec, expected, timeout=self.timeout,

@@ -2,7 +2,7 @@
 
 Pure (no I/O): the running cluster's record and the names of the workers its
 scheduler has now, diffed with the inventory, give a list of :class:`Step`.
-``--dry-run`` prints them; :mod:`launcher.reconcile` applies them. Like
+``--dry-run`` prints them; :mod:`launcher.verbs.reconcile` applies them. Like
 ``terraform plan`` or ``ray up``: re-running the same inventory on a healthy
 cluster is an empty plan.
 

@@ -1,11 +1,11 @@
-"""Apply a plan (:mod:`launcher.plan`) to a running cluster: ``pyku-launch HOSTS.toml`` again.
+"""Apply a plan (:mod:`launcher.verbs.plan`) to a running cluster: ``pyku-launch HOSTS.toml`` again.
 
 The scheduler and the healthy workers keep running. In order: retire the
 workers of removed and changed hosts through the scheduler (their data moves
 to the others first) and stop their trees; preflight the hosts that get
 workers (against this machine, as the launch did); start their trees with
 the cluster's TLS material; wait until the scheduler has them. Every step
-is written to the state file as it happens (:class:`launcher.trees.Trees`).
+is written to the state file as it happens (:class:`launcher.verbs.trees.Trees`).
 
 A host that fails is named, what the reconcile started there is stopped and
 it is recorded as missing; the other hosts go on, and the reconcile ends

@@ -1,7 +1,7 @@
 """Worker trees of a running cluster: start one, retire workers, stop trees, through their sources.
 
-What a reconcile (:mod:`launcher.reconcile`), a restart
-(:mod:`launcher.restart`) and :class:`launcher.Cluster` do to a running
+What a reconcile (:mod:`launcher.verbs.reconcile`), a restart
+(:mod:`launcher.verbs.restart`) and :class:`launcher.Cluster` do to a running
 cluster, without touching its scheduler. Every change is written to the
 state file as it happens: a tree is recorded *before* its spawn (its token
 finds it again whatever happens) and forgotten only once its processes are
