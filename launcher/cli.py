@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from . import api, state, summary, tables
+from . import api, preflight, state, summary, tables
 from .errors import LaunchError
 from .progress import Reporter
 from .status import EXIT_CODES
@@ -202,12 +202,13 @@ def check(inventory, allow_mismatch):
     result = api.check(inventory, allow_mismatch=allow_mismatch)
     reference = result.reference
     click.echo(f"client     python {reference['versions']['python']}, "
-               f"pyku source {reference['fingerprints'].get('pyku')}")
+               f"pyku: {preflight.shown(reference, 'pyku source') or 'missing'}")
     for p in result.probes:
         r = p.reply
         mem = f", {p.spec.nworkers} workers x {tables.fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
                    f"{tables.fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
+        click.echo(f"{'':<24} {'':<9} pyku: {preflight.shown(r, 'pyku source') or 'missing'}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
     if result.table:
