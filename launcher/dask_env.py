@@ -41,9 +41,11 @@ from .remote_commands import scheduler_host_port
 from .share import _write_private
 from .tunnel import answers
 
-#: The dask settings a TLS connection needs (``Security()`` reads them).
-TLS_KEYS = ("distributed.comm.require-encryption", "distributed.comm.tls.ca-file",
-            "distributed.comm.tls.client.cert", "distributed.comm.tls.client.key")
+#: The dask settings a TLS connection needs (``Security()`` reads them). Not
+#: ``distributed.comm.require-encryption``: the ``tls://`` address already makes
+#: every connection to the cluster TLS, and with it set a ``LocalCluster``
+#: started from the same shell would fail (it has no scheduler certificate).
+TLS_KEYS = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert", "distributed.comm.tls.client.key")
 ADDRESS_KEY = "scheduler-address"   # Client() without an address connects here
 CLUSTER_VAR = "PYKU_CLUSTER"        # and pyku-launch / connect() default to this cluster
 VARIABLES = (options.env_name(ADDRESS_KEY), *map(options.env_name, TLS_KEYS), CLUSTER_VAR)
@@ -65,8 +67,7 @@ class Target:
         pairs: list[tuple[str, object]] = [(ADDRESS_KEY, self.scheduler)]
         if self.material is not None:
             files = write_certificates(self.key, self.material)
-            pairs += [(TLS_KEYS[0], True), (TLS_KEYS[1], str(files["ca"])),
-                      (TLS_KEYS[2], str(files["cert"])), (TLS_KEYS[3], str(files["key"]))]
+            pairs += [(key, str(files[role])) for key, role in zip(TLS_KEYS, ("ca", "cert", "key"))]
         return pairs
 
 
