@@ -143,6 +143,7 @@ def main(ctx):
     pyku-launch logs [HOST]    remote logs
     pyku-launch restart [HOST] new worker processes (retired first)
     pyku-launch stop           stop everything and verify
+    eval "$(pyku-launch env)"  then Client(address) and Client() connect
     """
     _open_standard_fds()
     if ctx.invoked_subcommand is None:

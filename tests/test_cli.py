@@ -18,7 +18,7 @@ from launcher.progress import Reporter
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 from launcher.testing.sshd import free_port as sshd_free_port
 
-COMMANDS = ["launch", "check", "status", "logs", "stop"]
+COMMANDS = ["launch", "check", "status", "logs", "stop", "env"]
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
