@@ -22,7 +22,7 @@ from pathlib import Path
 
 try:
     import pyku  # noqa: F401
-except ImportError:  # a checkout without `pip install -e .`
+except ImportError:  # a checkout without `pip install -e ./pyku-bundled`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xarray as xr

@@ -22,10 +22,11 @@ from launcher.store import state
 from launcher.ui import summary, tables
 from launcher.errors import LaunchError
 from launcher.ui.progress import Reporter
+from launcher.verbs import preflight
 from launcher.verbs.status import EXIT_CODES
 from launcher.config.validate import Invalid, seconds
 
-_ORDER = ("launch", "check", "status", "logs", "restart", "stop", "share", "revoke", "dashboard")
+_ORDER = ("launch", "check", "status", "logs", "restart", "stop", "env", "share", "revoke", "dashboard")
 
 
 class _DefaultLaunch(click.Group):
@@ -145,6 +146,7 @@ def main(ctx):
     pyku-launch logs [HOST]    remote logs
     pyku-launch restart [HOST] new worker processes (retired first)
     pyku-launch stop           stop everything and verify
+    eval "$(pyku-launch env)"  then Client(address) and Client() connect
     """
     _open_standard_fds()
     if ctx.invoked_subcommand is None:
@@ -204,12 +206,13 @@ def check(inventory, allow_mismatch):
     result = api.check(inventory, allow_mismatch=allow_mismatch)
     reference = result.reference
     click.echo(f"client     python {reference['versions']['python']}, "
-               f"pyku source {reference['fingerprints'].get('pyku')}")
+               f"pyku: {preflight.shown(reference, 'pyku source') or 'missing'}")
     for p in result.probes:
         r = p.reply
         mem = f", {p.spec.nworkers} workers x {tables.fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
                    f"{tables.fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
+        click.echo(f"{'':<24} {'':<9} pyku: {preflight.shown(r, 'pyku source') or 'missing'}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
     if result.table:
@@ -359,6 +362,47 @@ def share(name, label, days, output):
     conn = api.share(name, label, output, days)
     click.echo(f"wrote {output} for '{conn.label}' (certificate {conn.serial}, expires {conn.expires}); "
                f"revoke with: pyku-launch revoke {conn.label} --name {conn.name}")
+
+
+@main.command(short_help="Shell exports so that Client(address) and Client() reach the cluster (eval).",
+              epilog="""\b
+Examples:
+  eval "$(pyku-launch env)"                   # then: Client('tls://...'), Client(), pyku's CLI
+  eval "$(pyku-launch env --file alice.json)" # a connection file from pyku-launch share
+  pyku-launch env --dask-config ~/.config/dask/pyku-launch.yaml   # for a JupyterLab server
+  eval "$(pyku-launch env --unset)"           # undo
+""")
+@click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
+@click.option("--file", "path", default=None, type=click.Path(dir_okay=False),
+              help="A connection file (pyku-launch share) instead of a cluster of yours.")
+@click.option("--address", default=None,
+              help="The scheduler as reached from here, if not at its own address: a port you forward "
+                   "(ssh -L), e.g. tls://127.0.0.1:8786.")
+@click.option("--dask-config", "config", default=None, type=click.Path(dir_okay=False),
+              help="Write the settings to this dask YAML file instead (0600), for processes not started "
+                   "from a shell: ~/.config/dask/NAME.yaml is read by every dask process of yours.")
+@click.option("--unset", "undo", is_flag=True, help="Print the line that unsets the variables.")
+@_guard
+def env(name, path, address, config, undo):
+    """Print export lines of dask's own settings for the cluster: its address
+    (DASK_SCHEDULER_ADDRESS) and TLS files of a client certificate (0600), so
+    that Client(address), Client() and any program started from this shell
+    connect with TLS. Use as: eval "$(pyku-launch env)".
+    """
+    from launcher.reach import dask_env
+
+    if undo:
+        click.echo(dask_env.unset())
+        return
+    if name is not None and path is not None:
+        raise click.UsageError("give --name or --file, not both")
+    target = dask_env.target(name, path, address)
+    if config is None:
+        click.echo(dask_env.exports(target))
+        return
+    written = dask_env.write_dask_config(target, config)
+    click.echo(f"wrote {written}: dask processes reading it connect Client() to {target.what} at "
+               f"{target.scheduler}; remove the file to undo")
 
 
 @main.command(short_help="Refuse new connections with a shared certificate.",

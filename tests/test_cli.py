@@ -18,7 +18,7 @@ from launcher.ui.progress import Reporter
 from launcher.testing.clusters import cli, cluster_processes, session_members, ssh_inventory
 from launcher.testing.sshd import free_port as sshd_free_port
 
-COMMANDS = ["launch", "check", "status", "logs", "stop"]
+COMMANDS = ["launch", "check", "status", "logs", "stop", "env"]
 STAMP = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
@@ -95,6 +95,7 @@ def test_launch_output_status_json_and_logs(sshd, state_dir, tmp_path):
             assert re.search(rf"^  {re.escape(w)}\s+workers\s+2\s+1\s+1\.0 GiB\s+2\.0 GiB\s+ok$", out, re.M), out
         assert re.search(r"^  total\s+4\s+4\.0 GiB$", out, re.M), out
         assert f"connect('{name}')" in out and f"pyku-launch stop --name {name}" in out
+        assert f'shell      eval "$(pyku-launch env --name {name})"' in out  # for Client(address): dask_env.py
 
         # launching again changes nothing; --quiet keeps only the summary
         again = cli(str(inv), "--quiet")
@@ -115,6 +116,7 @@ def test_launch_output_status_json_and_logs(sshd, state_dir, tmp_path):
         r = invoke("status")
         assert r.exit_code == 0 and "\x1b" not in r.output
         assert f"cluster    {name}: running" in r.output
+        assert f'eval "$(pyku-launch env --name {name})"' in r.output
         for w in workers:
             assert re.search(rf"^  {re.escape(w)}\s+workers\s+2/2\s", r.output, re.M), r.output
 

@@ -100,7 +100,12 @@ def check_dask_config(value: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(out)
 
 
+def env_name(key: str) -> str:
+    """The environment variable dask reads a dotted setting from: ``a.b-c`` → ``DASK_A__B_C``
+    (dask treats - and _ alike in keys)."""
+    return "DASK_" + "__".join(p.upper().replace("-", "_") for p in key.split("."))
+
+
 def config_env(dask_config: tuple[tuple[str, Any], ...]) -> dict[str, str]:
-    """``DASK_A__B_C='value'`` per setting (dask treats - and _ alike in keys)."""
-    return {"DASK_" + "__".join(p.upper().replace("-", "_") for p in key.split(".")): repr(value)
-            for key, value in dask_config}
+    """``DASK_A__B_C='value'`` per setting."""
+    return {env_name(key): repr(value) for key, value in dask_config}

@@ -68,6 +68,16 @@ def connect(name: str | None = None, timeout: float = 30, *, path: str | os.Path
         return _client(conn.scheduler, conn.security(), via, tunnel, timeout, client_kwargs,
                        f"{path}: the scheduler of '{conn.name}'", "ask its owner whether it is still up")
     name = resolve_name(name)
+    rec = running_record(name)
+    srec = rec.scheduler_host
+    via = srec.spec if srec is not None and srec.spec.transport == "ssh" else None
+    return _client(rec.scheduler, rec.security(), via, tunnel, timeout, client_kwargs,
+                   f"cluster '{name}': the scheduler", f"pyku-launch status --name {name} tells whether it is still up")
+
+
+def running_record(name: str):
+    """The record of the running cluster ``name``; LaunchError saying why there is none to connect to
+    (a launch or stop at work, not launched, left half-launched)."""
     rec = state.read(name)
     busy = state.holder(name)
     if busy and (rec is None or not rec.running):
@@ -76,10 +86,7 @@ def connect(name: str | None = None, timeout: float = 30, *, path: str | os.Path
         raise LaunchError(f"cluster '{name}' is not launched (known: {', '.join(state.known_names()) or 'none'})")
     if not rec.running:
         raise LaunchError(f"cluster '{name}' was left half-launched: pyku-launch stop --name {name}, then launch again")
-    srec = rec.scheduler_host
-    via = srec.spec if srec is not None and srec.spec.transport == "ssh" else None
-    return _client(rec.scheduler, rec.security(), via, tunnel, timeout, client_kwargs,
-                   f"cluster '{name}': the scheduler", f"pyku-launch status --name {name} tells whether it is still up")
+    return rec
 
 
 def _client(address: str, security, via, tunnel: bool | None, timeout: float, kwargs: dict,

@@ -213,6 +213,7 @@ def op_probe(p):
     return {
             "versions": dict({"python": platform.python_version()}, **_versions(p.get("distributions", []))),
             "fingerprints": {pkg: _fingerprint(pkg) for pkg in p.get("fingerprint", [])},
+            "providers": _providers(p.get("fingerprint", [])),
             "cpus": cpus,
             "mem_total": mem.get("MemTotal"),
             "mem_available": mem.get("MemAvailable"),
@@ -237,17 +238,72 @@ def _versions(distributions):
     return versions
 
 
-def _fingerprint(pkg):
-    """A hash of an importable package's source files (not its version), None if missing.
-
-    ``find_spec`` of a top-level name locates the package without importing it.
-    """
+def _package_dir(pkg):
+    """The directory ``import pkg`` would load (``find_spec``: located, not imported), None if missing."""
     from importlib import util
 
     spec = util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return _fingerprint_dir(list(spec.submodule_search_locations)[0])
+    return list(spec.submodule_search_locations)[0]
+
+
+def _fingerprint(pkg):
+    """A hash of an importable package's source files (not its version), None if missing."""
+    root = _package_dir(pkg)
+    return None if root is None else _fingerprint_dir(root)
+
+
+def _providers(pkgs):
+    """Which installed distribution each importable package of ``pkgs`` comes from: ``"name version"``.
+
+    The same package name can come from different distributions (DWD's
+    ``pyku`` or the launcher's ``pyku-bundled``), so the preflight names the
+    one each host imports. Several owners are joined with `` + `` (one's
+    files written over the other's: a broken mix); ``"from DIR"`` when no
+    distribution owns the directory (a checkout on ``PYTHONPATH``); None if
+    the package is not importable. One pass over the dist-info files, read
+    as text (no stat of every installed file).
+    """
+    from importlib import metadata
+
+    roots = {pkg: _package_dir(pkg) for pkg in pkgs}
+    owners = {pkg: [] for pkg in pkgs}
+    for dist in metadata.distributions():
+        try:
+            top = dist.read_text("top_level.txt")
+            wanted = [p for p, root in roots.items() if root is not None and (top is None or p in top.split())]
+            record = dist.read_text("RECORD") or "" if wanted else ""
+            for pkg in wanted:
+                if _owns(dist, record, pkg, roots[pkg]):
+                    owner = f"{dist.metadata['Name']} {dist.version}"
+                    owners[pkg] += [owner] if owner not in owners[pkg] else []
+        except (OSError, ValueError, UnicodeDecodeError):  # an unreadable dist-info: not the one
+            continue
+    return {pkg: None if root is None else " + ".join(owners[pkg]) or f"from {root}"
+            for pkg, root in roots.items()}
+
+
+def _owns(dist, record, pkg, root):
+    """Whether distribution ``dist`` (its RECORD text ``record``) installed the directory ``root`` of ``pkg``.
+
+    A regular install lists the package's files; an editable one lists only
+    its import hook: a ``.pth`` file naming the parent directory, or a
+    setuptools finder whose mapping names the directory.
+    """
+    if f"\n{pkg}/" not in "\n" + record and "__editable__" not in record:  # the common case, fast
+        return False
+    real = os.path.realpath(root)
+    for line in record.splitlines():
+        path = line.rsplit(",", 2)[0]
+        first = path.split("/", 1)[0]
+        if first == pkg and path.endswith(".py"):
+            return os.path.realpath(str(dist.locate_file(path))).startswith(real + os.sep)
+        if first.startswith("__editable__") and path.endswith((".pth", "_finder.py")):
+            text = dist.locate_file(path).read_text()
+            if repr(root) in text or repr(real) in text or os.path.dirname(root) in text.splitlines():
+                return True
+    return False
 
 
 def _source_files(root):

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 from launcher.errors import LaunchError
@@ -137,10 +138,18 @@ def write(record: ClusterRecord) -> Path:
 
 
 def remove(name: str) -> None:
-    """Forget the cluster: its record, the copy, and a damaged file kept by :func:`read`."""
+    """Forget the cluster: its record, the copy, a damaged file kept by :func:`read`, and the
+    certificate files ``pyku-launch env`` wrote for it."""
     for path in (state_path(name), _backup_path(name), state_dir() / f"{name}.json.corrupt"):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+    shutil.rmtree(env_dir(name), ignore_errors=True)
+
+
+def env_dir(key: str) -> Path:
+    """Where ``pyku-launch env`` keeps client certificate files (:mod:`launcher.dask_env`):
+    ``key`` is a cluster's name, or ``<name>.<serial>`` for a connection file."""
+    return state_dir() / "env" / key
 
 
 def _lock_path(name: str) -> Path:

@@ -5,6 +5,8 @@
   cluster's processes in /proc, run the CLI as a user would.
 - :mod:`launcher.testing.netns`: test hosts in network namespaces whose link can be cut.
 - :mod:`launcher.testing.example`: the seed's ``preprocess`` from examples/.
+- :mod:`launcher.testing.venvs`: throw-away venvs that install offline (packaging tests).
+- :mod:`launcher.testing.dwd_pyku`: a stand-in of DWD's pyku, laid out as it is.
 
 Nothing here is imported by the launcher itself.
 """

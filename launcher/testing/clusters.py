@@ -22,7 +22,7 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
                   workers_extra: str = "", host_extra: dict[int, str] | None = None, scheduler_extra: str = "",
                   scheduler: int = 0, extra_hosts: tuple[str, ...] = (), death_timeout: float = 20,
                   timeout: float = 60, memory_limit: str = "1GiB", known_hosts: str | None = None,
-                  ports: dict[int, int] | None = None) -> Path:
+                  ports: dict[int, int] | None = None, env: str | None = None, python: str | None = None) -> Path:
     """Write an inventory: scheduler on testbed host ``scheduler``, workers on ``workers``.
 
     Ports are 0 (any free port) so tests never collide with each other or a
@@ -30,7 +30,9 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
     ``death_timeout`` also bounds a worker's start (the nanny gives up after
     it): keep it well above the start time of a loaded machine. ``ports``
     maps a host index to the SSH port to use for it (e.g. a delaying proxy in
-    front of its sshd); ``known_hosts`` replaces the testbed's.
+    front of its sshd); ``known_hosts`` replaces the testbed's. ``env`` and
+    ``python`` replace the testbed's (this checkout first on the hosts'
+    PYTHONPATH, this interpreter), e.g. for a venv of a packaging test.
     """
     host_extra, ports = host_extra or {}, ports or {}
 
@@ -42,8 +44,8 @@ def ssh_inventory(path: Path, testbed, *, name: str, workers=(1, 2), nworkers: i
     text = textwrap.dedent(f"""\
         [cluster]
         name = "{name}"
-        env = '{testbed.env_line()}'
-        python = "{testbed.python()}"
+        env = '{env or testbed.env_line()}'
+        python = "{python or testbed.python()}"
         protocol = "{protocol}"
         port = 0
         dashboard_port = 0

@@ -81,7 +81,13 @@ def print_summary(rec: ClusterRecord, console=None) -> None:
     _blank(console)
     name = rec.name
     _line(console, "connect", f"from launcher import connect; client = connect({name!r})")
+    _env_line(console, name)
     _line(console, "stop", f"pyku-launch stop --name {name}")
+
+
+def _env_line(console, name: str) -> None:
+    """How code that knows only dask (``Client(address)``, pyku's CLI) gets in: launcher/dask_env.py."""
+    _line(console, "shell", f'eval "$(pyku-launch env --name {name})"   # then Client(address) and Client() connect')
 
 
 def _shipped_lines(console, shipped: dict) -> None:
@@ -106,6 +112,8 @@ def print_status(st: dict) -> None:
     _line(console, "scheduler", st["scheduler"], "cyan")
     _dashboard_line(console, st.get("dashboard_reach") or st["dashboard"] or "disabled")
     _shipped_lines(console, st.get("shipped") or {})
+    if st["state"] != "down":
+        _env_line(console, st["name"])
     for sh in st.get("shares", []):
         _line(console, "share", f"{sh['label']}: {sh['state']}, expires {sh['expires']}"
                                 + (f", revoked {sh['revoked']}" if sh.get("revoked") else ""))

@@ -82,6 +82,16 @@ def _flatten(reply: dict) -> dict[str, str | None]:
     return flat
 
 
+def shown(reply: dict, key: str) -> str | None:
+    """A probe's value of ``key`` as the table shows it: a source names the
+    distribution it comes from too (``pyku 1.1.1, source 3f2a…``), so DWD's
+    pyku on one host and the bundled one on another are told apart at a glance."""
+    value = _flatten(reply).get(key)
+    pkg = key[:-len(" source")] if key.endswith(" source") else None
+    provider = reply.get("providers", {}).get(pkg) if pkg else None
+    return f"{provider}, source {value}" if value and provider else value
+
+
 def auto_memory(spec: HostSpec, mem_total: int) -> int:
     """(MemTotal - reserve) / nworkers; reserve defaults to max(2 GiB, 5 %)."""
     reserve = spec.reserve if spec.reserve is not None else max(2 * GiB, mem_total // 20)
@@ -129,12 +139,11 @@ def mismatch_table(probes: list[Probe], reference: dict) -> str:
     keys = sorted({k for p in probes for k in p.differences})
     if not keys:
         return ""
-    ref = _flatten(reference)
-    header = ["host"] + [f"{k} (client {ref.get(k) or '-'})" for k in keys]
+    header = ["host"] + [f"{k} (client {shown(reference, k) or '-'})" for k in keys]
     rows = [header]
     for p in probes:
         rows.append([f"{p.spec.address} ({p.role})"] + [
-            (str(p.differences[k][0] or "missing") if k in p.differences else "ok") for k in keys])
+            (str(shown(p.reply, k) or "missing") if k in p.differences else "ok") for k in keys])
     return "\n".join(tables.aligned(rows))
 
 
