@@ -104,8 +104,13 @@ def directives(inv, pool: PoolSpec, tag: str) -> list[str]:
     return [f"#SBATCH {x}" for x in lines + list(pool.job_extra)]
 
 
-def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler address>") -> str:
-    """The whole batch script of one of the pool's jobs (all jobs of a pool share it)."""
+def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler address>", name: str = SCRIPT) -> str:
+    """The whole batch script of one chain of the pool's jobs, the file ``name`` in the pool's run directory.
+
+    ``tag`` (the chain's token) is the jobs' comment; with policy ``keep``
+    each job queues its replacement from the same file, so a stop that
+    removes the file ends the chain.
+    """
     env = dict(commands.process_env(inv), PYKU_LAUNCH_TOKEN=tag, DASK_TEMPORARY_DIRECTORY="{local_directory}")
     spill = pool.local_directory or f"${{TMPDIR:-/tmp}}/pyku-launch-$(id -u)/{inv.name}/{pool.label}-$SLURM_JOB_ID"
     lines = ["#!/bin/bash", *directives(inv, pool, tag),
@@ -120,7 +125,7 @@ def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler addre
               f"export DASK_TEMPORARY_DIRECTORY={shell_word(env['DASK_TEMPORARY_DIRECTORY'])}"]
     if pool.replace == "keep":
         lines += ["# Policy keep: queue this job's replacement now; it starts when this one has ended.",
-                  f"[ -e {SCRIPT} ] && sbatch --parsable --dependency=afterany:$SLURM_JOB_ID {SCRIPT} >/dev/null"
+                  f"[ -e {name} ] && sbatch --parsable --dependency=afterany:$SLURM_JOB_ID {name} >/dev/null"
                   " || echo 'pyku-launch: no replacement job submitted' >&2"]
     lines += ["# A handler (not an ignore, which the worker would inherit): the script outlives the worker.",
               "trap : TERM INT",
