@@ -83,6 +83,7 @@ SCHEMA: dict[str, v.Checker] = {
     "constraint": v.matching(CONSTRAINT, "a node feature expression without blanks"),
     "job_extra": _directives,
     "replace": v.choice("keep", "once"),
+    "lifetime": v.integer(10, None, "a number of seconds of at least 10"),
     "interface": v.matching(re.compile(r"[A-Za-z0-9_.:-]{1,32}"), "a network interface name such as ib0"),
     "local_directory": v.remote_directory,
     "env": v.shell_code,
@@ -122,6 +123,7 @@ class PoolSpec:
     replace: str = "keep"     # "keep": a job submits its successor; "once": the pool shrinks as jobs end
     interface: str | None = None
     local_directory: str | None = None  # None: the node's $TMPDIR (else /tmp)
+    lifetime: int | None = None  # seconds a worker lives before it retires; None: from the walltime
 
     @property
     def walltime_seconds(self) -> int:
@@ -173,13 +175,17 @@ def _resolve(own: dict, resolve_login: Callable[[dict], Any], keypath: str, fail
     if memory_limit * nworkers > job_mem:
         fail(f"{keypath}.job_mem", f"is {job_mem} bytes, less than nworkers * memory_limit ="
                                    f" {memory_limit * nworkers} (raise job_mem or lower memory_limit)")
+    wall = own.get("walltime", "01:00:00")
+    if own.get("lifetime") is not None and own["lifetime"] >= walltime_seconds(wall):
+        fail(f"{keypath}.lifetime", f"is {own['lifetime']} s, not less than the walltime {wall}"
+                                    " (workers must retire before Slurm ends the job)")
     login_keys = {k: own[k] for k in ("user", "port", "identity", "known_hosts", "env", "python") if k in own}
     login = resolve_login({"address": own["login"], **login_keys})
     label = own.get("name") or f"slurm-{login.label}"
     return PoolSpec(kind="slurm", label=label, login=login, jobs=own.get("jobs", 1), nworkers=nworkers,
                     nthreads=nthreads, memory_limit=memory_limit,
                     job_cpu=own.get("job_cpu", nworkers * nthreads), job_mem=job_mem,
-                    walltime=own.get("walltime", "01:00:00"), partition=own.get("partition"),
+                    walltime=wall, lifetime=own.get("lifetime"), partition=own.get("partition"),
                     account=own.get("account"), qos=own.get("qos"), constraint=own.get("constraint"),
                     job_extra=own.get("job_extra", ()), replace=own.get("replace", "keep"),
                     interface=own.get("interface"), local_directory=own.get("local_directory"))

@@ -53,8 +53,11 @@ def lifetime(pool: PoolSpec) -> tuple[int, int]:
     uniformly in ``lifetime ± stagger``, so workers retire (tasks and data
     handed over, ``Worker.close_gracefully``) between 3/4 and 1/4 of the
     margin before Slurm would end the job, staggered so that not all of a
-    job's workers leave at once.
+    job's workers leave at once. A pool's own ``lifetime`` (seconds) is
+    taken as given, staggered by a tenth of it.
     """
+    if pool.lifetime is not None:
+        return pool.lifetime, pool.lifetime // 10
     wall = pool.walltime_seconds
     margin = min(max(wall // 10, 60), 600, wall // 2)
     return wall - margin // 2, margin // 4
@@ -125,7 +128,8 @@ def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler addre
               f"export DASK_TEMPORARY_DIRECTORY={shell_word(env['DASK_TEMPORARY_DIRECTORY'])}"]
     if pool.replace == "keep":
         lines += ["# Policy keep: queue this job's replacement now; it starts when this one has ended.",
-                  f"[ -e {name} ] && sbatch --parsable --dependency=afterany:$SLURM_JOB_ID {name} >/dev/null"
+                  f"[ -e {shlex.quote(name)} ] && sbatch --parsable --dependency=afterany:$SLURM_JOB_ID"
+                  f" {shlex.quote(name)} >/dev/null"
                   " || echo 'pyku-launch: no replacement job submitted' >&2"]
     lines += ["# A handler (not an ignore, which the worker would inherit): the script outlives the worker.",
               "trap : TERM INT",

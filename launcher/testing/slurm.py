@@ -84,3 +84,29 @@ def cancel_cluster_jobs(name: str, timeout: float = 30) -> list[str]:
             raise RuntimeError(f"jobs of {name} still in squeue after {timeout:g} s: {jobs}")
         time.sleep(0.5)
     return cancelled
+
+
+def pool_inventory(path, testbed, *, name: str, workers=(1,), login: int = 2, jobs: int = 2,
+                   pool: str = "", **kwargs):
+    """:func:`launcher.testing.clusters.ssh_inventory` plus one ``[[slurm]]`` pool on this machine's Slurm.
+
+    The login host is testbed host ``login``; jobs of one worker with 500 MiB
+    in 1 GiB, so the pool's jobs all fit the one node (2 CPUs) at once.
+    ``pool``: more lines of the ``[[slurm]]`` table (replacing the defaults
+    of the keys they set).
+    """
+    from .clusters import ssh_inventory
+
+    # A job's worker starts without the hosts' forkserver preload, while the node's 2 CPUs also run
+    # the other job: death_timeout (which bounds a worker's start) well above a loaded start.
+    kwargs.setdefault("death_timeout", 60)
+    path = ssh_inventory(path, testbed, name=name, workers=workers, **kwargs)
+    keys = {"login": f'"{testbed.hosts[login].address}"', "jobs": str(jobs), "nworkers": "1",
+            "memory_limit": '"500MiB"', "job_mem": '"1GiB"', "walltime": '"00:10:00"',
+            "partition": f'"{PARTITION}"'}
+    for line in pool.strip().splitlines():
+        key, _, value = line.partition("=")
+        keys[key.strip()] = value.strip()
+    with open(path, "a") as f:
+        f.write("\n[[slurm]]\n" + "".join(f"{k} = {x}\n" for k, x in keys.items()))
+    return path
