@@ -26,6 +26,8 @@ from launcher.verbs.launch import launch_async
 from launcher.verbs.status import not_launched, status_async
 from launcher.verbs.stop import stop_async, sweep_async
 from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.sources import registry
+from launcher.sources.base import Context
 
 
 class Interrupted(LaunchError):
@@ -83,7 +85,7 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     """Launch the cluster an inventory describes; return its state record.
 
     A cluster of that name that already runs is converged to the inventory
-    (:mod:`launcher.reconcile`): the record's ``applied`` lists the steps.
+    (:mod:`launcher.verbs.reconcile`): the record's ``applied`` lists the steps.
     A change only a new scheduler can follow raises
     :class:`~launcher.errors.NeedsRecreate` unless ``recreate`` (stop, then launch).
 
@@ -96,7 +98,7 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
     failed; everything started was stopped again).
     """
     inv = _inventory(inventory)
-    if ship:  # --ship adds to [cluster] ship (launcher/ship.py)
+    if ship:  # --ship adds to [cluster] ship (launcher/verbs/ship.py)
         inv = dataclasses.replace(inv, ship=tuple(dict.fromkeys(inv.ship + tuple(ship))))
     if timeout is not None:
         try:
@@ -137,7 +139,7 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
             reporter: Reporter | None = None, on_step: StepHook | None = None) -> ClusterRecord:
     """Restart the workers of some hosts (addresses or labels; None: all), retiring them first.
 
-    See :mod:`launcher.restart`; the scheduler and the other hosts keep running.
+    See :mod:`launcher.verbs.restart`; the scheduler and the other hosts keep running.
     """
     from launcher.verbs.restart import restart_async
 
@@ -148,7 +150,7 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
 
 
 def status(name: str | None = None) -> dict:
-    """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
+    """The cluster's state as the scheduler reports it (see :mod:`launcher.verbs.status`)."""
     try:
         name = resolve_name(name)
     except NothingLaunched:
@@ -159,22 +161,24 @@ def status(name: str | None = None) -> dict:
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
     """Validate and preflight an inventory, starting nothing.
 
-    Returns a :class:`launcher.preflight.PreflightResult`; raises
+    Returns a :class:`launcher.verbs.preflight.PreflightResult`; raises
     PreflightError on a refusal.
     """
     inv = _inventory(inventory)
 
     async def go():
-        conns, failed = await open_connections([inv.scheduler, *inv.hosts])
-        try:
+        sources = registry.member_sources(registry.from_inventory(inv))
+        members = registry.members(inv)
+        async with Context(inv.name, inv.step_timeout) as ctx:
+            failed = await ctx.open([inv.scheduler, *members])
             if failed:
                 raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
-                                            for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
-            targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
-            targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
-            return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
-        finally:
-            await close_all(conns)
+                                            for s in (inv.scheduler, *members) if connection_key(s) in failed}))
+            targets = [(inv.scheduler, "scheduler", ctx.conn(inv.scheduler))]
+            targets += preflight.targets(ctx, members, sources)
+            result = await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
+            await preflight.source_checks(ctx, result, sources)
+            return result
 
     return run(go())
 
@@ -236,14 +240,14 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
 
 
 def share(name: str | None, label: str, path: str | PathLike, days: float = 7):
-    """Write a connection file for ``label`` (see :mod:`launcher.share`); returns its content."""
+    """Write a connection file for ``label`` (see :mod:`launcher.security.share`); returns its content."""
     from launcher.security import share as _share
 
     return _share.share(resolve_name(name), label, path, days)
 
 
 def revoke(name: str | None, label: str) -> dict:
-    """Revoke ``label``'s certificates on every host (see :mod:`launcher.share`)."""
+    """Revoke ``label``'s certificates on every host (see :mod:`launcher.security.share`)."""
     from launcher.security import share as _share
 
     return run(_share.revoke_async(resolve_name(name), label))

@@ -15,26 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from launcher.remote import commands
 from launcher.store import state
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import Inventory
 from launcher.ui.progress import Reporter
-from launcher.remote.protocol import Stop, StopReply
-from launcher.store.records import ClusterRecord, HostRecord
-from launcher.remote.transport import Connection, StepHook, close_all, connection_key, open_connections
-
-
-async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
-                     settle: float = 0.0) -> StopReply:
-    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
-
-    ``settle``: look again after that many seconds (a half-launched cluster:
-    its dead launcher's agents may still be starting processes).
-    """
-    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove],
-                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle)
-    return await conn.request(request, timeout + grace + settle)
+from launcher.sources import registry
+from launcher.sources.base import Context, Stopped
+from launcher.sources.registry import by_source
+from launcher.sources.ssh import sweep_hosts
+from launcher.store.records import HostRecord
+from launcher.remote.transport import StepHook
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
@@ -54,15 +44,18 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
 
     t0 = time.perf_counter()
     settle = 0.0 if rec.running else 2.0
-    conns, failed = await open_connections([h.spec for h in rec.hosts], on_step)
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     survivors, unstopped_roles = {}, set()
-    try:
+    async with Context(name, on_step=on_step) as ctx:
+        await ctx.open([h.spec for h in rec.hosts])
         for role in ("workers", "scheduler"):
-            if not await _stop_role(rec, role, conns, failed, settle, summary, survivors):
+            done = await stop_role(ctx, [h for h in rec.hosts if h.role == role], settle=settle)
+            summary["stopped"] += done.found
+            summary["killed"] += done.killed
+            summary["unreachable"] |= done.unreachable
+            survivors |= done.left
+            if done.unreachable:
                 unstopped_roles.add(role)
-    finally:
-        await close_all(conns)
     if survivors:
         raise LaunchError("processes survived SIGKILL, state kept: " + "; ".join(
             f"{a}: pids {p}" for a, p in survivors.items()))
@@ -76,84 +69,50 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     return summary
 
 
-async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float, summary: dict,
-                     survivors: dict) -> bool:
-    """Stop every tree of one role (one step per host, all at once); False if a host was unreachable.
-
-    Counts go to ``summary``, unreachable hosts to ``summary["unreachable"]``,
-    pids that survived SIGKILL to ``survivors`` (by address).
-    """
-    reached = True
-    groups: dict[tuple, list[HostRecord]] = {}
-    for r in rec.hosts:
-        if r.role != role:
-            continue
-        key = connection_key(r.spec)
-        if key in failed:
-            summary["unreachable"][r.address] = str(failed[key])
-            reached = False
-        else:
-            groups.setdefault(key, []).append(r)
-    replies = await asyncio.gather(
-        *(stop_trees(conns[k], recs, settle=settle) for k, recs in groups.items()), return_exceptions=True)
-    for recs, reply in zip(groups.values(), replies):
-        if isinstance(reply, LaunchError):
-            summary["unreachable"][recs[0].address] = str(reply)
-            reached = False
-        elif isinstance(reply, BaseException):
-            raise reply
-        elif reply.left:
-            survivors[recs[0].address] = reply.left
-        else:
-            summary["stopped"] += reply.found
-            summary["killed"] += reply.killed
-    return reached
+async def stop_role(ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
+                    settle: float = 0.0) -> Stopped:
+    """Stop these trees, each through its source, all at once; what was proven gone and what was not."""
+    groups = by_source(recs)
+    results = await asyncio.gather(*(source.stop(ctx, group, remaining=remaining, settle=settle)
+                                     for source, group in groups))
+    done = Stopped()
+    for r in results:
+        done.add(r)
+    return done
 
 
 async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | None = None) -> dict:
     """End cluster ``inv.name`` on every host of the inventory, without its record.
 
-    For a record that is lost or damaged (:class:`~launcher.state.CorruptState`):
-    on each host the agent ends every process whose token starts with the
-    cluster's name and this state directory's scope (see
-    :func:`launcher.state.scope`), and their descendants, then removes the
-    cluster's run and default spill directories (unless a namesake launched
-    from another state directory runs there). The record goes only when
-    every host was reached and nothing is left.
+    For a record that is lost or damaged (:class:`~launcher.store.state.CorruptState`):
+    each worker source sweeps its members (:meth:`WorkerSource.sweep`), then
+    the scheduler's host is swept (:func:`launcher.sources.ssh.sweep_hosts`:
+    the agent ends every process whose token starts with the cluster's name
+    and this state directory's scope, and their descendants, then removes
+    the cluster's run and default spill directories, unless a namesake
+    launched from another state directory runs there). The record goes only
+    when every host was reached and nothing is left.
     """
     name = inv.name
-    request = Stop(tokens=[], prefixes=[f"{name}.{state.scope()}."], keep_if_running=f"{name}.",
-                   remove=[f"{commands.RUN_ROOT}/{name}", f"{commands.SPILL_ROOT}/{name}"],
-                   prune=[commands.RUN_ROOT, commands.SPILL_ROOT])
     with state.lock(name, "stop"):
         t0 = time.perf_counter()
-        specs = [inv.scheduler, *inv.hosts]
-        conns, failed = await open_connections(specs, on_step)
-        keys = list(conns)
-        try:
-            replies = await asyncio.gather(*(conns[k].request(request, inv.step_timeout + request.grace)
-                                             for k in keys), return_exceptions=True)
-        finally:
-            await close_all(conns)
-        address = {connection_key(s): s.address for s in reversed(specs)}
-        problems = {address[k]: e.message for k, e in failed.items()}
-        summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": dict(problems), "swept": True}
-        for k, reply in zip(keys, replies):
-            if isinstance(reply, LaunchError):
-                problems[address[k]] = summary["unreachable"][address[k]] = reply.message
-            elif isinstance(reply, BaseException):
-                raise reply
-            elif reply.left:
-                problems[address[k]] = f"processes {reply.left} survived SIGKILL"
-            else:
-                summary["stopped"] += reply.found
-                summary["killed"] += reply.killed
-                if reply.kept:
-                    report.warn(f"{address[k]}: run files of '{name}' kept: a cluster of that name "
-                                "launched from another state directory runs there")
+        sources = registry.from_inventory(inv)
+        async with Context(name, inv.step_timeout, on_step) as ctx:
+            await ctx.open([inv.scheduler, *registry.members(inv)])
+            done = Stopped()
+            for r in await asyncio.gather(*(source.sweep(ctx) for source in sources)):  # workers first
+                done.add(r)
+            done.add(await sweep_hosts(ctx, [inv.scheduler]))  # its host's workers are gone by now
+            reached = len(ctx.conns)
+        problems = dict(done.unreachable) | {a: f"processes {p} survived SIGKILL" for a, p in done.left.items()}
+        summary = {"name": name, "stopped": done.found, "killed": done.killed,
+                   "unreachable": dict(done.unreachable), "swept": True}
+        for address in dict.fromkeys(done.kept):
+            report.warn(f"{address}: run files of '{name}' kept: a cluster of that name "
+                        "launched from another state directory runs there")
         if problems:
             raise LaunchError(f"sweep of cluster '{name}' incomplete, state kept: " + by_cause(problems))
         state.remove(name)
         summary["seconds"] = round(time.perf_counter() - t0, 3)
-        report.info(f"cluster '{name}' swept on {len(keys)} host(s) of {inv.path}")
+        report.info(f"cluster '{name}' swept on {reached} host(s) of {inv.path}")
         return summary
