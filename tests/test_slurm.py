@@ -123,8 +123,16 @@ def test_a_pending_pool_is_reported_and_the_launch_returns(sshd, slurm, state_di
         st = launcher.status("queued")
         (row,) = [h for h in st["hosts"] if h.get("source") == "slurm"]
         assert (row["state"], row["reason"], row["live"]) == ("PENDING", "JobHeldUser", 0)
-        rec = launcher.launch(inv)  # unchanged: converges to itself, submits nothing more
-        assert len([j for j in slurm.cluster_jobs("queued")]) == 1
+        (first,) = slurm.cluster_jobs("queued")
+        rec = launcher.launch(inv)  # unchanged: a pending job is not a missing one, nothing is resubmitted
+        assert slurm.cluster_jobs("queued") == [first]
+        # An edited pool is reconciled: two jobs now, the old one cancelled.
+        inv.write_text(inv.read_text().replace("jobs = 1", "jobs = 2"))
+        rec = launcher.launch(inv)
+        assert any("jobs 1 → 2" in line for line in rec.applied), rec.applied
+        now = slurm.cluster_jobs("queued")
+        assert len(now) == 2 and first not in now, now
+        assert len([h for h in rec.hosts if h.source == "slurm"]) == 2
     finally:
         stopped = cli("stop", "--name", "queued")
         slurm.cancel_cluster_jobs("queued")

@@ -42,12 +42,22 @@ from launcher.remote.protocol import Logs, Run
 from launcher.remote.transport import connection_key
 from launcher.sources import slurm_queue as queue, slurm_script as script
 from launcher.sources.base import Context, Join, Stopped
-from launcher.sources.ssh import stop_trees
+from launcher.sources.ssh import stop_trees, sweep_hosts
 from launcher.store import state
 from launcher.store.records import HostRecord
 
 TOOLS = ("sbatch", "squeue", "scancel")
 POLL = 0.5  # seconds between squeue calls while jobs end
+
+
+#: The pool keys a chain's job depends on beyond its HostSpec: a change replaces the pool's jobs.
+JOB_KEYS = ("jobs", "nworkers", "job_cpu", "job_mem", "walltime", "lifetime", "partition", "account", "qos",
+            "constraint", "job_extra", "replace", "interface")
+
+
+def settings(pool: PoolSpec) -> dict:
+    """What a chain's record keeps of its pool, compared by a reconcile (:meth:`SlurmPools.settings`)."""
+    return {k: list(x) if isinstance(x := getattr(pool, k), tuple) else x for k in JOB_KEYS}
 
 
 def member(pool: PoolSpec) -> HostSpec:
@@ -99,6 +109,10 @@ class SlurmPools:
 
     def members(self) -> list[HostSpec]:
         return [member(p) for p in self.pools.values()]
+
+    def settings(self, label: str) -> dict:
+        """The member's settings beyond its HostSpec that its trees were started with (a reconcile compares)."""
+        return settings(self.pools[label])
 
     def dry_run(self) -> list[str]:
         """What a launch would run for each pool (``--dry-run``): the steps and the job script itself."""
@@ -172,7 +186,7 @@ class SlurmPools:
         job = f"job-{uuid.uuid4().hex[:8]}.sh"
         rec.rundir, rec.remove = rundir, [f"{rundir}/{job}"]
         rec.prune = [rundir, *rec.prune[-2:]]  # the pool's directory, then the cluster's and ~/.pyku-launch
-        rec.extra = {"script": job, "jobs": [], "walltime": pool.walltime}
+        rec.extra = {"script": job, "jobs": [], "settings": settings(pool)}
         return rec
 
     async def start(self, ctx: Context, probe, join: Join, record: Callable[[HostRecord], None],
@@ -238,6 +252,20 @@ class SlurmPools:
                 done.add(result)
         return done
 
+    async def _cancel(self, ctx: Context, spec: HostSpec, select) -> tuple[int, list[str]]:
+        """Cancel the jobs ``select()`` lists until squeue lists none: (jobs cancelled, what is left on timeout)."""
+        cancelled: set[str] = set()
+        deadline = time.monotonic() + ctx.step_timeout
+        while jobs := await select():
+            fresh = [j.id for j in jobs if j.id not in cancelled or j.state == "PENDING"]
+            if fresh:
+                await run(ctx, spec, queue.scancel_command(fresh))
+                cancelled |= set(fresh)
+            if time.monotonic() > deadline:
+                return len(cancelled), [f"job {j.id} {j.state}" for j in jobs]
+            await asyncio.sleep(POLL)
+        return len(cancelled), []
+
     async def _stop_login(self, ctx: Context, group: list[HostRecord], remaining: list[HostRecord]) -> Stopped:
         """Stop the chains of one login host: scripts gone, jobs cancelled and out of squeue, no process."""
         spec, done = group[0].spec, Stopped()
@@ -245,18 +273,11 @@ class SlurmPools:
             raise ctx.failed.get(connection_key(spec)) or LaunchError("not reachable", host=spec.address)
         scripts = " ".join(f"{r.rundir}/{r.extra.get('script', 'none')}" for r in group)
         await run(ctx, spec, f"cd && rm -f {scripts}")  # no job can queue a replacement any more
-        cancelled: set[str] = set()
-        deadline = time.monotonic() + ctx.step_timeout
-        while jobs := await self._jobs(ctx, group):
-            fresh = [j.id for j in jobs if j.id not in cancelled or j.state == "PENDING"]
-            if fresh:
-                await run(ctx, spec, queue.scancel_command(fresh))
-                cancelled |= set(fresh)
-            if time.monotonic() > deadline:
-                done.left[spec.address] = [f"job {j.id} {j.state}" for j in jobs]
-                return done
-            await asyncio.sleep(POLL)
-        done.found += len(cancelled)
+        cancelled, left = await self._cancel(ctx, spec, lambda: self._jobs(ctx, group))
+        done.found += cancelled
+        if left:
+            done.left[spec.address] = left
+            return done
         # The pool's directory (certificates, logs) goes with the last chain of the cluster there.
         others = [h for h in remaining if h.source == self.kind and h not in group and h.rundir in
                   {r.rundir for r in group}]
@@ -270,6 +291,27 @@ class SlurmPools:
         done.killed += reply.killed
         done.gone += group
         return done
+
+    async def sweep(self, ctx: Context) -> Stopped:
+        """``stop --inventory``: every job of the cluster launched from this state directory, on every
+        pool's login host (scripts first, then the jobs), then its processes and run directory there."""
+        done = Stopped()
+        prefix = f"{ctx.name}.{state.scope()}."
+        logins = {connection_key(s): s for s in self.members()}
+        for key, spec in logins.items():
+            if not ctx.reached(spec):
+                done.unreachable[spec.address] = ctx.failed[key].message
+                continue
+            try:
+                await run(ctx, spec, f"cd && rm -f {commands.RUN_ROOT}/{ctx.name}/*.slurm/job-*.sh")
+                cancelled, left = await self._cancel(ctx, spec, lambda: jobs_of(ctx, spec, ctx.name, prefix))
+            except LaunchError as e:
+                done.unreachable[spec.address] = e.message
+                continue
+            done.found += cancelled
+            if left:
+                done.left[spec.address] = left
+        return done.add(await sweep_hosts(ctx, [s for k, s in logins.items() if s.address not in done.unreachable]))
 
     # ---- why late, describe
 
