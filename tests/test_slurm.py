@@ -114,8 +114,10 @@ def test_a_login_host_without_sbatch_is_refused(sshd, slurm, tmp_path):
 
 
 def test_a_pending_pool_is_reported_and_the_launch_returns(sshd, slurm, state_dir, tmp_path):
-    """A held job stands for a queue that does not move: named with Slurm's reason and a hint."""
-    inv = pool_inventory(tmp_path / "hosts.toml", sshd, name="queued", jobs=1, pool='job_extra = ["--hold"]')
+    """A held job stands for a queue that does not move: named with Slurm's reason and a hint. Then a
+    relaunch changes nothing, an edited pool is reconciled, and stop --inventory sweeps its jobs."""
+    inv = pool_inventory(tmp_path / "hosts.toml", sshd, name="queued", workers=(), jobs=1,
+                         pool='job_extra = ["--hold"]')
     try:
         out = cli("launch", str(inv))
         assert out.returncode == 0, out.stderr
@@ -134,9 +136,10 @@ def test_a_pending_pool_is_reported_and_the_launch_returns(sshd, slurm, state_di
         assert len(now) == 2 and first not in now, now
         assert len([h for h in rec.hosts if h.source == "slurm"]) == 2
     finally:
-        stopped = cli("stop", "--name", "queued")
+        # Without the record (stop --inventory): the pool's jobs are found by the cluster's tag.
+        stopped = launcher.stop(inventory=inv)
         slurm.cancel_cluster_jobs("queued")
-    assert stopped.returncode == 0, stopped.stderr
+    assert stopped["swept"] and stopped["stopped"] >= 2 and not stopped["unreachable"], stopped
     _assert_nothing_left(slurm, "queued", rec)
 
 

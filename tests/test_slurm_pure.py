@@ -190,6 +190,20 @@ def test_workers_retire_before_the_walltime(walltime, expected, tmp_path):
     assert live + stagger < inv.pools[0].walltime_seconds  # the last worker retires before Slurm ends the job
 
 
+def test_a_pools_own_lifetime(tmp_path):
+    inv = load(tmp_path, edited(lifetime="600"))
+    assert s.lifetime(inv.pools[0]) == (600, 60)
+    assert "slurm[1].lifetime: is 7200 s, not less than the walltime 02:00:00" in error_of(
+        tmp_path, edited(lifetime="7200"))
+
+
+def test_the_shipped_slurm_example_loads():
+    inv = load_inventory(Path(__file__).resolve().parent.parent / "hosts" / "slurm.toml")
+    (pool,) = inv.pools
+    assert (pool.login.address, pool.jobs, pool.nworkers, pool.walltime) == ("hpc-login", 4, 30, "02:00:00")
+    assert [h.address for h in inv.hosts] == ["machine_worker1"]
+
+
 def test_shell_word_keeps_placeholders_for_the_job_shell():
     assert s.shell_word("{rundir}/ca.pem") == '"$SLURM_SUBMIT_DIR"/ca.pem'
     assert s.shell_word("a b{jobid}") == "'a b'\"$SLURM_JOB_ID\""
