@@ -191,9 +191,18 @@ class SlurmPools:
 
     async def start(self, ctx: Context, probe, join: Join, record: Callable[[HostRecord], None],
                     name: str | None = None) -> list[HostRecord]:
-        """Submit the pool's chains (``name`` given: one more chain); each recorded before its sbatch."""
+        """Submit the pool's chains, each recorded before its sbatch.
+
+        A single worker by name (``launcher.Cluster``'s scale and adapt, a
+        repair) is refused: a pool's workers are named after their jobs'
+        ids, not the slots scale counts in (not done yet; edit ``jobs`` and
+        launch again instead).
+        """
+        if name is not None:
+            raise LaunchError(f"pool {probe.spec.label}: launcher.Cluster cannot scale a Slurm pool by worker"
+                              " names yet (set jobs in the inventory and launch again)", host=probe.spec.address)
         pool = self.pools[probe.spec.label]
-        recs = [self._chain(pool, probe.spec, ctx.name) for _ in range(pool.jobs if name is None else 1)]
+        recs = [self._chain(pool, probe.spec, ctx.name) for _ in range(pool.jobs)]
         for rec in recs:
             record(rec)
         files = dict(join.files)
