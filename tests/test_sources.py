@@ -1,19 +1,24 @@
 """The worker-source seam (launcher/sources/): the verbs reach workers through the source their record names.
 
-A second source kind is registered here: SSH hosts under another name, a
-real implementation (it stops and describes over the same agents), with no
-inventory section of its own. A launched cluster's worker trees are then
-recorded as that kind's: ``status`` and ``stop`` must go through it, and
-the stop must still leave nothing behind.
+Second source kinds are registered here: SSH hosts under another name, real
+implementations (they start, stop and describe over the same agents on the
+real sshd hosts). One has no inventory section of its own: a launched
+cluster's worker trees are recorded as its, and ``status`` and ``stop`` must
+go through it. One does not wait for its workers (as a batch queue's): the
+launch must report them pending and return, and they join afterwards.
+Either way the stop must leave nothing behind.
 """
 
 from __future__ import annotations
+
+import io
 
 import launcher
 from launcher.sources import registry
 from launcher.sources.ssh import SshHosts
 from launcher.store import state
-from launcher.testing.clusters import cluster_processes, session_members, ssh_inventory
+from launcher.testing.clusters import cluster_processes, session_members, slow_python, ssh_inventory, wait_until
+from launcher.ui.progress import Reporter
 
 
 class Tagged(SshHosts):
@@ -59,3 +64,42 @@ def test_stop_and_status_go_through_the_source_a_tree_records(sshd, tmp_path, mo
     assert summary["stopped"] >= 2, summary
     assert session_members(rec) == [] and cluster_processes("tagged") == []
     assert state.read("tagged") is None
+
+
+class SchedulerOnly(SshHosts):
+    """SSH hosts with no members: the scheduler's tree (always on an SSH host) still needs kind "ssh"."""
+
+    def members(self):
+        return []
+
+
+class Queued(SshHosts):
+    """The inventory's hosts, not waited for: the launch reports what is still pending and returns."""
+
+    kind = "queued"
+    wait = False
+
+    async def describe(self, ctx, recs, live):
+        rows = await super().describe(ctx, recs, live)
+        return [dict(row, detail=f"pending: {row['live']} of {row['expected']} workers in")
+                if row["live"] < row["expected"] else row for row in rows]
+
+
+def test_a_source_that_does_not_wait_is_reported_pending_and_its_workers_join_later(sshd, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(registry, "KINDS", {"ssh": SchedulerOnly, Queued.kind: Queued})
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name="queued", workers=(1,), timeout=120,
+                        host_extra={1: f'python = "{slow_python(tmp_path, 30)}"'})
+    shown = io.StringIO()
+    rec = launcher.launch(inv, reporter=Reporter(stream=shown))
+    try:
+        assert [h.source for h in rec.hosts] == ["ssh", "queued"]
+        st = launcher.status("queued")  # the launch returned before its workers started
+        assert st["state"] == "degraded", st
+        assert [(h["live"], h["expected"]) for h in st["hosts"] if h["role"] == "workers"] == [(0, 2)], st
+        assert "pending: 0 of 2 workers in" in shown.getvalue(), shown.getvalue()
+        assert wait_until(lambda: launcher.status("queued")["state"] == "running", 120), launcher.status("queued")
+    finally:
+        launcher.stop("queued")
+    assert session_members(rec) == [] and cluster_processes("queued") == []
+    assert state.read("queued") is None

@@ -145,7 +145,7 @@ class SshHosts:
                     name: str | None = None) -> list[HostRecord]:
         spec = probe.spec if name is None else dataclasses.replace(probe.spec, nworkers=1)
         rec = HostRecord.new(probe.spec, "workers", ctx.name, spec.nworkers, probe.memory_limit,
-                             scope=state.scope())
+                             scope=state.scope(), source=self.kind)
         if name is not None:  # its own run directory beside the host's (cleanup_paths lists that first)
             rec.rundir = f"{rec.rundir}.{name.rsplit('-', 1)[1]}"
             rec.remove, rec.names = [rec.rundir, *rec.remove[1:]], [name]
