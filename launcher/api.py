@@ -226,17 +226,25 @@ def dry_run(inventory: str | PathLike | Inventory) -> list[str]:
     inv = _inventory(inventory)
     rec = _running(inv.name)
     if rec is None:
-        return commands.dry_run(inv)
+        return _launch_steps(inv)
     from launcher.verbs.reconcile import plan_for
 
     try:
         steps = run(plan_for(inv, rec))
     except LaunchError as e:  # a launch would clean the dead cluster up, then launch anew
-        return [f"{e}: a launch would stop what is left of it first, then:", *commands.dry_run(inv)]
+        return [f"{e}: a launch would stop what is left of it first, then:", *_launch_steps(inv)]
     head = f"cluster '{inv.name}' runs at {rec.scheduler}: "
     if not steps:
         return [head + "nothing to change"]
     return [head + "plan", *(f"  {s.text}" for s in steps)]
+
+
+def _launch_steps(inv: Inventory) -> list[str]:
+    """What a launch runs: the SSH steps, then each other worker source's (a pool's job script)."""
+    from launcher.sources import registry
+
+    return commands.dry_run(inv) + [line for source in registry.from_inventory(inv)
+                                    for line in getattr(source, "dry_run", list)()]
 
 
 def share(name: str | None, label: str, path: str | PathLike, days: float = 7):

@@ -44,6 +44,22 @@ def sshd():
         testbed.close()
 
 
+@pytest.fixture(scope="session")
+def slurm():
+    """The real one-node Slurm of this machine (``.ci/slurm-up``; started here if root and down).
+
+    Skipped with the reason where it cannot run, failed under CI. Tests
+    submit real jobs and cancel only their own cluster's
+    (:func:`launcher.testing.slurm.cancel_cluster_jobs`).
+    """
+    from launcher.testing import slurm as testing_slurm
+
+    reason = testing_slurm.ensure()
+    if reason is not None:
+        missing(f"no one-node Slurm for the batch-pool tests: {reason}")
+    return testing_slurm
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path_factory, monkeypatch):
     """Own HOME, TMPDIR, launcher state and process mark; afterwards, nothing of ours left running."""

@@ -272,7 +272,7 @@ BAD = {
     # tables
     "unknown-table": (MINIMAL + "[wrokers]\nnworkers = 2\n", "wrokers: unknown table (did you mean [workers]?)"),
     "hosts-plural": ('[scheduler]\naddress = "s"\n[[hosts]]\naddress = "a"\n', "hosts: unknown table (did you mean [[host]]?)"),
-    "key-outside-table": ("nworkers = 3\n" + MINIMAL, "nworkers: key outside any table (put it under [workers] or [[host]])"),
+    "key-outside-table": ("nworkers = 3\n" + MINIMAL, "nworkers: key outside any table (put it under [workers] or [[host]] or [[slurm]])"),
     "table-as-array": ("[[workers]]\nnworkers = 2\n" + MINIMAL, "workers: must be a table, got an array of tables"),
     "table-as-value": ("ssh = 3\n" + MINIMAL, "ssh: must be a table, got 3"),
     "missing-scheduler": ('[[host]]\naddress = "a"\n', "scheduler: missing"),
@@ -287,7 +287,7 @@ BAD = {
     # keys
     "unknown-key": (_with("workers", "nworker", "2"), 'workers.nworker: unknown key (did you mean "nworkers"?)'),
     "unknown-host-key": (_with("host", "nwrkers", "2"), 'host[2].nwrkers: unknown key (did you mean "nworkers"?)'),
-    "key-in-wrong-table": (_with("cluster", "nworkers", "2"), "cluster.nworkers: unknown key here (it belongs in [workers] or [[host]])"),
+    "key-in-wrong-table": (_with("cluster", "nworkers", "2"), "cluster.nworkers: unknown key here (it belongs in [workers] or [[host]] or [[slurm]])"),
     "unknown-key-no-match": (_with("ssh", "zzz", "2"), "ssh.zzz: unknown key (allowed: user, port"),
     "nested-table": (MINIMAL + "[workers.extra]\na = 1\n", "workers.extra: unknown key"),
     "quoted-key-newline": ('[workers]\n"a\\nb" = 1\n' + MINIMAL, 'workers."a\\nb": unknown key'),

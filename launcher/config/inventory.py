@@ -31,7 +31,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn
 
-from launcher.config import options as opts, validate as v
+from launcher.config import options as opts, pools as pools_, validate as v
 from launcher.errors import InventoryError
 from launcher.config.validate import parse_memory
 
@@ -99,6 +99,8 @@ class Inventory:
     scheduler_options: tuple = ()  # (dask scheduler flag, value), launcher/options.py
     worker_options: tuple = ()     # (dask worker flag, value)
     dask_config: tuple = ()        # (dotted dask setting, value), for every process
+    #: Batch pools (``[[slurm]]``, launcher/config/pools.py): workers in batch jobs, beside the hosts.
+    pools: tuple = ()
 
 
 _ADDRESS = v.address
@@ -138,6 +140,7 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
     "workers": {**_SIZING, "transport": _TRANSPORT, "options": opts.check_worker_options},
     "host": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
              **_CONNECTION, **_RUNTIME, **_SIZING},
+    "slurm": pools_.SCHEMA,
 }
 
 #: HostSpec field -> (inventory key, tables searched in order, default).
@@ -193,7 +196,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
     scheduler = _table(data["scheduler"], "scheduler", "scheduler", fail)
     if "address" not in scheduler:
         fail("scheduler.address", 'missing (the scheduler machine: address = "<host name or IP>")')
-    entries = _host_entries(data.get("host"), fail)
+    entries = _host_entries(data.get("host"), fail, pools_wanted="slurm" in data)
 
     cluster = tables["cluster"]
     hosts = tuple(_resolve(entry, tables) for entry in entries)
@@ -208,6 +211,8 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
     # The scheduler does not run workers: [workers] transport is not its transport.
     sched_tables = {**tables, "workers": {k: x for k, x in tables["workers"].items()
                                           if k != "transport"}}
+    pools = pools_.parse(data.get("slurm"), lambda entry, keypath: _table(entry, "slurm", keypath, fail),
+                         lambda own: _resolve(own, sched_tables), fail)
     return Inventory(
         path=os.path.abspath(path),
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -224,6 +229,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         hosts=_unique_labels(hosts),
         dashboard=cluster.get("dashboard", "closed"),
         ship=cluster.get("ship", ()),
+        pools=pools,
         **_dask_settings(cluster, scheduler, tables["workers"]),
     )
 
@@ -296,7 +302,7 @@ def _unknown_table(name: str, value: Any) -> str:
 
 
 def _table_name(table: str) -> str:
-    return "[[host]]" if table == "host" else f"[{table}]"
+    return f"[[{table}]]" if table in ("host", "slurm") else f"[{table}]"
 
 
 def _table(value: Any, table: str, keypath: str, fail: Fail) -> dict[str, Any]:
@@ -326,8 +332,10 @@ def _unknown_key_hint(key: str, table: str) -> str:
     return "(allowed: " + ", ".join(SCHEMA[table]) + ")"
 
 
-def _host_entries(value: Any, fail: Fail) -> list[dict[str, Any]]:
-    """The validated ``[[host]]`` tables, at least one, each with an address."""
+def _host_entries(value: Any, fail: Fail, pools_wanted: bool = False) -> list[dict[str, Any]]:
+    """The validated ``[[host]]`` tables, each with an address; at least one unless pools give workers."""
+    if (value is None or value == []) and pools_wanted:
+        return []
     if value is None or value == []:
         fail("host", f"no hosts ({_HOW_TO_START})")
     if isinstance(value, dict):

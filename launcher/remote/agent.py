@@ -571,8 +571,28 @@ def op_put(p):
     return {"written": sorted(p["files"])}
 
 
+def op_run(p):
+    """Run one shell command (a batch system's sbatch, squeue, scancel) and return its output.
+
+    With ``rundir``, the command runs there, after ``files`` are written
+    into it (0600, the directory 0700, as for a spawn): a job script and
+    the TLS material it points to reach the login host on stdin, never in
+    an argument. The command is the launcher's own (its values quoted);
+    it runs in this agent's environment, the inventory's ``env`` applied.
+    """
+    cwd = _prepare_rundir(p)[0] if p.get("rundir") else None
+    try:
+        done = subprocess.run(["/bin/sh", "-c", p["command"]], cwd=cwd, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=p.get("seconds", 30))
+    except subprocess.TimeoutExpired:
+        return {"rc": None, "stdout": "", "stderr": f"timed out after {p.get('seconds', 30)} s"}
+    limit = 1 << 20
+    return {"rc": done.returncode, "stdout": done.stdout.decode("utf-8", "replace")[-limit:],
+            "stderr": done.stderr.decode("utf-8", "replace")[-8192:]}
+
+
 OPS = {"probe": op_probe, "spawn": op_spawn, "status": op_status, "stop": op_stop, "logs": op_logs,
-       "put": op_put}
+       "put": op_put, "run": op_run}
 
 
 def _answer(request):

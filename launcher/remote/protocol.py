@@ -131,6 +131,29 @@ class Put:
         return {"rundir": self.rundir, "files": self.files}
 
 
+@dataclass
+class RunReply:
+    rc: int | None                  # the command's exit code; None: it timed out
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Run:
+    """Run the shell ``command`` (in ``rundir`` after writing ``files`` there, 0600, if given)."""
+
+    command: str
+    rundir: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    op: ClassVar[str] = "run"
+    Reply: ClassVar[type] = RunReply
+
+    def to_json(self) -> dict:
+        out = {"command": self.command, "seconds": self.timeout}
+        return out | ({"rundir": self.rundir, "files": self.files} if self.rundir else {})
+
+
 def parse_reply(request, data: dict):
     """The typed reply of ``request`` from the agent's JSON."""
     reply_type = request.Reply

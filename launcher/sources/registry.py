@@ -10,11 +10,12 @@ from __future__ import annotations
 from launcher.config.inventory import Inventory
 from launcher.errors import LaunchError
 from launcher.sources.base import WorkerSource
+from launcher.sources.slurm import SlurmPools
 from launcher.sources.ssh import SshHosts
 from launcher.store.records import HostRecord
 
 #: kind -> the class; the order is the order a launch starts them in.
-KINDS: dict[str, type] = {SshHosts.kind: SshHosts}
+KINDS: dict[str, type] = {SshHosts.kind: SshHosts, SlurmPools.kind: SlurmPools}
 
 
 def from_inventory(inv: Inventory) -> list[WorkerSource]:

@@ -124,9 +124,11 @@ def print_status(st: dict) -> None:
             ok = h["live"] >= h["expected"]
             if not ok:
                 styles[len(rows)] = "yellow" if alive else "red"
-            rows.append([h["address"], "workers", f"{h['live']}/{h['expected']}", _mem(h["memory_limit"]),
-                         _mem(h["expected"] * (h["memory_limit"] or 0)),
-                         "ok" if ok else ("down" if not alive else f"{h['expected'] - h['live']} missing")])
+            # A source's rows may name the host otherwise (a pool's job) and say more (its state).
+            status = "ok" if ok else ("down" if not alive else f"{h['expected'] - h['live']} missing")
+            rows.append([h.get("host", h["address"]), "workers", f"{h['live']}/{h['expected']}",
+                         _mem(h["memory_limit"]), _mem(h["expected"] * (h["memory_limit"] or 0)),
+                         f"{status}: {h['detail']}" if h.get("detail") else status])
         else:
             rows.append([h["address"], h["role"], "-", "-", "-", "ok" if alive else "down"])
             if not alive:

@@ -78,10 +78,15 @@ def _scheduler_changes(rec: ClusterRecord, inv: Inventory) -> list[Step]:
             for k in old if old[k] != new[k]]
 
 
-def _host_change(trees: list[HostRecord], spec: HostSpec, rec: ClusterRecord, inv: Inventory) -> list[str]:
+def _host_change(trees: list[HostRecord], spec: HostSpec, rec: ClusterRecord, inv: Inventory,
+                 source=None) -> list[str]:
     old = trees[0].spec
     diffs = [f"{k} {_show(k, getattr(old, k))} → {_show(k, getattr(spec, k))}"
              for k in WORKER_KEYS if getattr(old, k) != getattr(spec, k)]
+    # A source's own settings beyond the HostSpec (a pool's walltime, partition...), kept by its trees.
+    if hasattr(source, "settings"):
+        was, now_ = trees[0].extra.get("settings", {}), source.settings(spec.label)
+        diffs += [f"{k} {was.get(k)} → {now_.get(k)}" for k in now_ if was.get(k) != now_.get(k)]
     now = settings(inv)
     for key, what in (("worker_options", "workers.options"), ("death_timeout", "cluster.death_timeout")):
         if key in rec.settings and rec.settings[key] != now[key]:
@@ -99,15 +104,17 @@ def make(rec: ClusterRecord, inv: Inventory, live: set[str]) -> list[Step]:
         if h.role == "workers":
             trees.setdefault(h.label, []).append(h)
     wanted = {s.label: s for s in registry.members(inv)}
+    sources = registry.member_sources(registry.from_inventory(inv))
     steps = [Step("remove", lab, f"- {ts[0].address}: {sum(len(t.worker_names()) for t in ts)} workers retired")
              for lab, ts in trees.items() if lab not in wanted]
     for lab, spec in wanted.items():
         if lab not in trees:
             steps.append(Step("add", lab, f"+ {spec.address}: {spec.nworkers} workers", spec))
             continue
-        diffs = _host_change(trees[lab], spec, rec, inv)
+        diffs = _host_change(trees[lab], spec, rec, inv, sources[lab])
         names = [n for t in trees[lab] for n in t.worker_names()]
-        missing = tuple(n for n in names if n not in live)
+        # A source that does not wait (a batch pool) has workers that are not in yet: pending, not missing.
+        missing = tuple(n for n in names if n not in live) if sources[lab].wait else ()
         if diffs:
             steps.append(Step("change", lab, f"~ {spec.address}: {', '.join(diffs)}", spec))
         elif missing:
