@@ -1,0 +1,254 @@
+"""Side-by-side of pyku-launch and ``distributed.SSHCluster`` on N hosts x 1 worker (bench_fanout.py --versus).
+
+Not a benchmark by itself: the measuring parts the ``--versus`` mode of
+``bench_fanout.py`` runs per repeat, alternating the two contenders.
+
+For each launch it takes, from /proc, on this machine (every "host" is it):
+
+* wall time until all N workers are registered;
+* the machine's busy CPU-seconds (``/proc/stat``: user, nice, system, irq,
+  softirq, steal) over the launch and over its teardown: everything that
+  ran, other users' work included (noisy; the machine is shared);
+* CPU-seconds per remote process kind, counted from the processes
+  themselves (utime + stime + what they reaped): the launcher (this
+  process), ssh sessions with their shells and the exited agents (what the
+  sshd listeners reaped), scheduler, nanny, forkserver, worker.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import _util as u
+
+MEMORY_LIMIT = "512MiB"
+_TICK = os.sysconf("SC_CLK_TCK")
+KINDS = ("launcher", "ssh+shell+agent", "scheduler", "nanny", "forkserver", "worker", "other")
+
+
+def machine_busy() -> float:
+    """Busy CPU-seconds of the whole machine since boot (all cores)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU-seconds of the process and of the children it reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(rest[1]), sum(int(x) for x in rest[11:15]) / _TICK
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def listeners_cpu(tb) -> float:
+    """CPU of the sshd listeners and of every connection process (and its shell, agent) they reaped."""
+    return sum((_stat(p.pid) or (0, 0.0))[1] for p in tb._procs)
+
+
+def kind_of(pid: int, parents: dict[int, int]) -> str:
+    cmd = _cmdline(pid)
+    if "forkserver import main" in cmd:  # a forkserver, or a worker it forked (same command line)
+        parent = _cmdline(parents.get(pid, 0))
+        return "worker" if "forkserver import main" in parent else "forkserver"
+    if "spawn_main" in cmd:  # SSHCluster: the nanny's worker, started with spawn
+        return "worker"
+    if "dask_scheduler" in cmd or ("dask_spec" in cmd and "Scheduler" in cmd):
+        return "scheduler"
+    if "dask_worker" in cmd or "dask_spec" in cmd:
+        return "nanny"
+    if cmd.startswith("sshd") or "bash" in cmd.split(" ", 1)[0]:
+        return "ssh+shell+agent"
+    return "other"
+
+
+def by_kind(pids) -> dict[str, float]:
+    """CPU-seconds of these live processes, summed per kind."""
+    stats = {p: s for p in pids if (s := _stat(p))}
+    parents = {p: s[0] for p, s in stats.items()}
+    out: dict[str, float] = {}
+    for p, (_pp, cpu) in stats.items():
+        k = kind_of(p, parents)
+        out[k] = out.get(k, 0.0) + cpu
+    return out
+
+
+class Meter:
+    """Machine, launcher and sshd-listener CPU since it was made."""
+
+    def __init__(self, tb):
+        self.tb = tb
+        self.m0, self.s0, self.l0, self.t0 = machine_busy(), self_cpu(), listeners_cpu(tb), time.perf_counter()
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def machine(self) -> float:
+        return machine_busy() - self.m0
+
+    def launcher(self) -> float:
+        return self_cpu() - self.s0
+
+    def reaped(self) -> float:
+        return listeners_cpu(self.tb) - self.l0
+
+
+def run_ours(tb, tmp, name, n_hosts):
+    import launcher
+
+    inv = u.write_inventory(tmp / f"{name}.toml", tb, name=name, workers=tuple(range(1, 1 + n_hosts)), nworkers=1,
+                            memory_limit=MEMORY_LIMIT)
+    rep = u.make_timing_reporter()
+    meter = Meter(tb)
+    rec = launcher.launch(inv, reporter=rep)
+    wall, launcher_cpu = meter.wall(), meter.launcher()
+    kinds = by_kind(u.session_members(rec))
+    sshd = [p.pid for p in tb._procs]
+    deadline = time.monotonic() + 10  # the agents exited when launch() closed their connections: until reaped
+    while u.descendants(sshd) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    machine = meter.machine()
+    kinds["ssh+shell+agent"] = kinds.get("ssh+shell+agent", 0.0) + meter.reaped()
+    kinds["launcher"] = launcher_cpu
+    down = Meter(tb)
+    launcher.stop(name)
+    stop = down.wall()
+    left = u.session_members(rec) + u.cluster_processes(name)
+    return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": down.machine(),
+            "left": len(left), "phases": rep.phases()}
+
+
+def run_peer(tb, n_hosts):
+    import logging
+
+    from distributed import Client, SSHCluster
+
+    logging.getLogger("distributed.deploy.ssh").setLevel(logging.WARNING)  # it relays every remote log line
+    hosts = [h.address for h in tb.hosts[:1 + n_hosts]]
+    sshd = [p.pid for p in tb._procs]
+    procs = []
+    meter = Meter(tb)
+    cluster = SSHCluster(
+        hosts, connect_options=tb.connect_kwargs(),
+        worker_options={"nthreads": 1, "n_workers": 1, "memory_limit": MEMORY_LIMIT},
+        scheduler_options={"port": 0, "dashboard_address": f"{hosts[0]}:0", "host": hosts[0]},
+        remote_python=sys.executable)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(n_hosts, timeout=300)
+        wall, launcher_cpu = meter.wall(), meter.launcher()
+        procs = u.descendants(sshd)
+        kinds = by_kind([p for p, _ in procs])
+        machine = meter.machine()
+    finally:
+        down = Meter(tb)
+        client.close()
+        cluster.close()
+    while u.alive(procs) and down.wall() < 120:  # its remote processes live on after close()
+        time.sleep(0.05)
+    stop, stop_machine = down.wall(), down.machine()
+    left = u.alive(procs)
+    u.kill_procs(procs)
+    kinds["launcher"] = launcher_cpu
+    kinds["ssh+shell+agent"] = kinds.get("ssh+shell+agent", 0.0) + meter.reaped() - down.reaped()
+    return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": stop_machine,
+            "left": len(left), "phases": {}}
+
+
+def main(args) -> int:
+    """The side-by-side run; its report. Returns the exit code."""
+    import traceback
+
+    counts = [int(c) for c in args.hosts.split(",")]
+    rows = {(c, who): [] for c in counts for who in ("ours", "peer")}
+    names, crashed = [], False
+    with u.private_state("bench-fanout-vs-") as tmp:
+        import dask
+
+        # SSHCluster hands the local dask config to its remote processes: scratch space in our temp dir.
+        dask.config.set({"temporary-directory": str(tmp / "dask")})
+        tb = u.start_testbed(n_hosts=1 + max(counts))
+        print(f"testbed: {len(tb.hosts)} sshd on {tb.addresses[0]}..{tb.addresses[-1]} port {tb.port}; scheduler on "
+              f"{tb.addresses[0]}; N worker hosts x 1 worker, nthreads 1, memory_limit {MEMORY_LIMIT}; pyku-launch "
+              f"(preflight, TLS) vs SSHCluster (tcp), alternating; {args.repeats} repeats")
+        try:
+            for r in range(args.repeats):
+                for c in counts:
+                    order = ("ours", "peer") if r % 2 == 0 else ("peer", "ours")
+                    for who in order:
+                        name = f"bv{os.getpid()}r{r}n{c}"
+                        try:
+                            if who == "ours":
+                                names.append(name)
+                                res = run_ours(tb, tmp, name, c)
+                            else:
+                                res = run_peer(tb, c)
+                        except Exception:
+                            traceback.print_exc()
+                            print(f"  repeat {r + 1} {c} hosts {who}: FAILED (see above)", flush=True)
+                            continue
+                        rows[(c, who)].append(res)
+                        label = "pyku-launch" if who == "ours" else "SSHCluster "
+                        print(f"  repeat {r + 1} {c:2d} hosts {label}: wall {res['wall']:6.2f} s, machine "
+                              f"{res['machine']:5.1f} CPU-s; teardown {res['stop']:5.2f} s "
+                              f"{res['stop_machine']:4.1f} CPU-s, left {res['left']}  "
+                              + " ".join(f"{k} {v:.2f}" for k, v in sorted(res["kinds"].items())), flush=True)
+        except BaseException:
+            crashed = True
+            traceback.print_exc()
+        finally:
+            u.stop_all(names)
+            tb.close()
+        report(counts, rows)
+    u.final_check(names=names, markers=[f"bv{os.getpid()}"], dirs=[tmp])
+    return 1 if crashed else 0
+
+
+def report(counts, rows) -> None:
+    med = u.median
+    print()
+    print("N hosts x 1 worker: pyku-launch vs SSHCluster, same run (medians; ratio = ours / SSHCluster)")
+    for c in counts:
+        ours, peer = rows[(c, "ours")], rows[(c, "peer")]
+        if not ours or not peer:
+            continue
+        w_o, w_p = med([r["wall"] for r in ours]), med([r["wall"] for r in peer])
+        m_o = med([r["machine"] + r["stop_machine"] for r in ours])
+        m_p = med([r["machine"] + r["stop_machine"] for r in peer])
+        print(f"  {c} hosts: wall until all registered {w_o:.2f} vs {w_p:.2f} s = {w_o / w_p:.2f} x "
+              f"(runs {u.fmt_runs([r['wall'] for r in ours], '')} | {u.fmt_runs([r['wall'] for r in peer], '')})")
+        print(f"  {c} hosts: machine busy CPU, launch {med([r['machine'] for r in ours]):.1f} vs "
+              f"{med([r['machine'] for r in peer]):.1f} CPU-s, teardown {med([r['stop_machine'] for r in ours]):.1f} vs "
+              f"{med([r['stop_machine'] for r in peer]):.1f}; launch + teardown {m_o:.1f} vs {m_p:.1f} = {m_o / m_p:.2f} x")
+        for who, rs in (("pyku-launch", ours), ("SSHCluster", peer)):
+            kinds = {k: med([r["kinds"].get(k, 0.0) for r in rs]) for k in KINDS}
+            print(f"    {who:11s} CPU-s per kind (all hosts; per host): " + ", ".join(
+                f"{k} {v:.2f} ({v / c:.3f})" for k, v in kinds.items() if v) + f"; sum {sum(kinds.values()):.1f}")
+        ph = {k: med([r["phases"].get(k, 0.0) for r in ours]) for k in ("connect", "preflight", "scheduler", "workers")}
+        print("    pyku-launch phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items()))
+        stop, left = med([r["stop"] for r in ours]), [r["left"] for r in ours]
+        print(f"    teardown: pyku-launch stop {stop:.2f} s (processes left right after it returned: {left}); "
+              f"SSHCluster close() until its processes were gone {med([r['stop'] for r in peer]):.2f} s")
+        if c == 12 or len(counts) == 1:
+            print(f"TARGET {c} hosts x 1: wall <= 0.6 x SSHCluster: {w_o / w_p:.2f} x -> {u.verdict(w_o / w_p <= 0.6)}; "
+                  f"machine CPU (launch + teardown) <= 0.7 x: {m_o / m_p:.2f} x -> {u.verdict(m_o / m_p <= 0.7)}; "
+                  f"stop <= 2 s, nothing left: {stop:.2f} s -> {u.verdict(stop <= 2 and not any(left))}")
