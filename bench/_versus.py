@@ -27,7 +27,7 @@ import _util as u
 
 MEMORY_LIMIT = "512MiB"
 _TICK = os.sysconf("SC_CLK_TCK")
-KINDS = ("launcher", "ssh+shell+agent", "scheduler", "nanny", "forkserver", "worker", "other")
+KINDS = ("launcher", "ssh session", "agent", "scheduler", "nanny", "forkserver", "worker", "other")
 
 
 def machine_busy() -> float:
@@ -67,6 +67,9 @@ def listeners_cpu(tb) -> float:
 
 def kind_of(pid: int, parents: dict[int, int]) -> str:
     cmd = _cmdline(pid)
+    if "dask_worker" in cmd and _cmdline(parents.get(pid, 0)) == cmd:  # the nanny's fork: its forkserver,
+        grand = parents.get(parents.get(pid, 0), 0)  # and the workers that one forked
+        return "worker" if _cmdline(grand) == cmd else "forkserver"
     if "forkserver import main" in cmd:  # a forkserver, or a worker it forked (same command line)
         parent = _cmdline(parents.get(pid, 0))
         return "worker" if "forkserver import main" in parent else "forkserver"
@@ -76,8 +79,10 @@ def kind_of(pid: int, parents: dict[int, int]) -> str:
         return "scheduler"
     if "dask_worker" in cmd or "dask_spec" in cmd:
         return "nanny"
-    if cmd.startswith("sshd") or "bash" in cmd.split(" ", 1)[0]:
-        return "ssh+shell+agent"
+    if "pyku-launch agent" in cmd:  # its login shell included: the agent is the shell's exec
+        return "agent"
+    if cmd.startswith("sshd"):
+        return "ssh session"
     return "other"
 
 
@@ -90,6 +95,39 @@ def by_kind(pids) -> dict[str, float]:
         k = kind_of(p, parents)
         out[k] = out.get(k, 0.0) + cpu
     return out
+
+
+class Watcher:
+    """The launcher's ``on_step`` hook: CPU of every agent and ssh session, read while they live.
+
+    They exit when the launch closes its connections, and sshd does not
+    always reap them (their CPU would be lost to the count): so their
+    figures are read after every agent step (the last step of an agent ends
+    its work), keeping each pid's largest. Its own CPU is kept apart, to be
+    taken off the launcher's.
+    """
+
+    def __init__(self, tb):
+        self.sshd = [p.pid for p in tb._procs]
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.own = 0.0
+
+    def __call__(self, *_step) -> None:
+        c0 = self_cpu()
+        pids = [p for p, _ in u.descendants(self.sshd)]
+        stats = {p: s for p in pids if (s := _stat(p))}
+        parents = {p: s[0] for p, s in stats.items()}
+        for p, (_pp, cpu) in stats.items():
+            kind = kind_of(p, parents)
+            if kind in ("agent", "ssh session") and cpu >= self.seen.get(p, ("", 0.0))[1]:
+                self.seen[p] = (kind, cpu)
+        self.own += self_cpu() - c0
+
+    def kinds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, cpu in self.seen.values():
+            out[kind] = out.get(kind, 0.0) + cpu
+        return out
 
 
 class Meter:
@@ -118,17 +156,14 @@ def run_ours(tb, tmp, name, n_hosts):
     inv = u.write_inventory(tmp / f"{name}.toml", tb, name=name, workers=tuple(range(1, 1 + n_hosts)), nworkers=1,
                             memory_limit=MEMORY_LIMIT)
     rep = u.make_timing_reporter()
+    watch = Watcher(tb)
     meter = Meter(tb)
-    rec = launcher.launch(inv, reporter=rep)
-    wall, launcher_cpu = meter.wall(), meter.launcher()
+    rec = launcher.launch(inv, reporter=rep, on_step=watch)
+    wall, launcher_cpu = meter.wall(), meter.launcher() - watch.own
     kinds = by_kind(u.session_members(rec))
-    sshd = [p.pid for p in tb._procs]
-    deadline = time.monotonic() + 10  # the agents exited when launch() closed their connections: until reaped
-    while u.descendants(sshd) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    machine = meter.machine()
-    kinds["ssh+shell+agent"] = kinds.get("ssh+shell+agent", 0.0) + meter.reaped()
+    kinds.update(watch.kinds())
     kinds["launcher"] = launcher_cpu
+    machine = meter.machine()
     down = Meter(tb)
     launcher.stop(name)
     stop = down.wall()
@@ -169,7 +204,6 @@ def run_peer(tb, n_hosts):
     left = u.alive(procs)
     u.kill_procs(procs)
     kinds["launcher"] = launcher_cpu
-    kinds["ssh+shell+agent"] = kinds.get("ssh+shell+agent", 0.0) + meter.reaped() - down.reaped()
     return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": stop_machine,
             "left": len(left), "phases": {}}
 

@@ -210,9 +210,13 @@ def op_probe(p):
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count()
+    cache = _ProbeCache()
+    versions = cache.versions(p.get("distributions", []))
+    fingerprints = {pkg: cache.fingerprint(pkg) for pkg in p.get("fingerprint", [])}
+    cache.save()
     return {
-            "versions": dict({"python": platform.python_version()}, **_versions(p.get("distributions", []))),
-            "fingerprints": {pkg: _fingerprint(pkg) for pkg in p.get("fingerprint", [])},
+            "versions": dict({"python": platform.python_version()}, **versions),
+            "fingerprints": fingerprints,
             "cpus": cpus,
             "mem_total": mem.get("MemTotal"),
             "mem_available": mem.get("MemAvailable"),
@@ -224,21 +228,114 @@ def op_probe(p):
     }
 
 
+#: Where a host keeps what its probes found, in the user's own launcher directory (0700).
+CACHE_DIR = "~/.pyku-launch/cache"
+
+
+def _stat_key(path):
+    """What tells a file or directory changed: mtime_ns, size, inode (None if it is gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+class _ProbeCache:
+    """A probe's answers kept on the host, so that the next probe stats instead of reading.
+
+    Versions come from distribution metadata on ``sys.path`` (a scan of
+    site-packages per distribution), fingerprints from reading and hashing
+    every source file of a package. Both are kept in one file per host,
+    interpreter and ``sys.path`` (a home shared by many hosts holds one per
+    host), each with the key that proves it current: for versions the
+    mtime_ns, size and inode of every ``sys.path`` directory (installing,
+    upgrading or removing a distribution adds or removes an entry there);
+    for a fingerprint the same of every file of the package, in walk order.
+    A changed key recomputes; a cache that cannot be read or written only
+    costs the time it would have saved.
+    """
+
+    def __init__(self):
+        import hashlib
+
+        ident = hashlib.sha256("\0".join([sys.executable, *sys.path]).encode()).hexdigest()[:16]
+        self.path = os.path.join(_expand(CACHE_DIR), f"probe-{socket.gethostname()}-{ident}.json")
+        self.changed = False
+        try:
+            with open(self.path) as f:
+                self.data = json.load(f)
+            if not isinstance(self.data, dict):
+                self.data = {}
+        except (OSError, ValueError):
+            self.data = {}
+
+    def versions(self, distributions):
+        old = self.data.get("versions")
+        if (isinstance(old, dict) and all(d in old.get("values", {}) for d in distributions)
+                and old.get("key") == self._versions_key(old.get("files", []))):
+            return {d: old["values"][d] for d in distributions}
+        values, files = _versions(distributions)
+        self.data["versions"] = {"key": self._versions_key(files), "files": files, "values": values}
+        self.changed = True
+        return values
+
+    @staticmethod
+    def _versions_key(files):
+        """Every ``sys.path`` directory (an entry added or removed) and the metadata files read (edited)."""
+        return [[d, _stat_key(d or ".")] for d in sys.path] + [[f, _stat_key(f)] for f in files]
+
+    def fingerprint(self, pkg):
+        root = _package_dir(pkg)
+        if root is None:
+            return None
+        files = list(_source_files(root))
+        key = [root] + [[rel, _stat_key(full)] for rel, full in files]
+        old = self.data.setdefault("fingerprints", {}).get(pkg)
+        if isinstance(old, dict) and old.get("key") == key:
+            return old["value"]
+        value = _fingerprint_files(files)
+        self.data["fingerprints"][pkg] = {"key": key, "value": value}
+        self.changed = True
+        return value
+
+    def save(self):
+        if not self.changed:
+            return
+        tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            _make_dirs(os.path.dirname(self.path), os.path.expanduser("~"), "ours")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.data, f)
+            os.replace(tmp, self.path)  # concurrent probes: the last complete file wins
+        except OSError:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
 def _versions(distributions):
-    """Installed version of each distribution, None if missing."""
+    """Installed version of each distribution (None if missing), and the metadata files they came from."""
     from importlib import metadata
 
-    versions = {}
-    for dist in distributions:
+    versions, files = {}, []
+    for name in distributions:
         try:
-            versions[dist] = metadata.version(dist)
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
+            versions[name] = None
+            continue
+        versions[name] = dist.version
+        where = getattr(dist, "_path", None)  # its .dist-info / .egg-info (a PathDistribution)
+        if where is not None:
+            files += [str(where)] + [os.path.join(str(where), f) for f in ("METADATA", "PKG-INFO")]
+    return versions, files
 
 
-def _fingerprint(pkg):
-    """A hash of an importable package's source files (not its version), None if missing.
+def _package_dir(pkg):
+    """The directory of an importable package, None if missing.
 
     ``find_spec`` of a top-level name locates the package without importing it.
     """
@@ -247,7 +344,7 @@ def _fingerprint(pkg):
     spec = util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return _fingerprint_dir(list(spec.submodule_search_locations)[0])
+    return list(spec.submodule_search_locations)[0]
 
 
 def _source_files(root):
@@ -261,11 +358,15 @@ def _source_files(root):
 
 
 def _fingerprint_dir(root):
-    """The hash :func:`_fingerprint` gives a package whose directory is ``root``."""
+    """A hash of the source files (not the version) of the package whose directory is ``root``."""
+    return _fingerprint_files(_source_files(root))
+
+
+def _fingerprint_files(files):
     import hashlib
 
     h = hashlib.sha256()
-    for rel, full in _source_files(root):
+    for rel, full in files:
         h.update(rel.encode() + b"\0")
         with open(full, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
@@ -439,16 +540,7 @@ def op_stop(p):
 
     found = members()
     initial = len(found)
-    for pid in found:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + grace
-    left = members()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = members()
+    left = _end(found, signal.SIGTERM, time.monotonic() + grace, members)
     killed = 0
     if not left and p.get("settle"):
         # A launcher that died mid-spawn may have agents still starting
@@ -457,22 +549,54 @@ def op_stop(p):
         left = members()
         initial += len(left)
     if left:
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + 5
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = members()
+        killed = len(left)
+        left = _end(left, signal.SIGKILL, time.monotonic() + 5, members)
 
     # A namesake launched from another state directory (other tokens, same
     # directories) keeps its files: a sweep removes them only if none runs.
     shared = bool(p.get("keep_if_running") and _members(p["keep_if_running"], prefix=True))
     removed = _remove_files(p) if not left and not shared else []
     return {"found": initial, "killed": killed, "left": left, "removed": removed, "kept": shared}
+
+
+def _start_time(pid):
+    """The start time of a live process (not a zombie), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in (b"Z", b"X") else fields[19]
+
+
+def _end(pids, sig, until, members):
+    """Send ``sig`` to ``pids`` and wait until they are gone, or ``until``; what is left then.
+
+    While waiting only the known pids are looked at (a read of their
+    /proc/<pid>/stat, same start time = same process): a full scan
+    (``members``: every process's environment and the parent links) costs
+    far more, on a host of many processes and with many agents stopping at
+    once. The full scan is made when the known ones are gone: it proves
+    nothing is left, and what it finds (a process forked meanwhile) gets the
+    signal too and is waited for.
+    """
+    born = {}
+    while True:
+        for pid in pids:
+            if pid not in born:
+                born[pid] = _start_time(pid)
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        while pids and time.monotonic() < until:
+            pids = [pid for pid in pids if born[pid] is not None and _start_time(pid) == born[pid]]
+            if pids:
+                time.sleep(0.05)
+        pids = members()
+        if not pids or time.monotonic() >= until:
+            return pids
+        born = {pid: t for pid, t in born.items() if pid not in pids}  # a reused pid is a new process
 
 
 def _remove_files(p):
