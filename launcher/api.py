@@ -26,6 +26,8 @@ from launcher.verbs.launch import launch_async
 from launcher.verbs.status import not_launched, status_async
 from launcher.verbs.stop import stop_async, sweep_async
 from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.sources import registry
+from launcher.sources.base import Context
 
 
 class Interrupted(LaunchError):
@@ -165,16 +167,18 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
     inv = _inventory(inventory)
 
     async def go():
-        conns, failed = await open_connections([inv.scheduler, *inv.hosts])
-        try:
+        sources = registry.member_sources(registry.from_inventory(inv))
+        members = registry.members(inv)
+        async with Context(inv.name, inv.step_timeout) as ctx:
+            failed = await ctx.open([inv.scheduler, *members])
             if failed:
                 raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
-                                            for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
-            targets = [(inv.scheduler, "scheduler", conns[connection_key(inv.scheduler)])]
-            targets += [(s, "workers", conns[connection_key(s)]) for s in inv.hosts]
-            return await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
-        finally:
-            await close_all(conns)
+                                            for s in (inv.scheduler, *members) if connection_key(s) in failed}))
+            targets = [(inv.scheduler, "scheduler", ctx.conn(inv.scheduler))]
+            targets += preflight.targets(ctx, members, sources)
+            result = await preflight.run(inv, targets, allow_mismatch=allow_mismatch)
+            await preflight.source_checks(ctx, result, sources)
+            return result
 
     return run(go())
 

@@ -28,7 +28,9 @@ from launcher.reach.client import resolve_name
 from launcher.errors import LaunchError
 from launcher.store.records import ClusterRecord
 from launcher.verbs.restart import recorded_inventory, running_record
-from launcher.remote.transport import close_all, connection_key, open_connections
+from launcher.remote.transport import connection_key
+from launcher.sources import registry
+from launcher.sources.base import Context
 from launcher.verbs.trees import Trees, names_by_label, retire
 
 logger = logging.getLogger(__name__)
@@ -36,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 def slots(inv) -> list[str]:
     """Every worker name the inventory allows, in the order ``scale`` fills them."""
-    deepest = max(s.nworkers for s in inv.hosts)
-    return [f"{s.label}-{i}" for i in range(deepest) for s in inv.hosts if i < s.nworkers]
+    hosts = registry.members(inv)
+    deepest = max(s.nworkers for s in hosts)
+    return [f"{s.label}-{i}" for i in range(deepest) for s in hosts if i < s.nworkers]
 
 
 class Cluster(_DaskCluster):
@@ -138,27 +141,26 @@ class Cluster(_DaskCluster):
         to_close = sorted({n for ns in recorded.values() for n in ns} - target)
         to_start = [s for s in slots(inv) if s in target and all(s not in ns for ns in recorded.values())]
         labels = {n.rsplit("-", 1)[0] for n in to_close + to_start}
-        specs = [s for s in inv.hosts if s.label in labels]
-        conns, failed = await open_connections(specs)
-        trees = Trees(rec, inv, conns)
-        try:
-            if to_close:
-                await _close_workers(trees, to_close)
-            if to_start:
-                await self._start_workers(trees, inv, to_start, failed)
-        except BaseException:
-            await trees.rollback()
-            raise
-        finally:
-            await close_all(conns)
+        specs = [s for s in registry.members(inv) if s.label in labels]
+        async with Context(rec.name, inv.step_timeout) as ctx:
+            failed = await ctx.open(specs)
+            trees = Trees(rec, inv, ctx)
+            try:
+                if to_close:
+                    await _close_workers(trees, to_close)
+                if to_start:
+                    await self._start_workers(trees, inv, to_start, failed)
+            except BaseException:
+                await trees.rollback()
+                raise
 
     async def _start_workers(self, trees: Trees, inv, names: list[str], failed: dict) -> None:
-        specs = [s for s in inv.hosts if any(n.rsplit("-", 1)[0] == s.label for n in names)]
+        specs = [s for s in registry.members(inv) if any(n.rsplit("-", 1)[0] == s.label for n in names)]
         for s in specs:
             if connection_key(s) in failed:
                 raise failed[connection_key(s)]
-        targets = [(s, "workers", trees.conns[connection_key(s)]) for s in specs]
-        result = await preflight.run(inv, targets)
+        result = await preflight.run(inv, preflight.targets(trees.ctx, specs, trees.sources))
+        await preflight.source_checks(trees.ctx, result, trees.sources)
         probes = {p.spec.label: p for p in result.probes}
 
         async def host(label: str) -> None:

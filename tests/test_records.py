@@ -70,3 +70,25 @@ def test_a_version_1_record_reads_with_the_launchs_worker_names(state_dir):
     assert rec.version == VERSION and rec.settings == {}
     workers = [h for h in rec.hosts if h.role == "workers"]
     assert workers and all(h.worker_names() == [f"{h.label}-{i}" for i in range(h.expected)] for h in workers)
+
+
+def test_a_version_2_record_reads_every_tree_as_an_ssh_hosts(state_dir):
+    data = _record().to_json()
+    data["version"] = 2
+    for h in data["hosts"]:
+        del h["source"], h["extra"]
+    state.state_path("old").write_text(json.dumps(data | {"name": "old"}))
+    rec = state.read("old")
+    assert rec.version == VERSION and rec.hosts
+    assert all(h.source == "ssh" and h.extra == {} for h in rec.hosts)
+    assert [h.token for h in rec.hosts] == [h["token"] for h in data["hosts"]]
+
+
+def test_a_tree_of_an_unknown_source_is_refused_by_name(state_dir):
+    from launcher.errors import LaunchError
+    from launcher.sources import registry
+
+    rec = _record()
+    rec.hosts[0].source = "pbs"
+    with pytest.raises(LaunchError, match="worker source 'pbs'"):
+        registry.by_source(rec.hosts)

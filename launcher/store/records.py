@@ -22,7 +22,7 @@ from launcher.remote import commands
 from launcher.config.inventory import HostSpec
 from launcher.security.tls import Material, security
 
-VERSION = 2
+VERSION = 3
 
 
 class RecordError(ValueError):
@@ -46,6 +46,8 @@ class HostRecord:
     pid: int | None = None      # the tree's leader, once the spawn replied
     log: str | None = None      # its log file, once the spawn replied
     names: list[str] | None = None  # its workers' names; None: <label>-0 ... <label>-<expected - 1>
+    source: str = "ssh"         # the worker source that started it and stops it (launcher/sources/)
+    extra: dict = field(default_factory=dict)  # what that source keeps of it besides (a batch job's id...)
 
     def worker_names(self) -> list[str]:
         """The names its workers register with at the scheduler."""
@@ -55,7 +57,7 @@ class HostRecord:
 
     @classmethod
     def new(cls, spec: HostSpec, role: str, name: str, expected: int = 0,
-            memory_limit: int | None = None, scope: str = "") -> HostRecord:
+            memory_limit: int | None = None, scope: str = "", source: str = "ssh") -> HostRecord:
         """The record of a tree about to start: a fresh token, its paths on the host.
 
         The token is ``<name>.<scope>.<random>.<label>.<role>``: unique, and
@@ -67,7 +69,7 @@ class HostRecord:
         return cls(address=spec.address, label=spec.label, role=role, spec=spec,
                    token=f"{name}.{scope}.{uuid.uuid4().hex}.{spec.label}.{role}",
                    rundir=commands.run_dir(name, spec, role), remove=remove, prune=prune,
-                   expected=expected, memory_limit=memory_limit)
+                   expected=expected, memory_limit=memory_limit, source=source)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,5 +163,13 @@ def _single_trees(data: dict) -> dict:
     return data | {"hosts": hosts, "settings": data.get("settings", {}), "version": 2}
 
 
+def _sourced(data: dict) -> dict:
+    """Version 3 (worker sources, launcher/sources/): every tree names the ``source`` that stops it
+    and keeps that source's ``extra`` fields; every tree before was an SSH host's. A version-2
+    reader would take a batch job's tree for one on an SSH host; the version makes it refuse it."""
+    hosts = [dict(h, source=h.get("source", "ssh"), extra=h.get("extra", {})) for h in data.get("hosts", [])]
+    return data | {"hosts": hosts, "version": 3}
+
+
 #: ``_MIGRATIONS[v]`` turns a record of version ``v`` into one of version ``v + 1``.
-_MIGRATIONS = {0: _from_unversioned, 1: _single_trees}
+_MIGRATIONS = {0: _from_unversioned, 1: _single_trees, 2: _sourced}

@@ -9,11 +9,11 @@ running and no state behind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
 
-from launcher.remote import logtail
 from launcher.verbs import plan, preflight
 from launcher.remote import readiness, commands
 from launcher.verbs import ship
@@ -22,11 +22,13 @@ from launcher.security import tls
 from launcher.reach import tunnel
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import HostSpec, Inventory
+from launcher.sources import registry, ssh
+from launcher.sources.base import Context, Join
 from launcher.ui.progress import Reporter
-from launcher.remote.protocol import Logs, SpawnReply, Spawn, Status
+from launcher.remote.protocol import SpawnReply
 from launcher.store.records import ClusterRecord, HostRecord
-from launcher.verbs.stop import stop_async, stop_trees
-from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.verbs.stop import stop_async, stop_role
+from launcher.remote.transport import StepHook, connection_key
 
 
 def _preimport_distributed() -> None:
@@ -73,25 +75,39 @@ async def launch_async(inv: Inventory, *, report: Reporter, allow_mismatch: bool
 
 
 class _Launch:
-    """One launch: the open connections and what it started, for a rollback."""
+    """One launch: the open connections and what it started, for a rollback.
+
+    The scheduler is started here, on its SSH host; the workers by their
+    sources (:mod:`launcher.sources`), one per inventory section.
+    """
 
     def __init__(self, inv: Inventory, report: Reporter, *, allow_mismatch: bool, allow_partial: bool,
                  timeout: float, on_step: StepHook | None = None):
         self.inv, self.report, self.timeout, self.on_step = inv, report, timeout, on_step
         self.allow_mismatch = allow_mismatch
         partial = allow_partial or inv.min_hosts is not None
-        self.min_hosts = (inv.min_hosts or 1) if partial else len(inv.hosts)
+        self.sources = registry.from_inventory(inv)
+        self.source_of = registry.member_sources(self.sources)
+        self.members = [m for s in self.sources for m in s.members()]  # every source's, one label each
+        self.min_hosts = (inv.min_hosts or 1) if partial else len(self.members)
         self.partial = partial
-        self.conns: dict = {}
+        self.ctx = Context(inv.name, inv.step_timeout, on_step)
         self.records: list[HostRecord] = []  # every process tree started (or being started)
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
         self.running_steps: list[str] = []
         self.ca: tls.CA | None = None  # its key signs shares later (launcher/share.py)
         self.scheduler_up = asyncio.Event()  # its spawn replied: it listens
         self.shipped = ship.pack(inv.ship)  # read from disk, never imported here
+        self.ship = {"archives": ship.archives(self.shipped) if self.shipped else {},
+                     "verify": functools.partial(ship.verify, self.shipped)}
 
     def conn(self, spec: HostSpec):
-        return self.conns[connection_key(spec)]
+        return self.ctx.conn(spec)
+
+    def _record(self, rec: HostRecord) -> None:
+        """A tree about to start: recorded first, so a rollback or ``stop`` finds it whatever happens."""
+        self.records.append(rec)
+        self._save("starting")
 
     def _step(self, name: str, detail: str = "") -> None:
         """A step starts: tell the user, and note it in the lock file for ``status``."""
@@ -118,14 +134,13 @@ class _Launch:
             return state.read(self.inv.name)
         except BaseException:
             # Roll back on every host: errors, Ctrl-C, SIGTERM and SIGHUP alike.
-            if not self.records or await _rollback(self.conns, self.records, self.report,
-                                                   self.inv.step_timeout):
+            if not self.records or await _rollback(self.ctx, self.records, self.report):
                 state.remove(self.inv.name)
             else:
                 self.report.warn(f"state kept: pyku-launch stop --name {self.inv.name} retries the cleanup")
             raise
         finally:
-            await close_all(self.conns)
+            await self.ctx.close()
 
     def _leave_out(self, spec: HostSpec, why: str) -> None:
         self.missing[spec.label] = why
@@ -135,20 +150,20 @@ class _Launch:
         if len(hosts) < self.min_hosts:
             hint = "" if self.partial else " (pass --allow-partial to go on without " + (
                 "it)" if len(self.missing) == 1 else "them)")
-            addresses = {s.label: s.address for s in self.inv.hosts}
+            addresses = {s.label: s.address for s in self.members}
             raise LaunchError(by_cause({addresses.get(k, k): w for k, w in self.missing.items()}) + hint)
 
     async def _connect(self) -> list[HostSpec]:
         inv, t = self.inv, time.perf_counter()
-        self._step("connect", f"{1 + len(inv.hosts)} hosts")
-        self.conns, failed = await open_connections([inv.scheduler, *inv.hosts], self.on_step)
+        self._step("connect", f"{1 + len(self.members)} hosts")
+        failed = await self.ctx.open([inv.scheduler, *self.members])
         if connection_key(inv.scheduler) in failed:  # name every host that failed, not just this one
             raise LaunchError(by_cause({s.address: failed[connection_key(s)].message
-                                        for s in (inv.scheduler, *inv.hosts) if connection_key(s) in failed}))
-        for spec in inv.hosts:
+                                        for s in (inv.scheduler, *self.members) if connection_key(s) in failed}))
+        for spec in self.members:
             if connection_key(spec) in failed:
                 self._leave_out(spec, failed[connection_key(spec)].message)
-        hosts = [s for s in inv.hosts if connection_key(s) not in failed]
+        hosts = [s for s in self.members if connection_key(s) not in failed]
         self._check_enough(hosts)
         self._done("connect", time.perf_counter() - t)
         return hosts
@@ -157,8 +172,9 @@ class _Launch:
         inv, t = self.inv, time.perf_counter()
         self._step("preflight", "versions, pyku source, memory, ports")
         targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
-        targets += [(s, "workers", self.conn(s)) for s in hosts]
+        targets += preflight.targets(self.ctx, hosts, self.source_of)
         result = await preflight.run(inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
+        await preflight.source_checks(self.ctx, result, self.source_of, drop_failed=self.partial)
         for spec, why in result.dropped:
             self._leave_out(spec, f"preflight: {why}")
         probes = result.probes
@@ -175,36 +191,11 @@ class _Launch:
         self._done("preflight", time.perf_counter() - t)
         return probes, material
 
-    async def _spawn(self, spec: HostSpec, role: str, payload: dict, timeout: float,
-                     expected: int = 0, memory_limit: int | None = None) -> SpawnReply:
-        """Start one process tree, recorded *before* it starts.
-
-        The record's token lets a rollback find the processes even when the
-        reply is lost (a timeout, a dropped connection); a cancellation
-        (Ctrl-C, SIGTERM) still waits for the reply, so what the rollback
-        stops is all that was started.
-        """
-        rec = HostRecord.new(spec, role, self.inv.name, expected, memory_limit, scope=state.scope())
-        self.records.append(rec)
-        if self.shipped:
-            payload = dict(payload, archives=ship.archives(self.shipped))
-        self._save("starting")
-        task = asyncio.ensure_future(self.conn(spec).request(Spawn(rec.token, payload), timeout))
-        try:
-            reply = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])  # bounded by the step's own timeout
-            if not task.cancelled() and task.exception() is None:
-                rec.pid, rec.log = task.result().pid, task.result().log
-            raise
-        rec.pid, rec.log = reply.pid, reply.log
-        if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
-            rec.remove, rec.prune = commands.cleanup_paths(self.inv.name, spec, role,
-                                                                  reply.local_directory)
-        if reply.failure:
-            raise LaunchError(f"{role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
-        ship.verify(self.shipped, reply.shipped, spec.address)
-        return reply
+    async def _spawn_scheduler(self, payload: dict, timeout: float) -> SpawnReply:
+        """Start the scheduler's tree on its host, recorded *before* it starts (:func:`launcher.sources.ssh.spawn`)."""
+        rec = HostRecord.new(self.inv.scheduler, "scheduler", self.inv.name, scope=state.scope())
+        self._record(rec)
+        return await ssh.spawn(self.ctx, rec, payload, timeout, **self.ship)
 
     def _save(self, phase: str, **extra) -> None:
         """Write the state as it is now: a launch killed outright (SIGKILL,
@@ -246,7 +237,7 @@ class _Launch:
         files = tls.files_for(material["scheduler"]) | commands.revocation_files() if material else {}
         wait = min(self.timeout, inv.step_timeout)
         payload = commands.scheduler_payload(inv, probe.listen, files, timeout=wait, port=port)
-        reply = await self._spawn(inv.scheduler, "scheduler", payload, wait + inv.step_timeout)
+        reply = await self._spawn_scheduler(payload, wait + inv.step_timeout)
         self.scheduler_up.set()
         address = reply.wait_file["address"]
         port = reply.wait_file.get("services", {}).get("dashboard")
@@ -265,18 +256,17 @@ class _Launch:
         hosts = await self._spawn_workers(probes, address, material)
         arrived, exited = await self._await_workers(hosts, address, material)
         await self._drop_late(hosts, arrived, exited)
+        await self._report_pending(hosts, arrived)
         self._done("workers", time.perf_counter() - t)
 
     async def _spawn_workers(self, probes, address: str, material) -> list[HostSpec]:
-        """Start the workers of every host at once; the hosts whose start worked."""
-        inv = self.inv
+        """Start the workers of every member at once, each by its source; the members whose start worked."""
         files = tls.files_for(material["worker"]) | commands.revocation_files() if material else {}
+        join = Join(address, files, **self.ship)
 
         async def start(p) -> LaunchError | None:
-            payload = commands.workers_payload(inv, p.spec, p.listen, address, p.memory_limit, files)
             try:
-                await self._spawn(p.spec, "workers", payload, inv.step_timeout,
-                                  expected=p.spec.nworkers, memory_limit=p.memory_limit)
+                await self.source_of[p.spec.label].start(self.ctx, p, join, self._record)
             except LaunchError as e:
                 return e
             return None
@@ -302,7 +292,8 @@ class _Launch:
         processes were all gone before theirs registered.
         """
         sec = tls.security(material["client"]) if material else None
-        expected = {s.label: s.nworkers for s in hosts}
+        # Only sources that wait are waited for; the others' workers join when they do.
+        expected = {s.label: s.nworkers for s in hosts if self.source_of[s.label].wait}
         exited: set[str] = set()
         await self.scheduler_up.wait()
         # A scheduler this machine cannot reach directly is asked through its host (launcher/tunnel.py).
@@ -315,24 +306,38 @@ class _Launch:
 
     async def _drop_late(self, hosts: list[HostSpec], arrived, exited: set[str]) -> None:
         """Name the hosts whose workers did not all register; go on without them if allowed."""
-        inv = self.inv
-        late = [s for s in hosts if arrived.get(s.label, 0) < s.nworkers]
+        late = [s for s in hosts if self.source_of[s.label].wait and arrived.get(s.label, 0) < s.nworkers]
         if not late:
             return
-        logs = await _log_tails(self.conns, late, inv.name, inv.step_timeout)
+        labels = {s.label for s in late}
+        trees = [r for r in self.records if r.role == "workers" and r.label in labels]
+        logs: dict[str, str] = {}
+        for source, group in registry.by_source(trees, self.inv):
+            logs |= await source.why_late(self.ctx, group)
         for s in late:
             when = "when its processes exited" if s.label in exited else f"within {self.timeout:g} s"
-            self.missing[s.label] = (f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered "
-                                     f"{when}{logs.get(s.label, '')}")
+            log = f" (log: {logs[s.label]})" if s.label in logs else ""
+            self.missing[s.label] = f"{arrived.get(s.label, 0)} of {s.nworkers} workers registered {when}{log}"
         if len(hosts) - len(late) < self.min_hosts:
             raise LaunchError("workers did not arrive: " + by_cause(
                 {s.address: self.missing[s.label] for s in late}))
-        for s in late:  # going on without them: stop what they did start
-            recs = [r for r in self.records if r.label == s.label and r.role == "workers"]
-            await stop_trees(self.conn(s), recs, timeout=inv.step_timeout)
-            for r in recs:
-                self.records.remove(r)
+        # Going on without them: stop what they did start (a tree not proven gone stays recorded).
+        done = await stop_role(self.ctx, trees, remaining=self.records)
+        for r in done.gone:
+            self.records.remove(r)
+        for address, why in (done.unreachable | {a: f"processes {p} survived" for a, p in done.left.items()}).items():
+            self.report.warn(f"{address}: could not stop its late workers ({why}): they stay recorded")
+        for s in late:
             self.report.host(s.label, f"left out: {self.missing[s.label]}")
+
+    async def _report_pending(self, hosts: list[HostSpec], arrived) -> None:
+        """Name what the members of sources that do not wait are still waiting for (a batch queue)."""
+        labels = {s.label for s in hosts if not self.source_of[s.label].wait and arrived.get(s.label, 0) < s.nworkers}
+        trees = [r for r in self.records if r.role == "workers" and r.label in labels]
+        for source, group in registry.by_source(trees, self.inv):
+            for r, row in zip(group, await source.describe(self.ctx, group, arrived)):
+                if row.get("detail"):
+                    self.report.host(r.label, row["detail"])
 
     async def _still_running(self, labels: set[str], exited: set[str]) -> set[str]:
         """Which of these hosts' worker trees still have a process (one status step each).
@@ -341,9 +346,10 @@ class _Launch:
         be gone cuts the wait for it short. Gone ones are added to ``exited``.
         """
         recs = [r for r in self.records if r.role == "workers" and r.label in labels]
-        answers = await asyncio.gather(*(_tree_alive(self.conn(r.spec), r, self.inv.step_timeout)
-                                         for r in recs), return_exceptions=True)
-        gone = {r.label for r, a in zip(recs, answers) if a is False}
+        answers: dict[str, bool | None] = {}
+        for source, group in registry.by_source(recs, self.inv):
+            answers |= await source.alive(self.ctx, group)
+        gone = {r.label for r in recs if answers.get(r.token) is False}
         exited |= gone
         return labels - gone
 
@@ -355,43 +361,15 @@ def _first_failure(group_error: BaseExceptionGroup) -> BaseException:
     return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _tree_alive(conn, rec: HostRecord, timeout: float) -> bool:
-    """Whether a process of this tree (found by its token) still runs on its host."""
-    reply = await conn.request(Status([rec.token]), timeout)
-    return reply.alive[rec.token] > 0
-
-
-async def _rollback(conns, records: list[HostRecord], report, step_timeout: float) -> bool:
-    """Stop every recorded process tree; False (and say so) if any could not be stopped."""
+async def _rollback(ctx: Context, records: list[HostRecord], report) -> bool:
+    """Stop every recorded tree, each by its source; False (and say so) if any could not be stopped."""
     report.warn("launch failed: stopping what it started on every host")
-    by_conn: dict[tuple, list[HostRecord]] = {}
-    for rec in records:
-        by_conn.setdefault(connection_key(rec.spec), []).append(rec)
-    keys = [k for k in by_conn if k in conns]
-    replies = await asyncio.gather(*(stop_trees(conns[k], by_conn[k], timeout=step_timeout) for k in keys),
-                                   return_exceptions=True)
-    ok = len(keys) == len(by_conn)
-    for k, reply in zip(keys, replies):
-        address = by_conn[k][0].address
-        if isinstance(reply, BaseException):
-            report.warn(f"{address}: could not stop what the launch started there: {reply}")
-            ok = False
-        elif reply.left:
-            report.warn(f"{address}: processes {reply.left} survived SIGKILL")
-            ok = False
-    return ok
-
-
-async def _log_tails(conns, specs, name, step_timeout: float) -> dict[str, str]:
-    """The last log lines of each host's workers, by label (all hosts at once)."""
-    async def one(s):
-        r = await conns[connection_key(s)].request(Logs(commands.run_dir(name, s, "workers"), 60),
-                                                   step_timeout)
-        text = logtail.summary([ln for v in r.logs.values() for ln in v])
-        return f" (log: {text})" if text else ""
-
-    tails = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
-    return {s.label: t for s, t in zip(specs, tails) if isinstance(t, str)}
+    done = await stop_role(ctx, records)
+    for address, why in done.unreachable.items():
+        report.warn(f"{address}: could not stop what the launch started there: {why}")
+    for address, left in done.left.items():
+        report.warn(f"{address}: processes {left} survived SIGKILL")
+    return not done.unreachable and not done.left
 
 
 async def _existing(name: str, report: Reporter, on_step: StepHook | None) -> ClusterRecord | None:
@@ -432,10 +410,6 @@ async def _scheduler_process_alive(rec: ClusterRecord, on_step: StepHook | None)
     srec = rec.scheduler_host
     if srec is None:
         return False
-    conns, failed = await open_connections([srec.spec], on_step)
-    try:
-        return not failed and await _tree_alive(conns[connection_key(srec.spec)], srec, 30)
-    except LaunchError:
-        return False
-    finally:
-        await close_all(conns)
+    async with Context(name=rec.name, step_timeout=30, on_step=on_step) as ctx:
+        await ctx.open([srec.spec])
+        return (await ssh.SshHosts().alive(ctx, [srec]))[srec.token] is True

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from launcher.config.inventory import HostSpec, Inventory
+from launcher.sources import registry
 from launcher.store.records import ClusterRecord, HostRecord
 from launcher.remote.commands import scheduler_host_port
 from launcher.ui.tables import fmt_bytes
@@ -97,7 +98,7 @@ def make(rec: ClusterRecord, inv: Inventory, live: set[str]) -> list[Step]:
     for h in rec.hosts:
         if h.role == "workers":
             trees.setdefault(h.label, []).append(h)
-    wanted = {s.label: s for s in inv.hosts}
+    wanted = {s.label: s for s in registry.members(inv)}
     steps = [Step("remove", lab, f"- {ts[0].address}: {sum(len(t.worker_names()) for t in ts)} workers retired")
              for lab, ts in trees.items() if lab not in wanted]
     for lab, spec in wanted.items():

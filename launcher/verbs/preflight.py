@@ -34,7 +34,7 @@ class Probe:
     """What one host reported, and what the launch will use there."""
 
     spec: HostSpec
-    role: str                       # "scheduler" or "workers"
+    role: str                       # "scheduler", "workers" or "login" (a source's: launcher/sources/base.py)
     reply: dict
     memory_limit: int | None = None  # per worker, bytes (workers only)
     differences: dict[str, tuple] = field(default_factory=dict)  # key -> (host value, client value)
@@ -102,6 +102,9 @@ def assess(inv, probe: Probe, reference: dict) -> None:
             probe.problems.append(f"port {port} is in use on {r['listen']} (set {key} = 0 under [cluster]"
                                   f" for any free port, or choose another {key})")
         return
+    if probe.role != "workers":  # not where workers run (a batch pool's login host): its source checks the rest
+        probe.memory_limit = spec.memory_limit
+        return
     total = r["mem_total"]
     if spec.memory_limit is None:
         probe.memory_limit = auto_memory(spec, total)
@@ -162,7 +165,7 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     refused = [p for p in probes if p.problems or (p.differences and not allow_mismatch)]
     dropped = []
     if drop_failed:
-        left_out = [p for p in refused if p.role == "workers"]
+        left_out = [p for p in refused if p.role != "scheduler"]
         for p in left_out:
             dropped.append((p.spec, "; ".join(p.problems) or "versions differ: " + ", ".join(
                 f"{k} {v[0] or 'missing'} (client {v[1] or '-'})" for k, v in p.differences.items())))
@@ -171,6 +174,34 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     if refused:
         raise PreflightError(_refusal(refused, table, allow_mismatch))
     return PreflightResult(probes, reference, table, dropped)
+
+
+def targets(ctx, specs: list[HostSpec], sources: dict) -> list[tuple]:
+    """(spec, role, connection) per member host, probed as its source asks (``sources``: label -> source)."""
+    return [(s, sources[s.label].probe_role, ctx.conn(s)) for s in specs]
+
+
+async def source_checks(ctx, result: PreflightResult, sources: dict, *, drop_failed: bool = False) -> None:
+    """Each worker source's own checks of its probed members (label -> source in ``sources``).
+
+    A refused member is moved to ``result.dropped`` with ``drop_failed``,
+    else the refusal is raised as a PreflightError naming every one.
+    """
+    groups: dict[int, tuple] = {}
+    for p in result.probes:
+        if p.role != "scheduler":
+            source = sources[p.spec.label]
+            groups.setdefault(id(source), (source, []))[1].append(p)
+    refused: dict[str, str] = {}
+    for source, probes in groups.values():
+        refused |= await source.preflight(ctx, probes)
+    if not refused:
+        return
+    mine = [p for p in result.probes if p.role != "scheduler" and p.spec.label in refused]
+    if not drop_failed:
+        raise PreflightError("refused: " + "; ".join(f"{p.spec.address}: {refused[p.spec.label]}" for p in mine))
+    result.dropped += [(p.spec, refused[p.spec.label]) for p in mine]
+    result.probes = [p for p in result.probes if p not in mine]
 
 
 def _refusal(refused: list[Probe], table: str, allow_mismatch: bool) -> str:

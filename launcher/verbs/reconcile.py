@@ -27,7 +27,9 @@ from launcher.config.inventory import Inventory
 from launcher.ui.progress import Reporter
 from launcher.store.records import ClusterRecord
 from launcher.verbs.stop import stop_async
-from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.remote.transport import StepHook, connection_key
+from launcher.sources import registry
+from launcher.sources.base import Context
 from launcher.verbs.trees import Trees, live_names
 
 
@@ -65,7 +67,7 @@ async def reconcile_async(inv: Inventory, rec: ClusterRecord, *, report: Reporte
 def _converged(rec: ClusterRecord, inv: Inventory) -> None:
     """The record now describes this inventory."""
     rec.inventory, rec.inventory_sha256, rec.settings = inv.path, inv.sha256, plan.settings(inv)
-    labels = {s.label for s in inv.hosts}
+    labels = {s.label for s in registry.members(inv)}
     rec.missing = {k: why for k, why in rec.missing.items() if k in labels}  # removed hosts are not missing
 
 
@@ -86,17 +88,16 @@ class _Reconcile:
         specs = [h.spec for h in self.rec.hosts if h.role == "workers" and h.label in labels]
         specs += [s.spec for s in steps if s.spec]
         self.report.step("connect", f"{len({connection_key(s) for s in specs})} hosts")
-        conns, failed = await open_connections(specs, self.on_step)
-        trees = Trees(self.rec, self.inv, conns)
-        try:
-            await self._apply(trees, steps, failed)
-        except BaseException:
-            self.report.warn("reconcile failed or interrupted: stopping what it started")
-            for why in await trees.rollback():
-                self.report.warn(why)
-            raise
-        finally:
-            await close_all(conns)
+        async with Context(self.inv.name, self.inv.step_timeout, self.on_step) as ctx:
+            failed = await ctx.open(specs)
+            trees = Trees(self.rec, self.inv, ctx)
+            try:
+                await self._apply(trees, steps, failed)
+            except BaseException:
+                self.report.warn("reconcile failed or interrupted: stopping what it started")
+                for why in await trees.rollback():
+                    self.report.warn(why)
+                raise
         _converged(self.rec, self.inv)
         state.write(self.rec)
         if self.failed:
@@ -125,8 +126,9 @@ class _Reconcile:
         if not starting:
             return
         self.report.step("preflight", f"{len(starting)} hosts")
-        targets = [(s.spec, "workers", trees.conns[connection_key(s.spec)]) for s in starting]
+        targets = preflight.targets(trees.ctx, [s.spec for s in starting], trees.sources)
         result = await preflight.run(self.inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=True)
+        await preflight.source_checks(trees.ctx, result, trees.sources, drop_failed=True)
         for spec, why in result.dropped:
             self._fail(spec, f"preflight: {why}")
         probes = {p.spec.label: p for p in result.probes}

@@ -14,6 +14,7 @@ from launcher.store import state
 from launcher.errors import InventoryError, LaunchError
 from launcher.config.inventory import Inventory, load_inventory
 from launcher.ui.progress import Reporter
+from launcher.sources import registry
 from launcher.store.records import ClusterRecord
 from launcher.verbs.reconcile import _Reconcile
 from launcher.remote.transport import StepHook
@@ -48,7 +49,7 @@ async def restart_async(name: str, hosts: list[str] | None = None, *, report: Re
     rec = running_record(name)
     inv = recorded_inventory(rec)
     recorded = {h.label for h in rec.hosts if h.role == "workers"}
-    specs = [s for s in inv.hosts if s.label in recorded]
+    specs = [s for s in registry.members(inv) if s.label in recorded]
     if hosts:
         known = {s.address for s in specs} | {s.label for s in specs}
         unknown = [h for h in hosts if h not in known]

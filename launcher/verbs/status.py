@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from launcher.reach import dashboard
+from collections import Counter
 
-#: ``pyku-launch status`` exits with the code of the state it reports: one
+from launcher.reach import dashboard, tunnel
 from launcher.remote import readiness
 from launcher.security import share
+from launcher.sources.base import Context
+from launcher.sources.registry import by_source
 from launcher.store import state
-from launcher.reach import tunnel
+
+#: ``pyku-launch status`` exits with the code of the state it reports: one
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
 #: codes"). 1 and 2 keep their meaning for every command (runtime failure,
 #: usage error); 3 is the preflight's.
@@ -51,14 +54,11 @@ async def status_async(name: str) -> dict:
         counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer
-        counts, up = {}, False
-    hosts = []
-    for r in rec.hosts:
-        entry = {"address": r.address, "role": r.role, "expected": 0, "live": 0, "memory_limit": None}
-        if r.role == "workers":
-            live = counts.get(r.label, 0) if up else 0
-            entry.update(expected=r.expected, live=live, memory_limit=r.memory_limit)
-        hosts.append(entry)
+        counts, up = Counter(), False
+    async with Context(name) as ctx:  # a source that asks its hosts (a batch queue) opens what it needs
+        rows = {id(r): row for source, group in by_source(rec.hosts)
+                for r, row in zip(group, await source.describe(ctx, group, counts))}
+    hosts = [rows[id(r)] for r in rec.hosts]
     if not up:
         st = "down"
     elif all(h["live"] >= h["expected"] for h in hosts if h["role"] == "workers"):

@@ -20,21 +20,11 @@ from launcher.store import state
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import Inventory
 from launcher.ui.progress import Reporter
-from launcher.remote.protocol import Stop, StopReply
-from launcher.store.records import ClusterRecord, HostRecord
-from launcher.remote.transport import Connection, StepHook, close_all, connection_key, open_connections
-
-
-async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
-                     settle: float = 0.0) -> StopReply:
-    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
-
-    ``settle``: look again after that many seconds (a half-launched cluster:
-    its dead launcher's agents may still be starting processes).
-    """
-    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove],
-                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle)
-    return await conn.request(request, timeout + grace + settle)
+from launcher.remote.protocol import Stop
+from launcher.sources.base import Context, Stopped
+from launcher.sources.registry import by_source
+from launcher.store.records import HostRecord
+from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
@@ -54,15 +44,18 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
 
     t0 = time.perf_counter()
     settle = 0.0 if rec.running else 2.0
-    conns, failed = await open_connections([h.spec for h in rec.hosts], on_step)
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     survivors, unstopped_roles = {}, set()
-    try:
+    async with Context(name, on_step=on_step) as ctx:
+        await ctx.open([h.spec for h in rec.hosts])
         for role in ("workers", "scheduler"):
-            if not await _stop_role(rec, role, conns, failed, settle, summary, survivors):
+            done = await stop_role(ctx, [h for h in rec.hosts if h.role == role], settle=settle)
+            summary["stopped"] += done.found
+            summary["killed"] += done.killed
+            summary["unreachable"] |= done.unreachable
+            survivors |= done.left
+            if done.unreachable:
                 unstopped_roles.add(role)
-    finally:
-        await close_all(conns)
     if survivors:
         raise LaunchError("processes survived SIGKILL, state kept: " + "; ".join(
             f"{a}: pids {p}" for a, p in survivors.items()))
@@ -76,38 +69,16 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     return summary
 
 
-async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float, summary: dict,
-                     survivors: dict) -> bool:
-    """Stop every tree of one role (one step per host, all at once); False if a host was unreachable.
-
-    Counts go to ``summary``, unreachable hosts to ``summary["unreachable"]``,
-    pids that survived SIGKILL to ``survivors`` (by address).
-    """
-    reached = True
-    groups: dict[tuple, list[HostRecord]] = {}
-    for r in rec.hosts:
-        if r.role != role:
-            continue
-        key = connection_key(r.spec)
-        if key in failed:
-            summary["unreachable"][r.address] = str(failed[key])
-            reached = False
-        else:
-            groups.setdefault(key, []).append(r)
-    replies = await asyncio.gather(
-        *(stop_trees(conns[k], recs, settle=settle) for k, recs in groups.items()), return_exceptions=True)
-    for recs, reply in zip(groups.values(), replies):
-        if isinstance(reply, LaunchError):
-            summary["unreachable"][recs[0].address] = str(reply)
-            reached = False
-        elif isinstance(reply, BaseException):
-            raise reply
-        elif reply.left:
-            survivors[recs[0].address] = reply.left
-        else:
-            summary["stopped"] += reply.found
-            summary["killed"] += reply.killed
-    return reached
+async def stop_role(ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
+                    settle: float = 0.0) -> Stopped:
+    """Stop these trees, each through its source, all at once; what was proven gone and what was not."""
+    groups = by_source(recs)
+    results = await asyncio.gather(*(source.stop(ctx, group, remaining=remaining, settle=settle)
+                                     for source, group in groups))
+    done = Stopped()
+    for r in results:
+        done.add(r)
+    return done
 
 
 async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | None = None) -> dict:

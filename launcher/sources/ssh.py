@@ -1,0 +1,188 @@
+"""SSH hosts as a worker source: the ``[[host]]`` tables, one process tree per start, over the host's agent.
+
+A member is a host; a tree is one ``spawn`` step (the agent starts
+``dask worker --nworkers N`` under a subreaper, every process carrying the
+tree's token), found again by that token for ``status`` and ``stop`` steps
+(:mod:`launcher.remote.agent`). A host's workers are one tree at launch; a
+worker started later on its own is a tree of one with its own run directory
+beside the host's, and the host's spill directory goes only with its last
+tree. The scheduler is an SSH tree too: :func:`spawn` and :func:`stop_trees`
+serve it as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from typing import Callable
+
+from launcher.config.inventory import HostSpec, Inventory
+from launcher.errors import LaunchError
+from launcher.remote import commands, logtail
+from launcher.remote.protocol import Logs, Spawn, SpawnReply, Status, Stop, StopReply
+from launcher.remote.transport import Connection, connection_key
+from launcher.sources.base import Context, Join, Stopped
+from launcher.store import state
+from launcher.store.records import HostRecord
+
+
+async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
+                archives: dict[str, str] | None = None,
+                verify: Callable[[dict, str], None] | None = None) -> SpawnReply:
+    """Start the recorded tree ``rec`` on its host (one ``spawn`` step); ``rec`` learns its pid, log, paths.
+
+    ``rec`` must already be recorded: its token lets a stop find the
+    processes even when the reply is lost (a timeout, a dropped
+    connection). A cancellation (Ctrl-C, SIGTERM) still waits for the reply,
+    so what a rollback stops is all that was started. Raises LaunchError
+    naming the host when the start failed (with the log's last words).
+    """
+    spec = rec.spec
+    if archives:
+        payload = dict(payload, archives=archives)
+    task = asyncio.ensure_future(ctx.conn(spec).request(Spawn(rec.token, payload), timeout))
+    try:
+        reply = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])  # bounded by the step's own timeout
+        if not task.cancelled() and task.exception() is None:
+            rec.pid, rec.log = task.result().pid, task.result().log
+        raise
+    rec.pid, rec.log = reply.pid, reply.log
+    if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
+        remove, rec.prune = commands.cleanup_paths(ctx.name, spec, rec.role, reply.local_directory)
+        rec.remove = [rec.rundir, *remove[1:]]  # cleanup_paths lists the run directory first
+    if reply.failure:
+        raise LaunchError(f"{rec.role} {reply.failure}: {logtail.summary(reply.log_tail)}", host=spec.address)
+    if verify is not None:
+        verify(reply.shipped, spec.address)
+    return reply
+
+
+async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
+                     settle: float = 0.0) -> StopReply:
+    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
+
+    ``settle``: look again after that many seconds (a half-launched cluster:
+    its dead launcher's agents may still be starting processes).
+    """
+    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove],
+                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle)
+    return await conn.request(request, timeout + grace + settle)
+
+
+def _by_host(recs: list[HostRecord]) -> dict[tuple, list[HostRecord]]:
+    out: dict[tuple, list[HostRecord]] = {}
+    for r in recs:
+        out.setdefault(connection_key(r.spec), []).append(r)
+    return out
+
+
+def _shared_last(recs: list[HostRecord], remaining: list[HostRecord]) -> list[HostRecord]:
+    """The trees to stop, with a host's spill directory (shared by its trees) left to its last tree."""
+    out = []
+    for label, role in dict.fromkeys((r.label, r.role) for r in recs):
+        mine = [r for r in recs if (r.label, r.role) == (label, role)]
+        stays = [h for h in remaining if (h.label, h.role) == (label, role) and h not in mine]
+        spill = sorted({p for h in mine + stays for p in h.remove if p != h.rundir})
+        cut = [dataclasses.replace(r, remove=[p for p in r.remove if p not in spill]) for r in mine]
+        if not stays:
+            cut[0].remove = cut[0].remove + spill
+        out += cut
+    return out
+
+
+class SshHosts:
+    """The inventory's ``[[host]]`` tables as a worker source (see the module and :class:`WorkerSource`)."""
+
+    kind = "ssh"
+    section = "host"
+    wait = True
+    probe_role = "workers"
+
+    def __init__(self, inv: Inventory | None = None):
+        self.inv = inv
+
+    def members(self) -> list[HostSpec]:
+        return list(self.inv.hosts) if self.inv is not None else []
+
+    async def preflight(self, ctx: Context, probes: list) -> dict[str, str]:
+        return {}  # the shared probe checked everything a host needs
+
+    async def start(self, ctx: Context, probe, join: Join, record: Callable[[HostRecord], None],
+                    name: str | None = None) -> list[HostRecord]:
+        spec = probe.spec if name is None else dataclasses.replace(probe.spec, nworkers=1)
+        rec = HostRecord.new(probe.spec, "workers", ctx.name, spec.nworkers, probe.memory_limit,
+                             scope=state.scope())
+        if name is not None:  # its own run directory beside the host's (cleanup_paths lists that first)
+            rec.rundir = f"{rec.rundir}.{name.rsplit('-', 1)[1]}"
+            rec.remove, rec.names = [rec.rundir, *rec.remove[1:]], [name]
+        record(rec)
+        payload = commands.workers_payload(self.inv, spec, probe.listen, join.scheduler, probe.memory_limit,
+                                           join.files, name=name, rundir=rec.rundir)
+        await spawn(ctx, rec, payload, ctx.step_timeout, archives=join.archives, verify=join.verify)
+        return [rec]
+
+    async def alive(self, ctx: Context, recs: list[HostRecord]) -> dict[str, bool | None]:
+        groups = _by_host(recs)
+
+        async def one(group: list[HostRecord]) -> dict[str, int]:
+            reply = await ctx.conn(group[0].spec).request(Status([r.token for r in group]), ctx.step_timeout)
+            return reply.alive
+
+        answers = await asyncio.gather(*(one(g) for g in groups.values()), return_exceptions=True)
+        out: dict[str, bool | None] = {}
+        for group, answer in zip(groups.values(), answers):
+            for r in group:
+                out[r.token] = None if isinstance(answer, BaseException) else answer.get(r.token, 0) > 0
+        return out
+
+    async def stop(self, ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
+                   settle: float = 0.0) -> Stopped:
+        groups = _by_host(recs)
+        done = Stopped()
+        asked = {}
+        for key, group in groups.items():
+            if ctx.reached(group[0].spec):
+                asked[key] = group
+            else:
+                why = ctx.failed.get(key)
+                address = group[0].address
+                done.unreachable[address] = str(why) if why else f"{address}: not reachable to stop its trees"
+        replies = await asyncio.gather(
+            *(stop_trees(ctx.conn(g[0].spec), _shared_last(g, list(remaining)), timeout=ctx.step_timeout,
+                         settle=settle) for g in asked.values()), return_exceptions=True)
+        for group, reply in zip(asked.values(), replies):
+            if isinstance(reply, LaunchError):
+                done.unreachable[group[0].address] = str(reply)
+            elif isinstance(reply, BaseException):
+                raise reply
+            elif reply.left:
+                done.left[group[0].address] = reply.left
+            else:
+                done.found += reply.found
+                done.killed += reply.killed
+                done.gone += group
+        return done
+
+    async def why_late(self, ctx: Context, recs: list[HostRecord]) -> dict[str, str]:
+        async def one(r: HostRecord) -> list[str]:
+            reply = await ctx.conn(r.spec).request(Logs(r.rundir, 60), ctx.step_timeout)
+            return [ln for v in reply.logs.values() for ln in v]
+
+        tails = await asyncio.gather(*(one(r) for r in recs), return_exceptions=True)
+        lines: dict[str, list[str]] = {}
+        for r, t in zip(recs, tails):
+            if not isinstance(t, BaseException):
+                lines.setdefault(r.label, []).extend(t)
+        return {lab: text for lab, ls in lines.items() if (text := logtail.summary(ls))}
+
+    async def describe(self, ctx: Context, recs: list[HostRecord], live: Counter) -> list[dict]:
+        rows = []
+        for r in recs:
+            row = {"address": r.address, "role": r.role, "expected": 0, "live": 0, "memory_limit": None}
+            if r.role == "workers":
+                row.update(expected=r.expected, live=live.get(r.label, 0), memory_limit=r.memory_limit)
+            rows.append(row)
+        return rows
