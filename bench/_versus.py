@@ -27,6 +27,7 @@ import _util as u
 
 MEMORY_LIMIT = "512MiB"
 _TICK = os.sysconf("SC_CLK_TCK")
+LABELS = {"ours": "pyku-launch", "nologin": "pyku-launch login_shell=false", "peer": "SSHCluster"}
 KINDS = ("launcher", "ssh session", "agent", "scheduler", "nanny", "forkserver", "worker", "other")
 
 
@@ -150,16 +151,29 @@ class Meter:
         return listeners_cpu(self.tb) - self.l0
 
 
-def run_ours(tb, tmp, name, n_hosts):
+def rss() -> int:
+    """This process's resident memory now, bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_ours(tb, tmp, name, n_hosts, login_shell=True):
     import launcher
 
     inv = u.write_inventory(tmp / f"{name}.toml", tb, name=name, workers=tuple(range(1, 1 + n_hosts)), nworkers=1,
                             memory_limit=MEMORY_LIMIT)
+    if not login_shell:
+        inv.write_text(inv.read_text().replace("[cluster]\n", "[cluster]\nlogin_shell = false\n", 1))
     rep = u.make_timing_reporter()
     watch = Watcher(tb)
     meter = Meter(tb)
+    rss0 = rss()
     rec = launcher.launch(inv, reporter=rep, on_step=watch)
     wall, launcher_cpu = meter.wall(), meter.launcher() - watch.own
+    grown = rss() - rss0
     kinds = by_kind(u.session_members(rec))
     kinds.update(watch.kinds())
     kinds["launcher"] = launcher_cpu
@@ -169,7 +183,7 @@ def run_ours(tb, tmp, name, n_hosts):
     stop = down.wall()
     left = u.session_members(rec) + u.cluster_processes(name)
     return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": down.machine(),
-            "left": len(left), "phases": rep.phases()}
+            "left": len(left), "phases": rep.phases(), "rss": grown}
 
 
 def run_peer(tb, n_hosts):
@@ -213,7 +227,8 @@ def main(args) -> int:
     import traceback
 
     counts = [int(c) for c in args.hosts.split(",")]
-    rows = {(c, who): [] for c in counts for who in ("ours", "peer")}
+    contenders = ("ours", "nologin", "peer") if args.no_login_too else ("ours", "peer")
+    rows = {(c, who): [] for c in counts for who in contenders}
     names, crashed = [], False
     with u.private_state("bench-fanout-vs-") as tmp:
         import dask
@@ -227,13 +242,13 @@ def main(args) -> int:
         try:
             for r in range(args.repeats):
                 for c in counts:
-                    order = ("ours", "peer") if r % 2 == 0 else ("peer", "ours")
+                    order = contenders if r % 2 == 0 else tuple(reversed(contenders))
                     for who in order:
-                        name = f"bv{os.getpid()}r{r}n{c}"
+                        name = f"bv{os.getpid()}r{r}n{c}{who}"
                         try:
-                            if who == "ours":
+                            if who != "peer":
                                 names.append(name)
-                                res = run_ours(tb, tmp, name, c)
+                                res = run_ours(tb, tmp, name, c, login_shell=who == "ours")
                             else:
                                 res = run_peer(tb, c)
                         except Exception:
@@ -241,7 +256,7 @@ def main(args) -> int:
                             print(f"  repeat {r + 1} {c} hosts {who}: FAILED (see above)", flush=True)
                             continue
                         rows[(c, who)].append(res)
-                        label = "pyku-launch" if who == "ours" else "SSHCluster "
+                        label = LABELS[who]
                         print(f"  repeat {r + 1} {c:2d} hosts {label}: wall {res['wall']:6.2f} s, machine "
                               f"{res['machine']:5.1f} CPU-s; teardown {res['stop']:5.2f} s "
                               f"{res['stop_machine']:4.1f} CPU-s, left {res['left']}  "
@@ -262,27 +277,38 @@ def report(counts, rows) -> None:
     print()
     print("N hosts x 1 worker: pyku-launch vs SSHCluster, same run (medians; ratio = ours / SSHCluster)")
     for c in counts:
-        ours, peer = rows[(c, "ours")], rows[(c, "peer")]
-        if not ours or not peer:
+        peer = rows[(c, "peer")]
+        if not peer:
             continue
-        w_o, w_p = med([r["wall"] for r in ours]), med([r["wall"] for r in peer])
-        m_o = med([r["machine"] + r["stop_machine"] for r in ours])
+        w_p = med([r["wall"] for r in peer])
         m_p = med([r["machine"] + r["stop_machine"] for r in peer])
-        print(f"  {c} hosts: wall until all registered {w_o:.2f} vs {w_p:.2f} s = {w_o / w_p:.2f} x "
-              f"(runs {u.fmt_runs([r['wall'] for r in ours], '')} | {u.fmt_runs([r['wall'] for r in peer], '')})")
-        print(f"  {c} hosts: machine busy CPU, launch {med([r['machine'] for r in ours]):.1f} vs "
-              f"{med([r['machine'] for r in peer]):.1f} CPU-s, teardown {med([r['stop_machine'] for r in ours]):.1f} vs "
-              f"{med([r['stop_machine'] for r in peer]):.1f}; launch + teardown {m_o:.1f} vs {m_p:.1f} = {m_o / m_p:.2f} x")
-        for who, rs in (("pyku-launch", ours), ("SSHCluster", peer)):
-            kinds = {k: med([r["kinds"].get(k, 0.0) for r in rs]) for k in KINDS}
-            print(f"    {who:11s} CPU-s per kind (all hosts; per host): " + ", ".join(
-                f"{k} {v:.2f} ({v / c:.3f})" for k, v in kinds.items() if v) + f"; sum {sum(kinds.values()):.1f}")
-        ph = {k: med([r["phases"].get(k, 0.0) for r in ours]) for k in ("connect", "preflight", "scheduler", "workers")}
-        print("    pyku-launch phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items()))
-        stop, left = med([r["stop"] for r in ours]), [r["left"] for r in ours]
-        print(f"    teardown: pyku-launch stop {stop:.2f} s (processes left right after it returned: {left}); "
-              f"SSHCluster close() until its processes were gone {med([r['stop'] for r in peer]):.2f} s")
-        if c == 12 or len(counts) == 1:
-            print(f"TARGET {c} hosts x 1: wall <= 0.6 x SSHCluster: {w_o / w_p:.2f} x -> {u.verdict(w_o / w_p <= 0.6)}; "
-                  f"machine CPU (launch + teardown) <= 0.7 x: {m_o / m_p:.2f} x -> {u.verdict(m_o / m_p <= 0.7)}; "
-                  f"stop <= 2 s, nothing left: {stop:.2f} s -> {u.verdict(stop <= 2 and not any(left))}")
+        own_p = med([sum(r["kinds"].values()) for r in peer])
+        for who in [w for w in ("ours", "nologin") if rows.get((c, w))]:
+            ours = rows[(c, who)]
+            w_o = med([r["wall"] for r in ours])
+            m_o = med([r["machine"] + r["stop_machine"] for r in ours])
+            own_o = med([sum(r["kinds"].values()) for r in ours])
+            print(f"  {c} hosts, {LABELS[who]}: wall until all registered {w_o:.2f} vs {w_p:.2f} s = {w_o / w_p:.2f} x "
+                  f"(runs {u.fmt_runs([r['wall'] for r in ours], '')} | {u.fmt_runs([r['wall'] for r in peer], '')})")
+            print(f"    machine busy CPU, launch {med([r['machine'] for r in ours]):.1f} vs "
+                  f"{med([r['machine'] for r in peer]):.1f} CPU-s, teardown {med([r['stop_machine'] for r in ours]):.1f} vs "
+                  f"{med([r['stop_machine'] for r in peer]):.1f}; launch + teardown {m_o:.1f} vs {m_p:.1f} = {m_o / m_p:.2f} x; "
+                  f"the launch's own processes (sum of kinds) {own_o:.1f} vs {own_p:.1f} CPU-s = {own_o / own_p:.2f} x")
+            kinds = {k: med([r["kinds"].get(k, 0.0) for r in ours]) for k in KINDS}
+            print(f"    CPU-s per kind (all hosts; per host): " + ", ".join(
+                f"{k} {v:.2f} ({v / c:.3f})" for k, v in kinds.items() if v))
+            ph = {k: med([r["phases"].get(k, 0.0) for r in ours]) for k in ("connect", "preflight", "scheduler", "workers")}
+            print("    phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items())
+                  + f"; launcher memory grown by the launch {med([r['rss'] for r in ours]) / 2**20:.1f} MiB")
+            stop, left = med([r["stop"] for r in ours]), [r["left"] for r in ours]
+            print(f"    teardown: stop {stop:.2f} s (runs {u.fmt_runs([r['stop'] for r in ours], '')}; processes left "
+                  f"right after it returned: {left}); SSHCluster close() until its processes were gone "
+                  f"{med([r['stop'] for r in peer]):.2f} s")
+            if c == 12 or len(counts) == 1:
+                print(f"TARGET {c} hosts x 1 ({LABELS[who]}): wall <= 0.6 x SSHCluster: {w_o / w_p:.2f} x -> "
+                      f"{u.verdict(w_o / w_p <= 0.6)}; machine CPU (launch + teardown) <= 0.7 x: {m_o / m_p:.2f} x -> "
+                      f"{u.verdict(m_o / m_p <= 0.7)}; stop <= 2 s, nothing left: {stop:.2f} s -> "
+                      f"{u.verdict(stop <= 2 and not any(left))}")
+        kinds = {k: med([r["kinds"].get(k, 0.0) for r in peer]) for k in KINDS}
+        print(f"  {c} hosts, SSHCluster CPU-s per kind (all hosts; per host): " + ", ".join(
+            f"{k} {v:.2f} ({v / c:.3f})" for k, v in kinds.items() if v))

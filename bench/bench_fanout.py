@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--delay", type=float, default=0.05, help="seconds added per direction (default 0.05)")
     ap.add_argument("--versus", action="store_true", help="side-by-side with SSHCluster on N hosts x 1 worker")
     ap.add_argument("--hosts", default="12", help="--versus: worker host counts, comma separated (default 12)")
+    ap.add_argument("--no-login-too", action="store_true",
+                    help="--versus: also pyku-launch with login_shell = false (a third contender)")
     ap.add_argument("--smoke", action="store_true", help="--versus on 3 hosts, 1 repeat (under a minute)")
     args = ap.parse_args(argv)
     if not u.ready():
