@@ -294,9 +294,7 @@ def report(counts, rows) -> None:
                   f"{med([r['machine'] for r in peer]):.1f} CPU-s, teardown {med([r['stop_machine'] for r in ours]):.1f} vs "
                   f"{med([r['stop_machine'] for r in peer]):.1f}; launch + teardown {m_o:.1f} vs {m_p:.1f} = {m_o / m_p:.2f} x; "
                   f"the launch's own processes (sum of kinds) {own_o:.1f} vs {own_p:.1f} CPU-s = {own_o / own_p:.2f} x")
-            kinds = {k: med([r["kinds"].get(k, 0.0) for r in ours]) for k in KINDS}
-            print(f"    CPU-s per kind (all hosts; per host): " + ", ".join(
-                f"{k} {v:.2f} ({v / c:.3f})" for k, v in kinds.items() if v))
+            print("    CPU-s per kind (all hosts; per host): " + _kinds(ours, c))
             ph = {k: med([r["phases"].get(k, 0.0) for r in ours]) for k in ("connect", "preflight", "scheduler", "workers")}
             print("    phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items())
                   + f"; launcher memory grown by the launch {med([r['rss'] for r in ours]) / 2**20:.1f} MiB")
@@ -309,6 +307,10 @@ def report(counts, rows) -> None:
                       f"{u.verdict(w_o / w_p <= 0.6)}; machine CPU (launch + teardown) <= 0.7 x: {m_o / m_p:.2f} x -> "
                       f"{u.verdict(m_o / m_p <= 0.7)}; stop <= 2 s, nothing left: {stop:.2f} s -> "
                       f"{u.verdict(stop <= 2 and not any(left))}")
-        kinds = {k: med([r["kinds"].get(k, 0.0) for r in peer]) for k in KINDS}
-        print(f"  {c} hosts, SSHCluster CPU-s per kind (all hosts; per host): " + ", ".join(
-            f"{k} {v:.2f} ({v / c:.3f})" for k, v in kinds.items() if v))
+        print(f"  {c} hosts, SSHCluster CPU-s per kind (all hosts; per host): " + _kinds(peer, c))
+
+
+def _kinds(rows, hosts: int) -> str:
+    """Median CPU-seconds per process kind over the runs, all hosts and per host."""
+    kinds = {k: u.median([r["kinds"].get(k, 0.0) for r in rows]) for k in KINDS}
+    return ", ".join(f"{k} {v:.2f} ({v / hosts:.3f})" for k, v in kinds.items() if v)

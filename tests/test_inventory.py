@@ -249,7 +249,7 @@ def test_login_shell_is_on_unless_turned_off(tmp_path):
     off = load_text(tmp_path, _with("cluster", "login_shell", "false"))
     assert all(s.login_shell for s in (on.scheduler, *on.hosts))
     assert not any(s.login_shell for s in (off.scheduler, *off.hosts))
-    assert agent_command(on.hosts[0]).startswith("bash -l -c ") and agent_command(off.hosts[0]).startswith("bash -c ")
+    assert agent_command(on.hosts[0]).startswith("bash -l -c ") and agent_command(off.hosts[0]).startswith("bash --norc -c ")
 
 
 # --- errors: one line, the file, the key, what to do ----------------------------

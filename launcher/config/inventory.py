@@ -73,8 +73,8 @@ class HostSpec:
     listen: str | None        # None: bind to `address`
     connect_timeout: float
     #: The agent starts in a login shell (``bash -l``: /etc/profile, ~/.profile, where HPC sites
-    #: define ``module``); False: in the shell sshd runs the command in (~/.bashrc for bash), as
-    #: ``ssh host cmd`` does, sparing a second pass through the rc files on every host.
+    #: define ``module``); False: ``bash --norc -c``, after only what sshd's own shell read
+    #: (~/.bashrc for bash), as for ``ssh host cmd``: no second pass through the rc files.
     login_shell: bool = True
 
 

@@ -38,8 +38,9 @@ import time
 
 MARK = "@@pyku-launch@@ "
 
-# What the host runs (``python -c BOOTSTRAP``): read the agent's source from
-# the first line of stdin, then serve. The trailing comment names the process
+# What the host runs (``python -S -c BOOTSTRAP``: no site-packages, nor .pth
+# files run, until a probe needs them): read the agent's source from the
+# first line of stdin, then serve. The trailing comment names the process
 # in ``ps``.
 BOOTSTRAP = "import sys,json;exec(json.loads(sys.stdin.readline()));serve()  # pyku-launch agent"
 
@@ -199,9 +200,23 @@ def _tail(path, n):
 # operations
 
 
+def _site():
+    """sys.path as a normal start of this interpreter has it (the agent starts with -S; a probe needs it)."""
+    if sys.flags.no_site and not _site_done:
+        import site
+
+        site.main()
+        _site_done.append(True)
+
+
+_site_done = []
+
+
 def op_probe(p):
     """Versions, source fingerprints, CPUs, memory, free ports, our address."""
     import platform
+
+    _site()
 
     mem = _meminfo()
     listen = _listen_address(p)
@@ -428,7 +443,8 @@ def op_spawn(p):
     env[TOKEN_VAR] = p["token"]
     if shipped:  # the shipped packages come first on the path
         env["PYTHONPATH"] = os.pathsep.join(x for x in (os.path.join(rundir, "ship"), env.get("PYTHONPATH")) if x)
-    argv = [sys.executable, "-c", SUBREAPER] + [_subst(a, rundir, local_directory) for a in p["argv"]]
+    # -S: the subreaper step needs no site-packages (nor .pth files run): ~0.05 CPU-s less per tree.
+    argv = [sys.executable, "-S", "-c", SUBREAPER] + [_subst(a, rundir, local_directory) for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,
@@ -441,6 +457,7 @@ def op_spawn(p):
         close_fds=True,
     )
     logf.close()
+    _spawned[p["token"]] = (proc.pid, _start_time(proc.pid))
     result = {"pid": proc.pid, "log": log, "rundir": rundir, "local_directory": local_directory or None,
               "shipped": shipped}
     if wait_file:
@@ -516,9 +533,48 @@ def _wait_for_file(proc, wait_file, log, p):
 
 
 def op_status(p):
-    """How many processes of each token are alive."""
-    processes = list(_processes())
-    return {"alive": {t: len(_members(t, processes)) for t in p["tokens"]}}
+    """How many processes of each token are alive.
+
+    A tree this agent spawned is counted from its leader down
+    (/proc/<pid>/task/*/children, then the environment of those only), as
+    long as the leader lives: it is a child subreaper, so every process of
+    its tree stays its descendant. That is what a launch asks every 2 s
+    while it waits; other trees need a scan of every process.
+    """
+    out, processes = {}, None
+    for token in p["tokens"]:
+        count = _count_from_leader(token)
+        if count is None:
+            processes = processes if processes is not None else list(_processes())
+            count = len(_members(token, processes))
+        out[token] = count
+    return {"alive": out}
+
+
+_spawned = {}  # token -> (leader pid, its start time): the trees this agent started
+
+
+def _count_from_leader(token):
+    """Live processes of a tree this agent spawned, by walking from its leader; None if that cannot be done."""
+    pid, born = _spawned.get(token, (None, None))
+    if pid is None or _start_time(pid) != born:
+        return None
+    needle = f"{TOKEN_VAR}={token}".encode()
+    count, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/environ", "rb") as f:
+                count += needle in f.read().split(b"\0")
+            for tid in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            if current == pid:
+                return None  # no children files (an old kernel), or the leader just went: scan
+        except OSError:
+            continue  # a child that went meanwhile
+    return count
 
 
 def op_stop(p):
