@@ -632,9 +632,10 @@ def _end(pids, sig, until, members):
     /proc/<pid>/stat, same start time = same process): a full scan
     (``members``: every process's environment and the parent links) costs
     far more, on a host of many processes and with many agents stopping at
-    once. The full scan is made when the known ones are gone: it proves
-    nothing is left, and what it finds (a process forked meanwhile) gets the
-    signal too and is waited for.
+    once. The full scan is made when the known ones are gone, and again
+    0.1 s after an empty one: two empty scans prove nothing is left, and what
+    a scan finds (a process forked meanwhile, or started again and again by
+    something outside the cluster) gets the signal too and is waited for.
     """
     born = {}
     while True:
@@ -650,7 +651,12 @@ def _end(pids, sig, until, members):
             if pids:
                 time.sleep(0.05)
         pids = members()
-        if not pids or time.monotonic() >= until:
+        if not pids:  # one more look: what something keeps starting again has had time to show
+            time.sleep(0.1)
+            pids = members()
+            if not pids:
+                return []
+        if time.monotonic() >= until:
             return pids
         born = {pid: t for pid, t in born.items() if pid not in pids}  # a reused pid is a new process
 
