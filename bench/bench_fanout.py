@@ -17,7 +17,15 @@ and on the wire by the proxy (a "turn" = client->server data followed by
 server->client data).  Only the SSH
 traffic goes through the proxies; workers reach the scheduler directly.
 
+With ``--versus`` it is instead a side-by-side with ``distributed.SSHCluster``
+on N worker hosts x 1 worker (N = 12 by default; ``--hosts 12,24``),
+alternating the two within the run (``_versus.py``): wall until all
+registered, the machine's busy CPU-seconds of each launch and teardown,
+CPU-seconds per process kind. ``--smoke``: 3 hosts, 1 repeat (CI).
+
     python bench/bench_fanout.py [--repeats 3] [--delay 0.05]
+    python bench/bench_fanout.py --versus [--hosts 12,24] [--repeats 3]
+    python bench/bench_fanout.py --smoke
 """
 
 from __future__ import annotations
@@ -62,9 +70,20 @@ def launch_and_stop(tb, tmp, name, workers, ports=None, known_hosts=None, proxy=
 def main(argv=None) -> int:
     ap = u.arguments(__doc__)
     ap.add_argument("--delay", type=float, default=0.05, help="seconds added per direction (default 0.05)")
+    ap.add_argument("--versus", action="store_true", help="side-by-side with SSHCluster on N hosts x 1 worker")
+    ap.add_argument("--hosts", default="12", help="--versus: worker host counts, comma separated (default 12)")
+    ap.add_argument("--no-login-too", action="store_true",
+                    help="--versus: also pyku-launch with login_shell = false (a third contender)")
+    ap.add_argument("--smoke", action="store_true", help="--versus on 3 hosts, 1 repeat (under a minute)")
     args = ap.parse_args(argv)
     if not u.ready():
         return 1
+    if args.smoke:
+        args.versus, args.hosts, args.repeats = True, "3", 1
+    if args.versus:
+        import _versus
+
+        return _versus.main(args)
     rtt = 2 * args.delay
     configs = {  # label -> (worker host indexes, which proxy)
         "direct 1x2": ((1,), None), "direct 8x2": (tuple(range(1, 1 + WORKER_HOSTS)), None),

@@ -242,6 +242,16 @@ def test_unusual_but_valid_values(tmp_path, table, key, value):
     load_text(tmp_path, _with(table, key, f'"{value}"'))
 
 
+def test_login_shell_is_on_unless_turned_off(tmp_path):
+    from launcher.remote.transport import agent_command
+
+    on = load_text(tmp_path, _with("cluster", "name", '"a"'))
+    off = load_text(tmp_path, _with("cluster", "login_shell", "false"))
+    assert all(s.login_shell for s in (on.scheduler, *on.hosts))
+    assert not any(s.login_shell for s in (off.scheduler, *off.hosts))
+    assert agent_command(on.hosts[0]).startswith("bash -l -c ") and agent_command(off.hosts[0]).startswith("bash --norc -c ")
+
+
 # --- errors: one line, the file, the key, what to do ----------------------------
 
 
@@ -327,6 +337,7 @@ BAD = {
     "duplicate-host-port": ('[ssh]\nport = 22\n' + MINIMAL + '[[host]]\naddress = "w1"\nport = 22\n', 'host[3].address: duplicate of host[1]: "w1", port 22'),
     "duplicate-local-host": ('[workers]\ntransport = "local"\n' + MINIMAL + '[[host]]\naddress = "w2"\nport = 2\n', "host[3].address: duplicate of host[2]"),
     "protocol": (_with("cluster", "protocol", '"http"'), 'cluster.protocol: must be "tls" or "tcp", got "http"'),
+    "login-shell-string": (_with("cluster", "login_shell", '"no"'), 'cluster.login_shell: must be true or false, got "no"'),
     "protocol-case": (_with("cluster", "protocol", '"TLS"'), 'cluster.protocol: must be "tls" or "tcp", got "TLS"'),
     "transport-workers": (_with("workers", "transport", '"rsh"'), 'workers.transport: must be "ssh" or "local", got "rsh"'),
     "transport-host": (_with("host", "transport", '"mpi"'), 'host[2].transport: must be "ssh" or "local"'),

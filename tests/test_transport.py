@@ -113,3 +113,26 @@ def test_a_broken_env_names_the_host_and_what_to_fix():
     message = asyncio.run(main())
     assert message.startswith("127.0.0.1: ") and "/nonexistent/env.src" in message
     assert "fix env/python for this host in the inventory" in message
+
+
+def test_without_a_login_shell_the_login_files_are_not_read(tmp_path, monkeypatch):
+    # login_shell = false: the agent starts in `bash -c` after env, as `ssh host cmd` would;
+    # a login shell (the default) reads ~/.profile, where HPC sites define `module`.
+    (tmp_path / ".profile").write_text("export PYKU_TEST_LOGIN=read\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    async def seen(spec):
+        conns, _ = await open_connections([spec])
+        try:
+            token = f"login-{uuid.uuid4().hex}"
+            run = tmp_path / "run"
+            await next(iter(conns.values())).agent(
+                "spawn", rundir=str(run), log="env.log", token=token, env={},
+                argv=["sh", "-c", "echo ${PYKU_TEST_LOGIN:-unread} > seen.txt"], wait_file="seen.txt",
+                wait_timeout=30)
+            return (run / "seen.txt").read_text().strip()
+        finally:
+            await close_all(conns)
+
+    assert asyncio.run(seen(_local())) == "read"
+    assert asyncio.run(seen(_local(login_shell=False))) == "unread"

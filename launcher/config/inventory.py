@@ -72,6 +72,10 @@ class HostSpec:
     #                               None: $TMPDIR (else /tmp)/pyku-launch-<uid>/<cluster>/<label>
     listen: str | None        # None: bind to `address`
     connect_timeout: float
+    #: The agent starts in a login shell (``bash -l``: /etc/profile, ~/.profile, where HPC sites
+    #: define ``module``); False: ``bash --norc -c``, after only what sshd's own shell read
+    #: (~/.bashrc for bash), as for ``ssh host cmd``: no second pass through the rc files.
+    login_shell: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "name": v.matching(v.NAME, "a letter then up to 63 letters, digits, _ or -"),
         **_RUNTIME,
         "shell": v.matching(v.SHELL, 'a shell program such as "bash" or "/bin/zsh"'),
+        "login_shell": v.boolean,
         "protocol": v.choice("tls", "tcp"),
         "port": v.port(allow_zero=True),
         "dashboard_port": v.port(allow_zero=True),
@@ -156,6 +161,7 @@ _FIELDS: dict[str, tuple[str, tuple[str, ...], Any]] = {
     "env": ("env", ("self", "cluster"), None),
     "python": ("python", ("self", "cluster"), None),
     "shell": ("shell", ("cluster",), "bash"),
+    "login_shell": ("login_shell", ("cluster",), True),
     "nworkers": ("nworkers", ("self", "workers"), 30),
     "nthreads": ("nthreads", ("self", "workers"), 1),
     "memory_limit": ("memory_limit", ("self", "workers"), None),

@@ -6,6 +6,7 @@ launch would run, and tests can read them.
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -90,24 +91,67 @@ def dashboard_host(inv: Inventory, listen: str) -> str:
 # against the installed distributed; a missing one only costs speed.
 FORKSERVER_PRELOAD = ["distributed", "dask", "msgpack", "cloudpickle", "tornado", "toolz",
                       "numpy", "pandas", "lz4"]
+#: What a host of one worker preloads: what that worker needs to start. The
+#: rest (pandas alone is ~0.5 CPU-s) is paid by a task that uses it, if any:
+#: with one worker there is nothing to share it with.
+ONE_WORKER_PRELOAD = ["distributed"]
 
-# Workers start while the scheduler is still starting. This starts the
-# forkserver first (its imports run alongside this process's), imports
-# `dask worker` (slow) at once, but makes the first connection only once the
-# scheduler's port accepts: so the workers' death timeout counts from a
-# listening scheduler, and when it does listen the forkserver is ready to
-# fork the workers. (If a future distributed drops the private flag set
-# below, setting it does nothing and only the saving is lost.)
+# Workers start while the scheduler is still starting. This imports what
+# the workers need, then, still single-threaded, forks itself into the
+# forkserver distributed's nanny forks its workers from: one import of
+# distributed per host (this process's), not two (the stdlib's forkserver
+# is a new interpreter that imports it all again). Where that cannot be
+# done (another Python's forkserver, a thread already running) it starts
+# the stdlib's forkserver as before. Then it imports `dask worker`, but
+# makes the first connection only once the scheduler's port accepts: so the
+# workers' death timeout counts from a listening scheduler. (If a future
+# distributed drops the private flag set below, setting it does nothing and
+# only the saving is lost.)
 WAIT_THEN_WORKER = """\
-import multiprocessing, multiprocessing.forkserver, socket, sys, time
-multiprocessing.get_context("forkserver").set_forkserver_preload(%r)
-multiprocessing.forkserver.ensure_running()
+import json, multiprocessing, os, socket, sys, threading, time
+from multiprocessing import connection, forkserver, util
+host, port, limit, preload = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
+multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+server = forkserver._forkserver
+own = (forkserver.main.__code__.co_varnames[:5] == ("listener_fd", "alive_r", "preload", "main_path", "sys_path")
+       and hasattr(util, "is_abstract_socket_namespace") and server._forkserver_pid is None)
+if own:
+    for name in preload:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+if own and threading.active_count() == 1:
+    listener = socket.socket(socket.AF_UNIX)
+    address = connection.arbitrary_address("AF_UNIX")
+    listener.bind(address)
+    if not util.is_abstract_socket_namespace(address):
+        os.chmod(address, 0o600)
+    listener.listen()
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the forkserver: serves until every holder of alive_w is gone
+        code = 0
+        try:
+            os.close(alive_w)
+            forkserver.main(listener.fileno(), alive_r, [])
+        except SystemExit:
+            pass
+        except BaseException:
+            code = 1
+            sys.excepthook(*sys.exc_info())
+        finally:
+            os._exit(code)
+    listener.close()
+    os.close(alive_r)
+    server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
+else:
+    forkserver.ensure_running()
 from distributed.cli import dask_worker
 import distributed.utils
 # Preload set: distributed would otherwise import all of those packages
 # (pandas...) in this process too, only to build the same list.
 distributed.utils._forkserver_preload_set = True
-host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 deadline = time.monotonic() + limit
 while True:
     try:
@@ -117,9 +161,14 @@ while True:
         if time.monotonic() > deadline:
             sys.exit(f"the scheduler at {host}:{port} did not listen within {limit:g} s")
         time.sleep(0.1)
-sys.argv = ["dask worker"] + sys.argv[4:]
+sys.argv = ["dask worker"] + sys.argv[5:]
 dask_worker.main()
-""" % (FORKSERVER_PRELOAD,)
+"""
+
+
+def forkserver_preload(nworkers: int) -> list[str]:
+    """What a host's forkserver preloads: everything its workers share, or, for one worker, its start."""
+    return ONE_WORKER_PRELOAD if nworkers == 1 else FORKSERVER_PRELOAD
 
 
 def scheduler_host_port(address: str) -> tuple[str, str]:
@@ -133,7 +182,8 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
                  name: str | None = None) -> list[str]:
     """``name``: of a single worker started after the launch (``<label>-<i>``, see launcher/trees.py)."""
     host, port = scheduler_host_port(scheduler)
-    argv = [python_of(spec), "-c", WAIT_THEN_WORKER, host, port, f"{inv.step_timeout:g}", scheduler,
+    argv = [python_of(spec), "-c", WAIT_THEN_WORKER, host, port, f"{inv.step_timeout:g}",
+            json.dumps(forkserver_preload(spec.nworkers), separators=(",", ":")), scheduler,
             "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads),
             "--memory-limit", str(memory_limit), "--nanny",
             "--host", listen, "--protocol", inv.protocol,

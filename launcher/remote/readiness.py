@@ -18,14 +18,25 @@ def label_of(worker_name) -> str:
     return _SUFFIX.sub("", str(worker_name))
 
 
-async def identity(address: str, security, timeout: float = 5.0) -> dict:
-    """The scheduler's ``identity`` with every worker; raises OSError if unreachable."""
+def _rpc(address: str, security, timeout: float):
+    """A ``distributed.core.rpc`` to the scheduler; it keeps its connection between calls."""
     from distributed.core import rpc
 
+    # get_connection_args builds an SSL context (PEM text written out and
+    # loaded): once per rpc, not once per call.
     args = security.get_connection_args("client") if security is not None else {}
-    r = rpc(address, connection_args=args, timeout=timeout)
+    return rpc(address, connection_args=args, timeout=timeout)
+
+
+async def _ask(r, timeout: float) -> dict:
+    return await asyncio.wait_for(r.identity(n_workers=-1), timeout)
+
+
+async def identity(address: str, security, timeout: float = 5.0) -> dict:
+    """The scheduler's ``identity`` with every worker; raises OSError if unreachable."""
+    r = _rpc(address, security, timeout)
     try:
-        return await asyncio.wait_for(r.identity(n_workers=-1), timeout)
+        return await _ask(r, timeout)
     finally:
         await r.close_rpc()
 
@@ -53,8 +64,19 @@ async def wait_for_workers(address: str, security, expected: dict[str, int], *, 
     whose processes are all gone is waited for no longer, so a launch whose
     workers crashed fails in seconds, not after ``timeout``.
 
+    The polls share one connection (one TLS handshake for the whole wait,
+    not one per poll, on both sides).
+
     Returns the counts per host label reached at the end (complete or not).
     """
+    r = _rpc(address, security, 5.0)
+    try:
+        return await _poll(r, expected, timeout, on_progress, interval, running, check_every)
+    finally:
+        await r.close_rpc()
+
+
+async def _poll(r, expected, timeout, on_progress, interval, running, check_every) -> Counter:
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + check_every
     expected = dict(expected)
@@ -62,7 +84,7 @@ async def wait_for_workers(address: str, security, expected: dict[str, int], *, 
     last = None
     while True:
         try:
-            info = await identity(address, security, timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+            info = await _ask(r, max(1.0, min(5.0, deadline - time.monotonic())))
             counts = workers_by_label(info)
         except (OSError, asyncio.TimeoutError, TimeoutError):
             pass

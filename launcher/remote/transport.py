@@ -51,7 +51,8 @@ def shell_command(spec: HostSpec, command: str) -> str:
     """``bash -l -c '{ <env>\n} && <command>'``: how the agent is started on a host.
 
     A login shell, so the ``module load``/``source`` lines of HPC and lab
-    environments work; ``env`` is the user's shell code and runs as written,
+    environments work (``login_shell = false``: ``bash --norc -c``, so only
+    the rc files sshd's own shell read, as for ``ssh host cmd``); ``env`` is the user's shell code and runs as written,
     every other value is quoted by the caller. ``env`` ends with a line break
     inside a group, so whatever its last line is (a ``# comment``, a trailing
     ``;`` or ``&``, a TOML multi-line block, a here-document) it cannot
@@ -60,12 +61,23 @@ def shell_command(spec: HostSpec, command: str) -> str:
     ignored).
     """
     inner = f"{{ {spec.env}\n}} && {command}" if spec.env else command
-    return f"{shlex.quote(spec.shell)} -l -c {shlex.quote(inner)}"
+    return f"{shlex.quote(spec.shell)}{_startup(spec)} -c {shlex.quote(inner)}"
+
+
+def _startup(spec: HostSpec) -> str:
+    """The shell's start-up files: a login shell's (``-l``), or none (``login_shell = false``).
+
+    Without ``--norc`` a ``bash -c`` that sshd's shell execs reads ~/.bashrc
+    again (bash takes itself for the top-level shell of an ssh command).
+    """
+    if spec.login_shell:
+        return " -l"
+    return " --norc" if spec.shell.rsplit("/", 1)[-1] == "bash" else ""
 
 
 def agent_command(spec: HostSpec) -> str:
     """The shell command that starts the agent, which reads its program on stdin."""
-    return shell_command(spec, f"exec {shlex.quote(python_of(spec))} -c {shlex.quote(BOOTSTRAP)}")
+    return shell_command(spec, f"exec {shlex.quote(python_of(spec))} -S -c {shlex.quote(BOOTSTRAP)}")
 
 
 class Connection:
@@ -339,7 +351,7 @@ def _connect_failure(spec: HostSpec, opts: dict, e: BaseException) -> str:
 def connection_key(spec: HostSpec) -> tuple:
     """Specs with equal keys share one connection: everything a step depends on."""
     return (spec.transport, spec.address, spec.user, spec.port, spec.identity, spec.known_hosts,
-            spec.ssh_config, spec.env, spec.python, spec.shell)
+            spec.ssh_config, spec.env, spec.python, spec.shell, spec.login_shell)
 
 
 async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None,

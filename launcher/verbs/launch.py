@@ -124,8 +124,16 @@ class _Launch:
         t0 = time.perf_counter()
         try:
             hosts = await self._connect()
-            probes, material = await self._preflight(hosts)
-            address, dashboard = await self._start(probes, material)
+            material = self._material()
+            passed = asyncio.get_running_loop().create_future()
+            early = asyncio.ensure_future(self._early_scheduler(passed, material))
+            try:
+                probes = await self._preflight(hosts, passed)
+            except BaseException:  # refused: a scheduler started meanwhile is stopped by the rollback
+                early.cancel()
+                await asyncio.gather(early, return_exceptions=True)
+                raise
+            address, dashboard = await self._start(probes, material, early)
             self._save("running", scheduler=address, dashboard=dashboard, started=time.time(),
                        settings=plan.settings(self.inv),
                        launch_seconds=round(time.perf_counter() - t0, 3),
@@ -169,12 +177,26 @@ class _Launch:
         self._done("connect", time.perf_counter() - t)
         return hosts
 
-    async def _preflight(self, hosts: list[HostSpec]):
+    def _material(self):
+        """The cluster's TLS certificates (None over tcp): made before the probes, so the scheduler need not wait."""
+        if self.inv.protocol != "tls":
+            return None
+        self.ca = tls.make_ca(self.inv.name)
+        return tls.make_cluster_material(self.inv.name, ca=self.ca)
+
+    async def _preflight(self, hosts: list[HostSpec], passed: asyncio.Future):
+        """Probe every host; ``passed`` gets the scheduler's probe as soon as that one passed."""
         inv, t = self.inv, time.perf_counter()
         self._step("preflight", "versions, pyku source, memory, ports")
         targets = [(inv.scheduler, "scheduler", self.conn(inv.scheduler))]
         targets += preflight.targets(self.ctx, hosts, self.source_of)
-        result = await preflight.run(inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial)
+
+        def on_passed(probe) -> None:
+            if probe.role == "scheduler" and not passed.done():
+                passed.set_result(probe)
+
+        result = await preflight.run(inv, targets, allow_mismatch=self.allow_mismatch, drop_failed=self.partial,
+                                     on_passed=on_passed)
         await preflight.source_checks(self.ctx, result, self.source_of, drop_failed=self.partial)
         for spec, why in result.dropped:
             self._leave_out(spec, f"preflight: {why}")
@@ -185,12 +207,8 @@ class _Launch:
         for p in probes:
             for w in p.warnings:
                 self.report.warn(f"{p.spec.address}: {w}")
-        material = None
-        if inv.protocol == "tls":
-            self.ca = tls.make_ca(inv.name)
-            material = tls.make_cluster_material(inv.name, ca=self.ca)
         self._done("preflight", time.perf_counter() - t)
-        return probes, material
+        return probes
 
     async def _spawn_scheduler(self, payload: dict, timeout: float) -> SpawnReply:
         """Start the scheduler's tree on its host, recorded *before* it starts (:func:`launcher.sources.ssh.spawn`)."""
@@ -206,24 +224,41 @@ class _Launch:
             inventory_sha256=self.inv.sha256, protocol=self.inv.protocol, hosts=self.records,
             missing=self.missing, **extra))
 
-    async def _start(self, probes, material) -> tuple[str, str | None]:
-        """Start the scheduler and, at the same time, the workers.
+    async def _early_scheduler(self, passed: asyncio.Future, material) -> tuple[str, str | None]:
+        """Start the scheduler as soon as its host's probe passed, while the workers' hosts are still probed.
 
-        The scheduler's port is fixed before it starts (the inventory's, or a
-        free one the probe found), so its address is known and the workers
-        need not wait for it: their start (importing distributed, forking
-        the nannies) overlaps the scheduler's, and they connect as soon as
-        it listens. A failure of either stops the other at once (the task
-        group cancels it; spawns in flight still finish and are recorded).
+        Its port is fixed before it starts (the inventory's, or a free one
+        its probe found), so its address is known to the workers whenever
+        they start. Nothing of a worker starts before the whole preflight
+        passed; a refusal cancels this (a spawn in flight still finishes and
+        is recorded) and the rollback stops what it started.
         """
-        sprobe = probes[0]
+        sprobe = await passed
+        return await self._scheduler(sprobe, material, self._port(sprobe))
+
+    def _port(self, sprobe) -> int:
         port = self.inv.port or sprobe.reply.get("free_port")
         if not port:
             raise LaunchError(f"no free port for the scheduler on {sprobe.listen}", host=sprobe.spec.address)
-        predicted = f"{self.inv.protocol}://{commands.host_port(sprobe.listen, port)}"
+        return port
+
+    async def _start(self, probes, material, early: asyncio.Task) -> tuple[str, str | None]:
+        """Start the workers while the scheduler (started by ``early``) is still starting.
+
+        Their start (importing distributed, forking the nannies) overlaps the
+        scheduler's, and they connect as soon as it listens. A failure of
+        either stops the other at once (the task group cancels it; spawns in
+        flight still finish and are recorded).
+        """
+        sprobe = probes[0]
+        predicted = f"{self.inv.protocol}://{commands.host_port(sprobe.listen, self._port(sprobe))}"
+
+        async def scheduler():  # cancelled with the group: the cancellation reaches ``early``
+            return await early
+
         try:
             async with asyncio.TaskGroup() as group:
-                sched = group.create_task(self._scheduler(sprobe, material, port))
+                sched = group.create_task(scheduler())
                 group.create_task(self._workers(probes[1:], predicted, material))
         except BaseExceptionGroup as group_error:
             raise _first_failure(group_error) from None

@@ -148,13 +148,16 @@ def mismatch_table(probes: list[Probe], reference: dict) -> str:
 
 
 async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatch: bool = False,
-              drop_failed: bool = False) -> PreflightResult:
+              drop_failed: bool = False, on_passed=None) -> PreflightResult:
     """Probe every (spec, role, connection) at once; raise PreflightError on a refusal.
 
     A version or source difference is a refusal unless ``allow_mismatch``; a
     broken environment, a busy port or an impossible memory limit is always
     one. With ``drop_failed`` a worker host that would be refused is left out
     instead (``--allow-partial``); the scheduler host never is.
+
+    ``on_passed(probe)`` is called as soon as one host's probe passed, before
+    the others are in (a launch starts its scheduler then).
 
     Returns a :class:`PreflightResult`.
     """
@@ -167,6 +170,8 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
             return Probe(spec, role, {}, problems=[e.message])
         probe = Probe(spec, role, reply)
         assess(inv, probe, reference)
+        if on_passed is not None and not probe.problems and (allow_mismatch or not probe.differences):
+            on_passed(probe)
         return probe
 
     probes = list(await asyncio.gather(*(one(*t) for t in targets)))
