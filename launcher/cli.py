@@ -20,6 +20,7 @@ import click
 from launcher import api
 from launcher.store import state
 from launcher.ui import summary, tables
+from launcher.verbs import shared_dirs
 from launcher.errors import LaunchError
 from launcher.ui.progress import Reporter
 from launcher.verbs.status import EXIT_CODES
@@ -210,6 +211,8 @@ def check(inventory, allow_mismatch):
         mem = f", {p.spec.nworkers} workers x {tables.fmt_bytes(p.memory_limit)}" if p.role == "workers" else ""
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
                    f"{tables.fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
+        for line in shared_dirs.free_lines(p):
+            click.echo(f"  {line}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
     if result.table:

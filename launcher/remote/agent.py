@@ -221,7 +221,38 @@ def op_probe(p):
             "busy_ports": busy,
             "free_port": free_port,
             "executable": sys.executable,
+            "shared": [_shared_dir(d) for d in p.get("shared", [])],
     }
+
+
+def _shared_dir(d):
+    """One shared directory, as this host sees it (launcher/verbs/shared_dirs.py).
+
+    ``d``: ``path``, ``read`` (the file the client wrote there) and its
+    ``token``, ``write`` (this host's file, for the client to read). Replies
+    ``error`` (missing, not a directory, not writable), ``seen`` (the
+    client's token read back) and ``free`` bytes. This host's file stays only
+    where the client can remove it: in a directory that showed its token.
+    """
+    path, out = d["path"], {"path": d["path"]}
+    try:
+        st = os.statvfs(path)
+        if not os.path.isdir(path):
+            return dict(out, error="is not a directory")
+        out["free"] = st.f_bavail * st.f_frsize
+        own = os.path.join(path, d["write"])
+        with open(own, "w") as f:
+            f.write(d["token"])
+    except OSError as e:
+        return dict(out, error=e.strerror or str(e))
+    try:
+        with open(os.path.join(path, d["read"])) as f:
+            out["seen"] = f.read() == d["token"]
+    except OSError:
+        out["seen"] = False
+    if not out["seen"]:
+        os.remove(own)
+    return out
 
 
 def _versions(distributions):

@@ -6,6 +6,7 @@ launch would run, and tests can read them.
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -20,6 +21,7 @@ RUN_ROOT = "~/.pyku-launch"
 SPILL_ROOT = "{tmpdir}/pyku-launch-{uid}"
 REVOCATION_PRELOAD = "pyku_revocation.py"  # launcher/revocation.py, in every TLS run directory
 REVOKED_FILE = "revoked.txt"
+SHARED_DIRS_VAR = "PYKU_SHARED_DIRS"  # read by pyku.compute (pyku/shared.py)
 
 
 def revocation_files(revoked: str = "") -> dict[str, str]:
@@ -151,6 +153,9 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
                       token: str = "<token>", port: int | None = None) -> dict:
     # The scheduler's scratch space too, or it makes /tmp/dask-scratch-space.
     env = dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{rundir}")
+    # The checked shared directories as the client sees them: pyku's
+    # persistent_processing asks the scheduler, and warns about a tmpdir outside them.
+    env[SHARED_DIRS_VAR] = json.dumps(list(inv.shared))
     return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen, port),
             "env": env, "log": "scheduler.log", "files": files, "token": token,
             "wait_file": "scheduler.json", "wait_timeout": timeout}
