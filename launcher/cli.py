@@ -287,7 +287,10 @@ def stop(name, inventory, quiet):
     """
     with Reporter(quiet=quiet) as reporter:
         s = api.stop(name, inventory=inventory, reporter=reporter)
-    if s.get("seconds") is not None:
+    if s.get("stopped_itself"):
+        click.echo(f"cluster '{s['name']}' had stopped itself ({s['stopped_itself']['reason']}, at "
+                   f"{s['stopped_itself']['at']}); {s['stopped']} processes were left to end, run files removed")
+    elif s.get("seconds") is not None:
         click.echo(f"cluster '{s['name']}' stopped: {s['stopped']} processes ended "
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
     for addr, why in s["unreachable"].items():

@@ -358,7 +358,9 @@ def op_spawn(p):
     env[TOKEN_VAR] = p["token"]
     if shipped:  # the shipped packages come first on the path
         env["PYTHONPATH"] = os.pathsep.join(x for x in (os.path.join(rundir, "ship"), env.get("PYTHONPATH")) if x)
-    argv = [sys.executable, "-c", SUBREAPER] + [_subst(a, rundir, local_directory) for a in p["argv"]]
+    # ``leader``: a leader that cleans up when its tree ends by itself (launcher/remote/leader.py)
+    argv = [sys.executable, "-c", p.get("leader") or SUBREAPER] + [_subst(a, rundir, local_directory)
+                                                                   for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,

@@ -102,6 +102,9 @@ def print_status(st: dict) -> None:
     if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way or under way
         if st.get("error") or st.get("detail"):
             click.echo(st.get("error") or st["detail"])
+        if st["state"] == "stopped":  # by itself (idle_timeout, max_lifetime)
+            click.echo(f"launch {st.get('inventory') or 'its inventory'} again to start it, "
+                       f"or pyku-launch stop --name {st['name']} to forget it")
         return
     _line(console, "scheduler", st["scheduler"], "cyan")
     _dashboard_line(console, st.get("dashboard_reach") or st["dashboard"] or "disabled")

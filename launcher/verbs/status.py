@@ -9,11 +9,12 @@ from launcher.remote import readiness
 from launcher.security import share
 from launcher.store import state
 from launcher.reach import tunnel
+from launcher.verbs import self_stop
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
 #: codes"). 1 and 2 keep their meaning for every command (runtime failure,
 #: usage error); 3 is the preflight's.
 EXIT_CODES = {"running": 0, "degraded": 4, "launching": 5, "stopping": 5, "down": 6, "half-launched": 6,
-              "not launched": 7, "corrupt": 1}
+              "stopped": 6, "not launched": 7, "corrupt": 1}
 
 
 def not_launched(name: str | None) -> dict:
@@ -59,6 +60,9 @@ async def status_async(name: str) -> dict:
             live = counts.get(r.label, 0) if up else 0
             entry.update(expected=r.expected, live=live, memory_limit=r.memory_limit)
         hosts.append(entry)
+    if not up and (why := await self_stop.read(rec)):  # it stopped itself: say why, not just "down"
+        return {**not_launched(name), "state": "stopped", "stopped": why, "detail": self_stop.words(why),
+                "inventory": rec.inventory, "missing": rec.missing}
     if not up:
         st = "down"
     elif all(h["live"] >= h["expected"] for h in hosts if h["role"] == "workers"):

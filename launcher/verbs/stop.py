@@ -17,6 +17,7 @@ import time
 
 from launcher.remote import commands
 from launcher.store import state
+from launcher.verbs import self_stop
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import Inventory
 from launcher.ui.progress import Reporter
@@ -58,6 +59,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     survivors, unstopped_roles = {}, set()
     try:
+        why = await self_stop.read(rec, conns) if not failed else None  # before its run files go
         for role in ("workers", "scheduler"):
             if not await _stop_role(rec, role, conns, failed, settle, summary, survivors):
                 unstopped_roles.add(role)
@@ -73,6 +75,8 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
         report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
     state.remove(name)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
+    if why:
+        summary["stopped_itself"] = why
     return summary
 
 
