@@ -238,7 +238,8 @@ Examples:
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: name, scheduler, dashboard, state, "
-                   "hosts[{address, role, expected, live, memory_limit}], missing.")
+                   "hosts[{address, role, expected, live, memory_limit}], missing, "
+                   "clients[{who, since, address, tasks}], tasks{processing, queued}; stopped{reason, at}.")
 @_guard
 def status(name, as_json):
     """Show hosts, expected and live workers, memory limits and the dashboard.

@@ -8,7 +8,10 @@ succeeds saying so, and launching the inventory again starts it anew.
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
+import subprocess
 import os
 import time
 
@@ -49,9 +52,22 @@ def test_a_busy_client_keeps_an_idle_cluster_alive_then_it_stops_itself_everywhe
     rec = launcher.launch(inv)
     try:
         with launcher.connect(name) as client:
-            # Busy for longer than idle_timeout: one task at a time, 28 s in all.
-            for _ in range(4):
-                assert client.submit(time.sleep, 7, pure=False).result(timeout=60) is None
+            # Busy for longer than idle_timeout: one task that runs until the test lets it end.
+            release, began = tmp_path / "release", time.monotonic()
+            task = client.submit(subprocess.run, ["sh", "-c", f"until [ -e {release} ]; do sleep 0.2; done"],
+                                 pure=False)
+            assert wait_until(lambda: client.processing() and any(client.processing().values()), 30)
+            # Meanwhile a colleague looks: who is connected, since when, what runs.
+            st = cli("status", "--name", name, "--json")
+            out = json.loads(st.stdout)
+            me = f"{getpass.getuser()}@{socket.gethostname()}"
+            assert [c["who"] for c in out["clients"]] == [me], out
+            assert out["clients"][0]["since"] <= time.time() and out["tasks"]["processing"] == 1, out
+            text = cli("status", "--name", name).stdout
+            assert f"client     {me} since " in text and "1 processing, 0 queued" in text, text
+            time.sleep(max(0.0, 28 - (time.monotonic() - began)))
+            release.touch()
+            assert task.result(timeout=60).returncode == 0
             st = cli("status", "--name", name, "--json")
             assert json.loads(st.stdout)["state"] == "running", st.stdout
         done = time.monotonic()

@@ -23,6 +23,7 @@ SPILL_ROOT = "{tmpdir}/pyku-launch-{uid}"
 REVOCATION_PRELOAD = "pyku_revocation.py"  # launcher/revocation.py, in every TLS run directory
 REVOKED_FILE = "revoked.txt"
 SHARED_DIRS_VAR = "PYKU_SHARED_DIRS"  # read by pyku.compute (pyku/shared.py)
+USAGE_PRELOAD = "pyku_usage.py"  # launcher/remote/usage.py, on every scheduler: who uses it (status)
 LIFETIME_PRELOAD = "pyku_lifetime.py"  # launcher/remote/lifetime.py, with idle_timeout or max_lifetime
 KEPT_FILES = ["*.log"]  # what a tree's leader leaves of its run directory when it ends by itself
 
@@ -97,6 +98,7 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     argv += ["--dashboard-address", host_port(dashboard_host(inv, listen), inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args() + ["--preload", f"{{rundir}}/{REVOCATION_PRELOAD}"]
+    argv += ["--preload", f"{{rundir}}/{USAGE_PRELOAD}"]
     if self_stopping(inv):
         argv += ["--preload", f"{{rundir}}/{LIFETIME_PRELOAD}"]
     return argv + options.argv(inv.scheduler_options)
@@ -180,6 +182,7 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
     # The checked shared directories as the client sees them: pyku's
     # persistent_processing asks the scheduler, and warns about a tmpdir outside them.
     env[SHARED_DIRS_VAR] = json.dumps(list(inv.shared))
+    files = dict(files, **{USAGE_PRELOAD: (Path(__file__).parent / "usage.py").read_text()})
     if self_stopping(inv):
         files = dict(files, **{LIFETIME_PRELOAD: (Path(__file__).parent / "lifetime.py").read_text()})
         env.update(PYKU_IDLE_TIMEOUT=f"{inv.idle_timeout or ''}", PYKU_MAX_LIFETIME=f"{inv.max_lifetime or ''}")

@@ -94,6 +94,22 @@ def _dashboard_line(console, text: str) -> None:
     _line(console, "dashboard", text, f"underline blue link {text}" if url else "")
 
 
+def _usage_lines(console, st: dict) -> None:
+    """Who is connected since when, and the tasks in flight: is the cluster in use?"""
+    import time
+
+    if st.get("clients") is None:
+        return
+    for c in st["clients"]:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["since"]))
+        _line(console, "client", f"{c['who']} since {since}" + (f" from {c['address']}" if c.get("address") else "")
+              + f", {c['tasks']} task{'s' if c['tasks'] != 1 else ''}")
+    if not st["clients"]:
+        _line(console, "clients", "none connected")
+    tasks = st.get("tasks") or {}
+    _line(console, "tasks", f"{tasks.get('processing', 0)} processing, {tasks.get('queued', 0)} queued")
+
+
 def print_status(st: dict) -> None:
     """The status of a cluster (``api.status``) as lines and a table of hosts."""
     console = terminal()
@@ -112,6 +128,7 @@ def print_status(st: dict) -> None:
     for sh in st.get("shares", []):
         _line(console, "share", f"{sh['label']}: {sh['state']}, expires {sh['expires']}"
                                 + (f", revoked {sh['revoked']}" if sh.get("revoked") else ""))
+    _usage_lines(console, st)
     alive = st["state"] != "down"
     rows, styles = [], {}
     for h in st["hosts"]:

@@ -9,7 +9,7 @@ from launcher.remote import readiness
 from launcher.security import share
 from launcher.store import state
 from launcher.reach import tunnel
-from launcher.verbs import self_stop
+from launcher.verbs import self_stop, usage
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
 #: codes"). 1 and 2 keep their meaning for every command (runtime failure,
 #: usage error); 3 is the preflight's.
@@ -27,7 +27,9 @@ async def status_async(name: str) -> dict:
     """Per host expected and live workers and memory limit; ``state`` says up or down.
 
     The keys are stable (``--json``): name, scheduler, dashboard, state,
-    hosts[{address, role, expected, live, memory_limit}], missing.
+    hosts[{address, role, expected, live, memory_limit}], missing, clients[{who, since, address,
+    tasks, client}] and tasks{processing, queued} (None if the scheduler cannot tell), and, for a
+    cluster that stopped itself, stopped{reason, at}.
     """
     busy = state.holder(name)
     try:
@@ -49,10 +51,11 @@ async def status_async(name: str) -> dict:
     try:
         async with tunnel.recorded_scheduler(rec) as address:
             info = await readiness.identity(address, rec.security(), timeout=5)
+            use = await usage.read(address, rec.security())
         counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer
-        counts, up = {}, False
+        counts, up, use = {}, False, None
     hosts = []
     for r in rec.hosts:
         entry = {"address": r.address, "role": r.role, "expected": 0, "live": 0, "memory_limit": None}
@@ -71,4 +74,6 @@ async def status_async(name: str) -> dict:
         st = "degraded"
     return {"name": name, "state": st, "scheduler": rec.scheduler, "dashboard": rec.dashboard,
             "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing,
-            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec), "shipped": rec.shipped}
+            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec), "shipped": rec.shipped,
+            "clients": use["clients"] if use else None,
+            "tasks": {"processing": use["processing"], "queued": use["queued"]} if use else None}
