@@ -275,25 +275,29 @@ Examples:
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
 @click.option("--inventory", type=click.Path(dir_okay=False), default=None,
               help="Sweep every host of this inventory for its cluster's processes (no state needed).")
+@click.option("--purge", is_flag=True, help="Remove the logs on the hosts too (also of a cluster already stopped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
 @_guard
-def stop(name, inventory, quiet):
+def stop(name, inventory, purge, quiet):
     """Stop every process of the cluster on every host, verify, forget it.
 
     Workers first, then the scheduler; each process session is checked gone
     by its process id (SIGKILL if it outlives SIGTERM), run files and the
-    local state are removed. Stopping twice is not an error. A state file
+    local state are removed; the logs stay on the hosts (pyku-launch logs reads them) until the next
+    launch or --purge. Stopping twice is not an error. A state file
     that cannot be read is kept and the stop refused (exit 1); --inventory
     then finds the cluster's processes on every host by the cluster's name.
     """
     with Reporter(quiet=quiet) as reporter:
-        s = api.stop(name, inventory=inventory, reporter=reporter)
+        s = api.stop(name, inventory=inventory, reporter=reporter, purge=purge)
     if s.get("stopped_itself"):
         click.echo(f"cluster '{s['name']}' had stopped itself ({s['stopped_itself']['reason']}, at "
                    f"{s['stopped_itself']['at']}); {s['stopped']} processes were left to end, run files removed")
     elif s.get("seconds") is not None:
         click.echo(f"cluster '{s['name']}' stopped: {s['stopped']} processes ended "
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
+    if s.get("seconds") is not None and not purge:
+        click.echo(f"logs kept on the hosts: pyku-launch logs --name {s['name']} (stop --purge removes them)")
     for addr, why in s["unreachable"].items():
         click.echo(f"  {addr}: not reached ({why})")
 

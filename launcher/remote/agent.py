@@ -347,6 +347,8 @@ def op_spawn(p):
     Files in ``p["files"]`` (TLS material) are written first with mode 0600
     into the run directory (mode 0700).
     """
+    if p.get("fresh"):  # a launch: the run directory's last logs go with the cluster it was
+        _remove(_expand(p["rundir"]))
     rundir, local_directory = _prepare_rundir(p)
     shipped = _unpack(rundir, p.get("archives", {}))
     wait_file = p.get("wait_file") and os.path.join(rundir, p["wait_file"])
@@ -509,14 +511,22 @@ def op_stop(p):
 
 
 def _remove_files(p):
-    """Remove a stop's ``remove`` paths, then its ``prune`` directories if empty; the removed ones."""
-    import shutil
+    """Remove a stop's ``remove`` paths (but what matches ``keep``), then its ``prune`` directories
+    if empty; the removed ones."""
+    import fnmatch
 
     removed = []
     for path in p.get("remove", []):
         path = _expand(path)
         if os.path.lexists(path):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
+            removed.append(path)
+    for path in p.get("empty", []):  # run directories whose logs stay (a post-mortem)
+        path = _expand(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            for name in os.listdir(path):
+                if not any(fnmatch.fnmatch(name, k) for k in p.get("keep", [])):
+                    _remove(os.path.join(path, name))
             removed.append(path)
     # Parents shared with other clusters or hosts go only when empty.
     for path in p.get("prune", []):
@@ -525,6 +535,18 @@ def _remove_files(p):
         except OSError:
             pass
     return removed
+
+
+def _remove(path):
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def op_logs(p):

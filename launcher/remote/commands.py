@@ -25,7 +25,13 @@ REVOKED_FILE = "revoked.txt"
 SHARED_DIRS_VAR = "PYKU_SHARED_DIRS"  # read by pyku.compute (pyku/shared.py)
 USAGE_PRELOAD = "pyku_usage.py"  # launcher/remote/usage.py, on every scheduler: who uses it (status)
 LIFETIME_PRELOAD = "pyku_lifetime.py"  # launcher/remote/lifetime.py, with idle_timeout or max_lifetime
-KEPT_FILES = ["*.log"]  # what a tree's leader leaves of its run directory when it ends by itself
+KEPT_FILES = ["*.log", "*.log.1"]  # what stop and a leader leave of a run directory: the logs
+LOGCAP_PRELOAD = "pyku_logcap.py"  # launcher/remote/logcap.py: every log rotated past LOG_MAX_BYTES
+LOG_MAX_BYTES = 64 * 2**20
+
+
+def _preload_source(module: str) -> str:
+    return (Path(__file__).parent / f"{module}.py").read_text()
 
 
 def revocation_files(revoked: str = "") -> dict[str, str]:
@@ -82,6 +88,7 @@ def process_env(inv: Inventory) -> dict[str, str]:
         # One forkserver per host pays the import of distributed once, not per worker.
         "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "forkserver",
         "PYTHONUNBUFFERED": "1",
+        "PYKU_LOG_MAX_BYTES": str(LOG_MAX_BYTES),  # launcher/remote/logcap.py
     }
     if inv.protocol == "tls":
         env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
@@ -98,7 +105,7 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     argv += ["--dashboard-address", host_port(dashboard_host(inv, listen), inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args() + ["--preload", f"{{rundir}}/{REVOCATION_PRELOAD}"]
-    argv += ["--preload", f"{{rundir}}/{USAGE_PRELOAD}"]
+    argv += ["--preload", f"{{rundir}}/{USAGE_PRELOAD}", "--preload", f"{{rundir}}/{LOGCAP_PRELOAD}"]
     if self_stopping(inv):
         argv += ["--preload", f"{{rundir}}/{LIFETIME_PRELOAD}"]
     return argv + options.argv(inv.scheduler_options)
@@ -168,7 +175,8 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
             # distributed appends "-<i>" to the name only when nworkers > 1.
             "--name", name or (spec.label if spec.nworkers > 1 else f"{spec.label}-0"),
             "--local-directory", "{local_directory}",
-            "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
+            "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard",
+            "--preload-nanny", f"{{rundir}}/{LOGCAP_PRELOAD}"]
     if inv.protocol == "tls":
         preload = f"{{rundir}}/{REVOCATION_PRELOAD}"
         argv += tls.cli_args() + ["--preload", preload, "--preload-nanny", preload]
@@ -182,9 +190,9 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
     # The checked shared directories as the client sees them: pyku's
     # persistent_processing asks the scheduler, and warns about a tmpdir outside them.
     env[SHARED_DIRS_VAR] = json.dumps(list(inv.shared))
-    files = dict(files, **{USAGE_PRELOAD: (Path(__file__).parent / "usage.py").read_text()})
+    files = dict(files, **{USAGE_PRELOAD: _preload_source("usage"), LOGCAP_PRELOAD: _preload_source("logcap")})
     if self_stopping(inv):
-        files = dict(files, **{LIFETIME_PRELOAD: (Path(__file__).parent / "lifetime.py").read_text()})
+        files = dict(files, **{LIFETIME_PRELOAD: _preload_source("lifetime")})
         env.update(PYKU_IDLE_TIMEOUT=f"{inv.idle_timeout or ''}", PYKU_MAX_LIFETIME=f"{inv.max_lifetime or ''}")
     payload = {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen, port),
                "env": env, "log": "scheduler.log", "files": files, "token": token,
@@ -202,7 +210,7 @@ def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
                "local_directory": local_directory(inv.name, spec), **private,
                "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
                "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
-               "log": "workers.log", "files": files}
+               "log": "workers.log", "files": dict(files, **{LOGCAP_PRELOAD: _preload_source("logcap")})}
     return _with(payload, self_cleaning(inv, spec, "workers"))
 
 

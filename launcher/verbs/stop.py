@@ -16,7 +16,7 @@ import asyncio
 import time
 
 from launcher.remote import commands
-from launcher.store import state
+from launcher.store import state, stopped
 from launcher.verbs import self_stop
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import Inventory
@@ -27,29 +27,35 @@ from launcher.remote.transport import Connection, StepHook, close_all, connectio
 
 
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
-                     settle: float = 0.0) -> StopReply:
+                     settle: float = 0.0, keep_logs: bool = False) -> StopReply:
     """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
 
     ``settle``: look again after that many seconds (a half-launched cluster:
     its dead launcher's agents may still be starting processes).
+    ``keep_logs``: the run directories keep their logs (``pyku-launch stop``).
     """
-    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove],
-                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle)
+    kept = {r.rundir for r in records} if keep_logs else set()
+    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove if p not in kept],
+                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle,
+                   empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
     return await conn.request(request, timeout + grace + settle)
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
-                     on_step: StepHook | None = None) -> dict:
+                     on_step: StepHook | None = None, purge: bool = False) -> dict:
     """Stop cluster ``name``. Returns a summary; raises if anything may still run.
 
     ``locked``: the caller already holds the cluster's lock (a launch
-    cleaning up a dead cluster of the same name).
+    cleaning up a dead cluster of the same name). The logs stay on the
+    hosts (``pyku-launch logs`` reads them, launcher/store/stopped.py), unless ``purge``.
     """
     if not locked:
         with state.lock(name, "stop"):
-            return await stop_async(name, report=report, locked=True, on_step=on_step)
+            return await stop_async(name, report=report, locked=True, on_step=on_step, purge=purge)
     rec = state.read(name)  # CorruptState: kept, and the error says how to sweep
     if rec is None:
+        if purge and stopped.hosts(name):
+            return await purge_logs(name, report, on_step)
         report.info(f"cluster '{name}' is not running (nothing recorded): nothing to stop")
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
 
@@ -61,7 +67,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     try:
         why = await self_stop.read(rec, conns) if not failed else None  # before its run files go
         for role in ("workers", "scheduler"):
-            if not await _stop_role(rec, role, conns, failed, settle, summary, survivors):
+            if not await _stop_role(rec, role, conns, failed, settle, summary, survivors, keep_logs=not purge):
                 unstopped_roles.add(role)
     finally:
         await close_all(conns)
@@ -73,6 +79,10 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
                           "answers): " + by_cause(summary["unreachable"]))
     for why in summary["unreachable"].values():
         report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
+    if purge:
+        stopped.forget(name)
+    else:
+        stopped.keep(rec)
     state.remove(name)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     if why:
@@ -81,7 +91,7 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
 
 
 async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float, summary: dict,
-                     survivors: dict) -> bool:
+                     survivors: dict, keep_logs: bool = False) -> bool:
     """Stop every tree of one role (one step per host, all at once); False if a host was unreachable.
 
     Counts go to ``summary``, unreachable hosts to ``summary["unreachable"]``,
@@ -99,7 +109,8 @@ async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float
         else:
             groups.setdefault(key, []).append(r)
     replies = await asyncio.gather(
-        *(stop_trees(conns[k], recs, settle=settle) for k, recs in groups.items()), return_exceptions=True)
+        *(stop_trees(conns[k], recs, settle=settle, keep_logs=keep_logs) for k, recs in groups.items()),
+        return_exceptions=True)
     for recs, reply in zip(groups.values(), replies):
         if isinstance(reply, LaunchError):
             summary["unreachable"][recs[0].address] = str(reply)
@@ -112,6 +123,26 @@ async def _stop_role(rec: ClusterRecord, role: str, conns, failed, settle: float
             summary["stopped"] += reply.found
             summary["killed"] += reply.killed
     return reached
+
+
+async def purge_logs(name: str, report: Reporter, on_step: StepHook | None = None) -> dict:
+    """``stop --purge`` of a stopped cluster: remove the logs its last stop left on every host."""
+    recs = stopped.hosts(name) or []
+    conns, failed = await open_connections([h.spec for h in recs], on_step)
+    try:
+        groups: dict[tuple, list[HostRecord]] = {}
+        for r in recs:
+            groups.setdefault(connection_key(r.spec), []).append(r)
+        keys = [k for k in groups if k in conns]
+        await asyncio.gather(*(stop_trees(conns[k], groups[k]) for k in keys))
+    finally:
+        await close_all(conns)
+    if failed:
+        raise LaunchError("logs kept on hosts not reached (run stop --purge again): "
+                          + by_cause({groups[k][0].address: e.message for k, e in failed.items()}))
+    stopped.forget(name)
+    report.info(f"cluster '{name}' was stopped: its logs removed from {len(keys)} host(s)")
+    return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}, "purged": True}
 
 
 async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | None = None) -> dict:
