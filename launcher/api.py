@@ -151,13 +151,26 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
                                  on_step=on_step))
 
 
-def status(name: str | None = None) -> dict:
-    """The cluster's state as the scheduler reports it (see :mod:`launcher.status`)."""
+def status(name: str | None = None, prometheus: str | PathLike | None = None) -> dict:
+    """The cluster's state as the scheduler reports it (see :mod:`launcher.status`).
+
+    ``prometheus``: also write the cluster's Prometheus ``file_sd`` target file there
+    (no target if it does not run; :mod:`launcher.reach.metrics`), listed under ``prometheus``.
+    """
     try:
         name = resolve_name(name)
     except NothingLaunched:
-        return not_launched(None)
-    return run(status_async(name))
+        st = not_launched(None)
+    else:
+        st = run(status_async(name))
+    if prometheus is not None:
+        from launcher.reach import metrics
+
+        rec = _running(name) if st["state"] in ("running", "degraded") else None
+        where = metrics.target(rec) if rec is not None else None
+        st["prometheus"] = {"file": str(prometheus), "targets": metrics.write(prometheus, rec),
+                            "loopback_only": bool(where and where[1])}
+    return st
 
 
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):

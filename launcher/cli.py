@@ -240,8 +240,10 @@ Examples:
               help="Machine-readable: name, scheduler, dashboard, state, "
                    "hosts[{address, role, expected, live, memory_limit}], missing, "
                    "clients[{who, since, address, tasks}], tasks{processing, queued}; stopped{reason, at}.")
+@click.option("--prometheus", "prometheus", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the scheduler's /metrics as a Prometheus file_sd target file (none if not running).")
 @_guard
-def status(name, as_json):
+def status(name, as_json, prometheus):
     """Show hosts, expected and live workers, memory limits and the dashboard.
 
     The scheduler itself is asked which workers it has. The exit code is the
@@ -251,7 +253,7 @@ def status(name, as_json):
     --json the status is printed as JSON in every case, errors included.
     """
     try:
-        st = _stable(api.status(name))
+        st = _stable(api.status(name, prometheus=prometheus))
     except LaunchError as e:
         if not as_json:
             raise
@@ -262,6 +264,8 @@ def status(name, as_json):
         click.echo(json.dumps(st, indent=1))
     else:
         summary.print_status(st)
+    if prometheus is not None:
+        _say(summary.prometheus_line(st["prometheus"], st["name"]))
     sys.exit(EXIT_CODES[st["state"]])
 
 
@@ -400,6 +404,7 @@ def dashboard(name, port):
         click.echo(f"dashboard: {url} (local, no tunnel needed)")
         return
     click.echo(f"dashboard: {url}  (tunnel to {tunnel.spec.address}; Ctrl-C to close)")
+    click.echo(f"metrics:   {url.rsplit('/status', 1)[0]}/metrics  (Prometheus; prometheus_client on that host)")
     sys.stdout.flush()
     _dashboard.hold(tunnel)
     click.echo("dashboard tunnel closed")

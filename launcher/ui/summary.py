@@ -110,6 +110,18 @@ def _usage_lines(console, st: dict) -> None:
     _line(console, "tasks", f"{tasks.get('processing', 0)} processing, {tasks.get('queued', 0)} queued")
 
 
+def prometheus_line(p: dict, name: str | None) -> str:
+    """What ``status --prometheus FILE`` says it wrote (on stderr: stdout may be JSON)."""
+    if not p["targets"]:
+        return f"wrote {p['file']}: no target (cluster {name or ''} does not run)"
+    target = p["targets"][0]["targets"][0]
+    line = f"wrote {p['file']}: target {target}/metrics for Prometheus file_sd_configs"
+    if p["loopback_only"]:
+        line += (" (on the scheduler host's loopback: a Prometheus there reaches it; elsewhere use "
+                 "dashboard = \"open\" or pyku-launch dashboard's tunnel)")
+    return line
+
+
 def print_status(st: dict) -> None:
     """The status of a cluster (``api.status``) as lines and a table of hosts."""
     console = terminal()
