@@ -74,13 +74,10 @@ if rundir and os.path.isdir(rundir):
     for name in os.listdir(rundir):
         if not any(fnmatch.fnmatch(name, k) for k in plan.get("keep", [])):
             full = os.path.join(rundir, name)
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                try:
-                    os.remove(full)
-                except OSError:
-                    pass
+            try:
+                (shutil.rmtree if os.path.isdir(full) and not os.path.islink(full) else os.remove)(full)
+            except OSError:
+                pass
 spill = expand(plan.get("spill"))
 prune = [expand(p) for p in plan.get("prune", [])]
 if spill:
