@@ -208,7 +208,7 @@ def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> l
     rec = state.read(name)
     trees = rec.hosts if rec is not None else stopped.hosts(name)
     if trees is None:
-        raise LaunchError(f"cluster '{name}' is not launched, and no logs of it are known")
+        raise LaunchError(f"cluster '{name}' is not launched")
     recs = [r for r in trees if host in (None, r.address, r.label)]
     if not recs:
         raise LaunchError(f"cluster '{name}' has no host {host!r} "

@@ -43,7 +43,7 @@ def test_logs_of_a_stopped_cluster_are_read_then_purged(sshd, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert _files(name) == [] and not os.path.exists(os.path.expanduser(f"~/.pyku-launch/{name}"))
     gone = cli("logs", "--name", name)
-    assert gone.returncode == 1 and "no logs of it are known" in gone.stderr, gone.stderr
+    assert gone.returncode == 1 and "is not launched" in gone.stderr, gone.stderr
 
 
 def test_a_log_past_its_bound_is_rotated_while_its_writer_goes_on(tmp_path):
