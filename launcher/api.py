@@ -14,7 +14,7 @@ from os import PathLike
 
 from launcher.verbs import preflight
 from launcher.remote import commands
-from launcher.store import state
+from launcher.store import state, stopped
 from launcher.config import validate as v
 from launcher.reach.client import NothingLaunched, resolve_name
 from launcher.errors import InventoryError, LaunchError, by_cause
@@ -113,8 +113,12 @@ def launch(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = Fals
 
 
 def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | None = None,
-         reporter: Reporter | None = None, on_step: StepHook | None = None) -> dict:
+         reporter: Reporter | None = None, on_step: StepHook | None = None, purge: bool = False) -> dict:
     """Stop a launched cluster on every host and forget it (``on_step``: as for :func:`launch`).
+
+    The scheduler's and workers' logs stay on their hosts (:func:`logs` reads
+    them) until the cluster's next launch; ``purge`` removes them too (also
+    of a cluster already stopped).
 
     With ``inventory``, sweep instead: end the processes of the inventory's
     cluster on every one of its hosts, found by the cluster's name in their
@@ -132,7 +136,7 @@ def stop(name: str | None = None, *, inventory: str | PathLike | Inventory | Non
     except NothingLaunched:  # stopping what is not running is not an error (nor is stopping twice)
         report.info("no launched cluster is known: nothing to stop")
         return {"name": None, "stopped": 0, "killed": 0, "unreachable": {}}
-    return run(stop_async(name, report=report, on_step=on_step))
+    return run(stop_async(name, report=report, on_step=on_step, purge=purge))
 
 
 def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout: float | None = None,
@@ -149,13 +153,26 @@ def restart(hosts: list[str] | None = None, name: str | None = None, *, timeout:
                                  on_step=on_step))
 
 
-def status(name: str | None = None) -> dict:
-    """The cluster's state as the scheduler reports it (see :mod:`launcher.verbs.status`)."""
+def status(name: str | None = None, prometheus: str | PathLike | None = None) -> dict:
+    """The cluster's state as the scheduler reports it (see :mod:`launcher.verbs.status`).
+
+    ``prometheus``: also write the cluster's Prometheus ``file_sd`` target file there
+    (no target if it does not run; :mod:`launcher.reach.metrics`), listed under ``prometheus``.
+    """
     try:
         name = resolve_name(name)
     except NothingLaunched:
-        return not_launched(None)
-    return run(status_async(name))
+        st = not_launched(None)
+    else:
+        st = run(status_async(name))
+    if prometheus is not None:
+        from launcher.reach import metrics
+
+        rec = _running(name) if st["state"] in ("running", "degraded") else None
+        where = metrics.target(rec) if rec is not None else None
+        st["prometheus"] = {"file": str(prometheus), "targets": metrics.write(prometheus, rec),
+                            "loopback_only": bool(where and where[1])}
+    return st
 
 
 def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False):
@@ -184,17 +201,22 @@ def check(inventory: str | PathLike | Inventory, *, allow_mismatch: bool = False
 
 
 def logs(name: str | None = None, host: str | None = None, lines: int = 20) -> list[tuple[str, str, str]]:
-    """The last ``lines`` of each remote log, as (host, file, line) in host order."""
+    """The last ``lines`` of each remote log, as (host, file, line) in host order.
+
+    Of a running cluster, one that stopped itself or crashed (its record),
+    or one that was stopped (the logs its stop left, launcher/store/stopped.py).
+    """
     if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
         raise InventoryError(f"lines: must be a positive integer, got {lines!r}")
     name = resolve_name(name)
     rec = state.read(name)
-    if rec is None:
+    trees = rec.hosts if rec is not None else stopped.hosts(name)
+    if trees is None:
         raise LaunchError(f"cluster '{name}' is not launched")
-    recs = [r for r in rec.hosts if host in (None, r.address, r.label)]
+    recs = [r for r in trees if host in (None, r.address, r.label)]
     if not recs:
         raise LaunchError(f"cluster '{name}' has no host {host!r} "
-                          f"(hosts: {', '.join(dict.fromkeys(r.address for r in rec.hosts))})")
+                          f"(hosts: {', '.join(dict.fromkeys(r.address for r in trees))})")
 
     async def go():
         conns, failed = await open_connections([r.spec for r in recs])

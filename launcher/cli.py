@@ -20,6 +20,7 @@ import click
 from launcher import api
 from launcher.store import state
 from launcher.ui import summary, tables
+from launcher.verbs import shared_dirs
 from launcher.errors import LaunchError
 from launcher.ui.progress import Reporter
 from launcher.verbs import preflight
@@ -213,6 +214,8 @@ def check(inventory, allow_mismatch):
         click.echo(f"{p.spec.address:<24} {p.role:<9} ok: {r['cpus']} CPUs, "
                    f"{tables.fmt_bytes(r['mem_total'])} RAM, listen {r['listen']}{mem}")
         click.echo(f"{'':<24} {'':<9} pyku: {preflight.shown(r, 'pyku source') or 'missing'}")
+        for line in shared_dirs.free_lines(p):
+            click.echo(f"  {line}")
         for w in p.warnings:
             click.echo(f"  warning: {w}")
     if result.table:
@@ -238,9 +241,12 @@ Examples:
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: name, scheduler, dashboard, state, "
-                   "hosts[{address, role, expected, live, memory_limit}], missing.")
+                   "hosts[{address, role, expected, live, memory_limit}], missing, "
+                   "clients[{who, since, address, tasks}], tasks{processing, queued}; stopped{reason, at}.")
+@click.option("--prometheus", "prometheus", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the scheduler's /metrics as a Prometheus file_sd target file (none if not running).")
 @_guard
-def status(name, as_json):
+def status(name, as_json, prometheus):
     """Show hosts, expected and live workers, memory limits and the dashboard.
 
     The scheduler itself is asked which workers it has. The exit code is the
@@ -250,7 +256,7 @@ def status(name, as_json):
     --json the status is printed as JSON in every case, errors included.
     """
     try:
-        st = _stable(api.status(name))
+        st = _stable(api.status(name, prometheus=prometheus))
     except LaunchError as e:
         if not as_json:
             raise
@@ -261,6 +267,8 @@ def status(name, as_json):
         click.echo(json.dumps(st, indent=1))
     else:
         summary.print_status(st)
+    if prometheus is not None:
+        _say(summary.prometheus_line(st["prometheus"], st["name"]))
     sys.exit(EXIT_CODES[st["state"]])
 
 
@@ -274,22 +282,29 @@ Examples:
 @click.option("--name", default=None, help="Cluster name (default: $PYKU_CLUSTER or the only one).")
 @click.option("--inventory", type=click.Path(dir_okay=False), default=None,
               help="Sweep every host of this inventory for its cluster's processes (no state needed).")
+@click.option("--purge", is_flag=True, help="Remove the logs on the hosts too (also of a cluster already stopped).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result or the error.")
 @_guard
-def stop(name, inventory, quiet):
+def stop(name, inventory, purge, quiet):
     """Stop every process of the cluster on every host, verify, forget it.
 
     Workers first, then the scheduler; each process session is checked gone
     by its process id (SIGKILL if it outlives SIGTERM), run files and the
-    local state are removed. Stopping twice is not an error. A state file
+    local state are removed; the logs stay on the hosts (pyku-launch logs reads them) until the next
+    launch or --purge. Stopping twice is not an error. A state file
     that cannot be read is kept and the stop refused (exit 1); --inventory
     then finds the cluster's processes on every host by the cluster's name.
     """
     with Reporter(quiet=quiet) as reporter:
-        s = api.stop(name, inventory=inventory, reporter=reporter)
-    if s.get("seconds") is not None:
+        s = api.stop(name, inventory=inventory, reporter=reporter, purge=purge)
+    if s.get("stopped_itself"):
+        click.echo(f"cluster '{s['name']}' had stopped itself ({s['stopped_itself']['reason']}, at "
+                   f"{s['stopped_itself']['at']}); {s['stopped']} processes were left to end, run files removed")
+    elif s.get("seconds") is not None:
         click.echo(f"cluster '{s['name']}' stopped: {s['stopped']} processes ended "
                    f"({s['killed']} needed SIGKILL) in {s['seconds']:.2f} s; none left")
+    if s.get("seconds") is not None and not purge:
+        click.echo(f"logs kept on the hosts: pyku-launch logs --name {s['name']} (stop --purge removes them)")
     for addr, why in s["unreachable"].items():
         click.echo(f"  {addr}: not reached ({why})")
 
@@ -433,6 +448,7 @@ def dashboard(name, port):
         click.echo(f"dashboard: {url} (local, no tunnel needed)")
         return
     click.echo(f"dashboard: {url}  (tunnel to {tunnel.spec.address}; Ctrl-C to close)")
+    click.echo(f"metrics:   {url.rsplit('/status', 1)[0]}/metrics  (Prometheus; prometheus_client on that host)")
     sys.stdout.flush()
     _dashboard.hold(tunnel)
     click.echo("dashboard tunnel closed")

@@ -27,6 +27,7 @@ from pyku.cache_key import cache_key, func_token, host_tag
 from pyku.errors import ProcessingError, PykuError
 from pyku.pieces import Piece, plan_pieces
 from pyku.progress import Progress
+from pyku.shared import warn_if_unshared
 from pyku.worker_memory import WorkerMemory
 from pyku.writing import remove_stale_parts, write_atomic
 
@@ -166,6 +167,8 @@ def persistent_processing(func, files=None, tmpdir=None, identifier="pyku", pers
     if parallel and client is None:
         raise PykuError("parallel=True needs a distributed client, and none is current")
 
+    if client is not None:
+        warn_if_unshared(client, outdir)
     run = _Run(job, progress)
     with run.bar:
         if client is None:

@@ -76,6 +76,10 @@ class HostSpec:
     #: define ``module``); False: ``bash --norc -c``, after only what sshd's own shell read
     #: (~/.bashrc for bash), as for ``ssh host cmd``: no second pass through the rc files.
     login_shell: bool = True
+    #: Directories that must be one shared file system on every host and this
+    #: machine (``[cluster] shared``, this host's paths: ``[[host]] shared``);
+    #: checked by the preflight (launcher/verbs/shared_dirs.py).
+    shared: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class Inventory:
     dask_config: tuple = ()        # (dotted dask setting, value), for every process
     #: Batch pools (``[[slurm]]``, launcher/config/pools.py): workers in batch jobs, beside the hosts.
     pools: tuple = ()
+    shared: tuple[str, ...] = ()   # shared directories as this machine sees them (HostSpec.shared: a host's)
+    idle_timeout: float | None = None  # seconds without a task before the cluster stops itself
+    max_lifetime: float | None = None  # seconds after which it stops itself in any case
 
 
 _ADDRESS = v.address
@@ -137,14 +144,18 @@ SCHEMA: dict[str, dict[str, v.Checker]] = {
         "dashboard": v.choice("closed", "open"),
         "ship": v.names(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "top-level package name"),
         "dask_config": opts.check_dask_config,
+        "shared": v.absolute_dirs,
+        "idle_timeout": v.duration(10),
+        "max_lifetime": v.duration(10),
     },
     "ssh": {**_CONNECTION, "config": v.local_path, "accept_new": v.boolean,
             "connect_timeout": v.seconds, "transport": _TRANSPORT},
     "scheduler": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
-                  **_CONNECTION, **_RUNTIME, "options": opts.check_scheduler_options},
+                  **_CONNECTION, **_RUNTIME, "options": opts.check_scheduler_options,
+                  "shared": v.absolute_dirs},
     "workers": {**_SIZING, "transport": _TRANSPORT, "options": opts.check_worker_options},
     "host": {"address": _ADDRESS, "transport": _TRANSPORT, "listen": _ADDRESS,
-             **_CONNECTION, **_RUNTIME, **_SIZING},
+             **_CONNECTION, **_RUNTIME, **_SIZING, "shared": v.absolute_dirs},
     "slurm": pools_.SCHEMA,
 }
 
@@ -169,6 +180,7 @@ _FIELDS: dict[str, tuple[str, tuple[str, ...], Any]] = {
     "local_directory": ("local_directory", ("self", "workers"), None),
     "listen": ("listen", ("self",), None),
     "connect_timeout": ("connect_timeout", ("ssh",), 10.0),
+    "shared": ("shared", ("self", "cluster"), ()),
 }
 
 _HOW_TO_START = "see hosts/example.toml: [scheduler] with an address and one [[host]] per machine"
@@ -203,6 +215,8 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
     if "address" not in scheduler:
         fail("scheduler.address", 'missing (the scheduler machine: address = "<host name or IP>")')
     entries = _host_entries(data.get("host"), fail, pools_wanted="slurm" in data)
+    _check_shared(tables["cluster"].get("shared", ()),
+                  [("scheduler", scheduler)] + [(f"host[{n}]", e) for n, e in enumerate(entries, 1)], fail)
 
     cluster = tables["cluster"]
     hosts = tuple(_resolve(entry, tables) for entry in entries)
@@ -237,7 +251,23 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         ship=cluster.get("ship", ()),
         pools=pools,
         **_dask_settings(cluster, scheduler, tables["workers"]),
+        shared=cluster.get("shared", ()),
+        idle_timeout=cluster.get("idle_timeout"),
+        max_lifetime=cluster.get("max_lifetime"),
     )
+
+
+def _check_shared(paths: tuple[str, ...], entries: list[tuple[str, dict]], fail: Fail) -> None:
+    """A host's own ``shared`` names the same directories as ``[cluster] shared``, in its order."""
+    for keypath, entry in entries:
+        own = entry.get("shared")
+        if own is None:
+            continue
+        if not paths:
+            fail(f"{keypath}.shared", "needs [cluster] shared (the same directories as this machine sees them)")
+        if len(own) != len(paths):
+            fail(f"{keypath}.shared", f"must list {len(paths)} director{'y' if len(paths) == 1 else 'ies'}, "
+                                      f"one for each of [cluster] shared in its order, got {len(own)}")
 
 
 def _dask_settings(cluster: dict, scheduler: dict, workers: dict) -> dict[str, tuple]:

@@ -89,6 +89,45 @@ def seconds(value: Any) -> float:
     return float(value)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"\s*(?:(\d+(?:\.\d+)?)\s*(s|min|m|h|d|w)\s*)+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(s|min|m|h|d|w)")
+
+
+def duration(minimum: float) -> Checker:
+    """A duration: ``"20s"``, ``"90m"``, ``"2h"``, ``"3d"``, ``"1h30m"`` or a number of seconds; at least ``minimum``."""
+    def check(value: Any) -> float:
+        example = '"2h" (units s, m, h, d, w) or a number of seconds'
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise Invalid(f"must be a duration like {example}, got {show(value)}")
+        if isinstance(value, str):
+            if not _DURATION.fullmatch(value.lower()):
+                raise Invalid(f"must be a duration like {example}, got {show(value)}")
+            total = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value.lower()))
+        else:
+            total = float(value)
+        if not math.isfinite(total) or total < minimum:
+            raise Invalid(f"must be at least {minimum:g} s, got {show(value)}")
+        return total
+    return check
+
+
+def absolute_dirs(value: Any) -> tuple[str, ...]:
+    """An array of absolute directory paths (``[cluster] shared``), returned as a tuple, normalised."""
+    example = '(e.g. ["/scratch/pyku"])'
+    if not isinstance(value, list):
+        raise Invalid(f"must be an array of absolute paths, got {show(value)} {example}")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not item.startswith("/"):
+            raise Invalid(f"must be an array of absolute paths, {show(item)} is not one {example}")
+        remote_directory(item)  # no '..', not the root, not too long, no line breaks
+        out.append(os.path.normpath(item))
+    if len(set(out)) != len(out):
+        raise Invalid(f"lists a directory twice, got {show(value)}")
+    return tuple(out)
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"must be true or false, got {show(value)}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import os
 import re
+import socket
 import sys
 
 from launcher.security import share
@@ -103,6 +105,8 @@ def _client(address: str, security, via, tunnel: bool | None, timeout: float, kw
     if tunnel and via is None:
         raise LaunchError(f"{what} runs on this machine: there is no host to tunnel through")
     forward = _tunnel.Tunnel(via, host, int(port)).start(timeout) if tunnel else None
+    # The scheduler lists who is connected by this name (launcher/remote/usage.py, pyku-launch status).
+    kwargs = {"name": f"{getpass.getuser()}@{socket.gethostname()}", **kwargs}
     try:
         if forward is None:
             return Client(address, security=security, timeout=timeout, **kwargs)

@@ -242,6 +242,7 @@ def op_probe(p):
             "busy_ports": busy,
             "free_port": free_port,
             "executable": sys.executable,
+            "shared": [_shared_dir(d) for d in p.get("shared", [])],
     }
 
 
@@ -342,6 +343,34 @@ class _ProbeCache:
                 os.remove(tmp)
             except OSError:
                 pass
+def _shared_dir(d):
+    """One shared directory, as this host sees it (launcher/verbs/shared_dirs.py).
+
+    ``d``: ``path``, ``read`` (the file the client wrote there) and its
+    ``token``, ``write`` (this host's file, for the client to read). Replies
+    ``error`` (missing, not a directory, not writable), ``seen`` (the
+    client's token read back) and ``free`` bytes. This host's file stays only
+    where the client can remove it: in a directory that showed its token.
+    """
+    path, out = d["path"], {"path": d["path"]}
+    try:
+        st = os.statvfs(path)
+        if not os.path.isdir(path):
+            return dict(out, error="is not a directory")
+        out["free"] = st.f_bavail * st.f_frsize
+        own = os.path.join(path, d["write"])
+        with open(own, "w") as f:
+            f.write(d["token"])
+    except OSError as e:
+        return dict(out, error=e.strerror or str(e))
+    try:
+        with open(os.path.join(path, d["read"])) as f:
+            out["seen"] = f.read() == d["token"]
+    except OSError:
+        out["seen"] = False
+    if not out["seen"]:
+        os.remove(own)
+    return out
 
 
 def _versions(distributions):
@@ -500,6 +529,8 @@ def op_spawn(p):
     Files in ``p["files"]`` (TLS material) are written first with mode 0600
     into the run directory (mode 0700).
     """
+    if p.get("fresh"):  # a launch: the run directory's last logs go with the cluster it was
+        _remove(_expand(p["rundir"]))
     rundir, local_directory = _prepare_rundir(p)
     shipped = _unpack(rundir, p.get("archives", {}))
     wait_file = p.get("wait_file") and os.path.join(rundir, p["wait_file"])
@@ -512,7 +543,9 @@ def op_spawn(p):
     if shipped:  # the shipped packages come first on the path
         env["PYTHONPATH"] = os.pathsep.join(x for x in (os.path.join(rundir, "ship"), env.get("PYTHONPATH")) if x)
     # -S: the subreaper step needs no site-packages (nor .pth files run): ~0.05 CPU-s less per tree.
-    argv = [sys.executable, "-S", "-c", SUBREAPER] + [_subst(a, rundir, local_directory) for a in p["argv"]]
+    # ``leader``: a leader that cleans up when its tree ends by itself (launcher/remote/leader.py, stdlib only)
+    argv = [sys.executable, "-S", "-c", p.get("leader") or SUBREAPER] + [_subst(a, rundir, local_directory)
+                                                                         for a in p["argv"]]
     logf = open(log, "ab")
     proc = subprocess.Popen(
         argv,
@@ -730,14 +763,22 @@ def _end(pids, sig, until, members):
 
 
 def _remove_files(p):
-    """Remove a stop's ``remove`` paths, then its ``prune`` directories if empty; the removed ones."""
-    import shutil
+    """Remove a stop's ``remove`` paths (but what matches ``keep``), then its ``prune`` directories
+    if empty; the removed ones."""
+    import fnmatch
 
     removed = []
     for path in p.get("remove", []):
         path = _expand(path)
         if os.path.lexists(path):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
+            removed.append(path)
+    for path in p.get("empty", []):  # run directories whose logs stay (a post-mortem)
+        path = _expand(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            for name in os.listdir(path):
+                if not any(fnmatch.fnmatch(name, k) for k in p.get("keep", [])):
+                    _remove(os.path.join(path, name))
             removed.append(path)
     # Parents shared with other clusters or hosts go only when empty.
     for path in p.get("prune", []):
@@ -746,6 +787,18 @@ def _remove_files(p):
         except OSError:
             pass
     return removed
+
+
+def _remove(path):
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def op_logs(p):

@@ -13,6 +13,7 @@ from pathlib import Path
 from launcher.config import options
 from launcher.security import tls
 from launcher.config.inventory import HostSpec, Inventory
+from launcher.remote.leader import LEADER
 from launcher.remote.transport import agent_command, python_of
 
 RUN_ROOT = "~/.pyku-launch"
@@ -21,12 +22,41 @@ RUN_ROOT = "~/.pyku-launch"
 SPILL_ROOT = "{tmpdir}/pyku-launch-{uid}"
 REVOCATION_PRELOAD = "pyku_revocation.py"  # launcher/revocation.py, in every TLS run directory
 REVOKED_FILE = "revoked.txt"
+SHARED_DIRS_VAR = "PYKU_SHARED_DIRS"  # read by pyku.compute (pyku/shared.py)
+USAGE_PRELOAD = "pyku_usage.py"  # launcher/remote/usage.py, on every scheduler: who uses it (status)
+LIFETIME_PRELOAD = "pyku_lifetime.py"  # launcher/remote/lifetime.py, with idle_timeout or max_lifetime
+KEPT_FILES = ["*.log", "*.log.1"]  # what stop and a leader leave of a run directory: the logs
+LOGCAP_PRELOAD = "pyku_logcap.py"  # launcher/remote/logcap.py: every log rotated past LOG_MAX_BYTES
+LOG_MAX_BYTES = 64 * 2**20
+
+
+def _preload_source(module: str) -> str:
+    return (Path(__file__).parent / f"{module}.py").read_text()
 
 
 def revocation_files(revoked: str = "") -> dict[str, str]:
     """The run-directory files of the revocation check (launcher/security/revocation.py) and its list."""
     source = (Path(__file__).parents[1] / "security" / "revocation.py").read_text()
     return {REVOCATION_PRELOAD: source, REVOKED_FILE: revoked}
+
+
+def self_stopping(inv: Inventory) -> bool:
+    """Whether the cluster stops by itself (``idle_timeout``, ``max_lifetime``): its trees clean up after themselves."""
+    return bool(inv.idle_timeout or inv.max_lifetime)
+
+
+def self_cleaning(inv: Inventory, spec: HostSpec, role: str) -> dict:
+    """The payload keys that make a tree's leader remove its files when the tree ends by itself."""
+    if not self_stopping(inv):
+        return {}
+    plan = {"rundir": "{rundir}", "keep": KEPT_FILES, "prune": [f"{RUN_ROOT}/{inv.name}", RUN_ROOT],
+            "spill": "{local_directory}" if role == "workers" and not spec.local_directory else None}
+    return {"leader": LEADER, "env": {"PYKU_LAUNCH_CLEANUP": json.dumps(plan)}}
+
+
+def _with(payload: dict, extra: dict) -> dict:
+    """``payload`` with ``extra``'s keys, its ``env`` merged."""
+    return {**payload, **extra, "env": {**payload["env"], **extra.get("env", {})}}
 
 
 def run_dir(name: str, spec: HostSpec, role: str) -> str:
@@ -58,6 +88,7 @@ def process_env(inv: Inventory) -> dict[str, str]:
         # One forkserver per host pays the import of distributed once, not per worker.
         "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "forkserver",
         "PYTHONUNBUFFERED": "1",
+        "PYKU_LOG_MAX_BYTES": str(LOG_MAX_BYTES),  # launcher/remote/logcap.py
     }
     if inv.protocol == "tls":
         env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
@@ -74,6 +105,9 @@ def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list
     argv += ["--dashboard-address", host_port(dashboard_host(inv, listen), inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args() + ["--preload", f"{{rundir}}/{REVOCATION_PRELOAD}"]
+    argv += ["--preload", f"{{rundir}}/{USAGE_PRELOAD}", "--preload", f"{{rundir}}/{LOGCAP_PRELOAD}"]
+    if self_stopping(inv):
+        argv += ["--preload", f"{{rundir}}/{LIFETIME_PRELOAD}"]
     return argv + options.argv(inv.scheduler_options)
 
 
@@ -190,7 +224,8 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
             # distributed appends "-<i>" to the name only when nworkers > 1.
             "--name", name or (spec.label if spec.nworkers > 1 else f"{spec.label}-0"),
             "--local-directory", "{local_directory}",
-            "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard"]
+            "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard",
+            "--preload-nanny", f"{{rundir}}/{LOGCAP_PRELOAD}"]
     if inv.protocol == "tls":
         preload = f"{{rundir}}/{REVOCATION_PRELOAD}"
         argv += tls.cli_args() + ["--preload", preload, "--preload-nanny", preload]
@@ -201,9 +236,17 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
                       token: str = "<token>", port: int | None = None) -> dict:
     # The scheduler's scratch space too, or it makes /tmp/dask-scratch-space.
     env = dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{rundir}")
-    return {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen, port),
-            "env": env, "log": "scheduler.log", "files": files, "token": token,
-            "wait_file": "scheduler.json", "wait_timeout": timeout}
+    # The checked shared directories as the client sees them: pyku's
+    # persistent_processing asks the scheduler, and warns about a tmpdir outside them.
+    env[SHARED_DIRS_VAR] = json.dumps(list(inv.shared))
+    files = dict(files, **{USAGE_PRELOAD: _preload_source("usage"), LOGCAP_PRELOAD: _preload_source("logcap")})
+    if self_stopping(inv):
+        files = dict(files, **{LIFETIME_PRELOAD: _preload_source("lifetime")})
+        env.update(PYKU_IDLE_TIMEOUT=f"{inv.idle_timeout or ''}", PYKU_MAX_LIFETIME=f"{inv.max_lifetime or ''}")
+    payload = {"rundir": run_dir(inv.name, inv.scheduler, "scheduler"), "argv": scheduler_argv(inv, listen, port),
+               "env": env, "log": "scheduler.log", "files": files, "token": token,
+               "wait_file": "scheduler.json", "wait_timeout": timeout}
+    return _with(payload, self_cleaning(inv, inv.scheduler, "scheduler"))
 
 
 def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
@@ -212,11 +255,12 @@ def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
     # The default spill directory sits in a shared temporary directory: the
     # agent checks every level of it is ours.
     private = {} if spec.local_directory else {"private_top": SPILL_ROOT}
-    return {"rundir": rundir or run_dir(inv.name, spec, "workers"), "token": token,
-            "local_directory": local_directory(inv.name, spec), **private,
-            "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
-            "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
-            "log": "workers.log", "files": files}
+    payload = {"rundir": rundir or run_dir(inv.name, spec, "workers"), "token": token,
+               "local_directory": local_directory(inv.name, spec), **private,
+               "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
+               "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
+               "log": "workers.log", "files": dict(files, **{LOGCAP_PRELOAD: _preload_source("logcap")})}
+    return _with(payload, self_cleaning(inv, spec, "workers"))
 
 
 def cleanup_paths(name: str, spec: HostSpec, role: str, spill: str | None = None) -> tuple[list[str], list[str]]:

@@ -88,6 +88,8 @@ class Stop:
     settle: float = 0.0             # look again after this long (a half-launched cluster)
     prefixes: list[str] = field(default_factory=list)  # a sweep: "<name>.<scope>."
     keep_if_running: str | None = None  # keep the files if a token with this prefix still runs
+    empty: list[str] = field(default_factory=list)  # directories emptied but for what matches ``keep``
+    keep: list[str] = field(default_factory=list)   # name patterns that stay in ``empty`` (the logs)
     op: ClassVar[str] = "stop"
     Reply: ClassVar[type] = StopReply
 

@@ -144,13 +144,14 @@ class WorkerSource(Protocol):
         """Per token: does a process (or job) of the tree still exist; None: could not tell."""
 
     async def stop(self, ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
-                   settle: float = 0.0) -> Stopped:
+                   settle: float = 0.0, keep_logs: bool = False) -> Stopped:
         """End these trees and prove it (survivors and unreachable hosts are reported, not raised).
 
         ``remaining``: the cluster's trees of this source that keep running
         (what they share, such as a host's spill directory, stays). ``settle``:
         look again after that long (a half-launched cluster's processes may
-        still be starting).
+        still be starting). ``keep_logs``: leave the trees' logs where
+        ``pyku-launch logs`` reads them after the stop (launcher/store/stopped.py).
         """
 
     async def sweep(self, ctx: Context) -> Stopped:

@@ -246,7 +246,7 @@ class SlurmPools:
         return [j for j in jobs if j.comment in tokens]
 
     async def stop(self, ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
-                   settle: float = 0.0) -> Stopped:
+                   settle: float = 0.0, keep_logs: bool = False) -> Stopped:
         done = Stopped()
         groups = list(_by_login(recs).values())
         results = await asyncio.gather(*(self._stop_login(ctx, g, list(remaining)) for g in groups),

@@ -39,6 +39,7 @@ async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
     naming the host when the start failed (with the log's last words).
     """
     spec = rec.spec
+    payload = dict(payload, fresh=True)  # the last logs of this label go (launcher/store/stopped.py)
     if archives:
         payload = dict(payload, archives=archives)
     task = asyncio.ensure_future(ctx.conn(spec).request(Spawn(rec.token, payload), timeout))
@@ -61,14 +62,17 @@ async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
 
 
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
-                     settle: float = 0.0) -> StopReply:
+                     settle: float = 0.0, keep_logs: bool = False) -> StopReply:
     """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
 
     ``settle``: look again after that many seconds (a half-launched cluster:
     its dead launcher's agents may still be starting processes).
+    ``keep_logs``: the run directories keep their logs (``pyku-launch stop``).
     """
-    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove],
-                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle)
+    kept = {r.rundir for r in records} if keep_logs else set()
+    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove if p not in kept],
+                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle,
+                   empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
     return await conn.request(request, timeout + grace + settle)
 
 
@@ -170,7 +174,7 @@ class SshHosts:
         return out
 
     async def stop(self, ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
-                   settle: float = 0.0) -> Stopped:
+                   settle: float = 0.0, keep_logs: bool = False) -> Stopped:
         groups = _by_host(recs)
         done = Stopped()
         asked = {}
@@ -183,7 +187,7 @@ class SshHosts:
                 done.unreachable[address] = str(why) if why else f"{address}: not reachable to stop its trees"
         replies = await asyncio.gather(
             *(stop_trees(ctx.conn(g[0].spec), _shared_last(g, list(remaining)), timeout=ctx.step_timeout,
-                         settle=settle) for g in asked.values()), return_exceptions=True)
+                         settle=settle, keep_logs=keep_logs) for g in asked.values()), return_exceptions=True)
         for group, reply in zip(asked.values(), replies):
             if isinstance(reply, LaunchError):
                 done.unreachable[group[0].address] = str(reply)

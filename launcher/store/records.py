@@ -76,7 +76,9 @@ class HostRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> HostRecord:
-        return cls(**dict(data, spec=HostSpec(**data["spec"])))
+        spec = dict(data["spec"])
+        spec["shared"] = tuple(spec.get("shared", ()))  # a JSON list; HostSpec is hashable
+        return cls(**dict(data, spec=HostSpec(**spec)))
 
 
 @dataclass

@@ -100,6 +100,34 @@ def _dashboard_line(console, text: str) -> None:
     _line(console, "dashboard", text, f"underline blue link {text}" if url else "")
 
 
+def _usage_lines(console, st: dict) -> None:
+    """Who is connected since when, and the tasks in flight: is the cluster in use?"""
+    import time
+
+    if st.get("clients") is None:
+        return
+    for c in st["clients"]:
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["since"]))
+        _line(console, "client", f"{c['who']} since {since}" + (f" from {c['address']}" if c.get("address") else "")
+              + f", {c['tasks']} task{'s' if c['tasks'] != 1 else ''}")
+    if not st["clients"]:
+        _line(console, "clients", "none connected")
+    tasks = st.get("tasks") or {}
+    _line(console, "tasks", f"{tasks.get('processing', 0)} processing, {tasks.get('queued', 0)} queued")
+
+
+def prometheus_line(p: dict, name: str | None) -> str:
+    """What ``status --prometheus FILE`` says it wrote (on stderr: stdout may be JSON)."""
+    if not p["targets"]:
+        return f"wrote {p['file']}: no target (cluster {name or ''} does not run)"
+    target = p["targets"][0]["targets"][0]
+    line = f"wrote {p['file']}: target {target}/metrics for Prometheus file_sd_configs"
+    if p["loopback_only"]:
+        line += (" (on the scheduler host's loopback: a Prometheus there reaches it; elsewhere use "
+                 "dashboard = \"open\" or pyku-launch dashboard's tunnel)")
+    return line
+
+
 def print_status(st: dict) -> None:
     """The status of a cluster (``api.status``) as lines and a table of hosts."""
     console = terminal()
@@ -108,6 +136,9 @@ def print_status(st: dict) -> None:
     if st["scheduler"] is None:  # not launched, corrupt, a launch killed half-way or under way
         if st.get("error") or st.get("detail"):
             click.echo(st.get("error") or st["detail"])
+        if st["state"] == "stopped":  # by itself (idle_timeout, max_lifetime)
+            click.echo(f"launch {st.get('inventory') or 'its inventory'} again to start it, "
+                       f"or pyku-launch stop --name {st['name']} to forget it")
         return
     _line(console, "scheduler", st["scheduler"], "cyan")
     _dashboard_line(console, st.get("dashboard_reach") or st["dashboard"] or "disabled")
@@ -117,6 +148,7 @@ def print_status(st: dict) -> None:
     for sh in st.get("shares", []):
         _line(console, "share", f"{sh['label']}: {sh['state']}, expires {sh['expires']}"
                                 + (f", revoked {sh['revoked']}" if sh.get("revoked") else ""))
+    _usage_lines(console, st)
     alive = st["state"] != "down"
     rows, styles = [], {}
     for h in st["hosts"]:

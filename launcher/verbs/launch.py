@@ -17,7 +17,7 @@ import time
 from launcher.verbs import plan, preflight
 from launcher.remote import readiness, commands
 from launcher.verbs import ship
-from launcher.store import state
+from launcher.store import state, stopped
 from launcher.security import tls
 from launcher.reach import tunnel
 from launcher.errors import LaunchError, by_cause
@@ -140,6 +140,7 @@ class _Launch:
                        tls=material["client"] if material else None,
                        ca_key=self.ca.key if self.ca else None,
                        shipped={p.name: p.fingerprint for p in self.shipped})
+            stopped.forget(self.inv.name)
             return state.read(self.inv.name)
         except BaseException:
             # Roll back on every host: errors, Ctrl-C, SIGTERM and SIGHUP alike.

@@ -48,7 +48,8 @@ def settings(inv: Inventory) -> dict:
     return {"scheduler_options": [list(x) for x in inv.scheduler_options],
             "worker_options": [list(x) for x in inv.worker_options],
             "dask_config": [list(x) for x in inv.dask_config],
-            "death_timeout": inv.death_timeout}
+            "death_timeout": inv.death_timeout,
+            "idle_timeout": inv.idle_timeout, "max_lifetime": inv.max_lifetime}
 
 
 def _show(key: str, value) -> str:
@@ -70,7 +71,8 @@ def _scheduler_changes(rec: ClusterRecord, inv: Inventory) -> list[Step]:
            "cluster.dashboard_port": inv.dashboard_port, "cluster.env": inv.scheduler.env,
            "cluster.python": inv.scheduler.python}
     now = settings(inv)
-    for key, setting in (("scheduler.options", "scheduler_options"), ("cluster.dask_config", "dask_config")):
+    for key, setting in (("scheduler.options", "scheduler_options"), ("cluster.dask_config", "dask_config"),
+                         ("cluster.idle_timeout", "idle_timeout"), ("cluster.max_lifetime", "max_lifetime")):
         if setting in rec.settings:
             old[key], new[key] = rec.settings[setting], now[setting]
     return [Step("refuse", k, f"refuse {k}: {_show(k, old[k])} → {_show(k, new[k])} needs a new scheduler "

@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from launcher.remote import agent
+from launcher.verbs import shared_dirs
 from launcher.ui import tables
 from launcher.ui.tables import fmt_bytes
 from launcher.errors import LaunchError, PreflightError
@@ -162,19 +163,28 @@ async def run(inv, targets: list[tuple[HostSpec, str, object]], *, allow_mismatc
     Returns a :class:`PreflightResult`.
     """
     reference = local_reference(inv)
+    shared = shared_dirs.prepare(inv)  # this machine's token files
 
     async def one(spec, role, conn):
+        request = payload(inv, spec, role)
+        if shared:
+            request["shared"] = shared.payload(spec, role)
         try:
-            reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **payload(inv, spec, role))
+            reply = await conn.agent("probe", timeout=spec.connect_timeout + 20, **request)
         except LaunchError as e:  # env failing, python not found: the host's environment is broken
             return Probe(spec, role, {}, problems=[e.message])
         probe = Probe(spec, role, reply)
         assess(inv, probe, reference)
+        if shared:
+            shared.assess(probe)
         if on_passed is not None and not probe.problems and (allow_mismatch or not probe.differences):
             on_passed(probe)
         return probe
 
-    probes = list(await asyncio.gather(*(one(*t) for t in targets)))
+    try:
+        probes = list(await asyncio.gather(*(one(*t) for t in targets)))
+    finally:
+        shared_dirs.cleanup(shared)
     table = mismatch_table(probes, reference)
     refused = [p for p in probes if p.problems or (p.differences and not allow_mismatch)]
     dropped = []

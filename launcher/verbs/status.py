@@ -10,13 +10,14 @@ from launcher.security import share
 from launcher.sources.base import Context
 from launcher.sources.registry import by_source
 from launcher.store import state
+from launcher.verbs import self_stop, usage
 
 #: ``pyku-launch status`` exits with the code of the state it reports: one
 #: rule for scripts, with or without ``--json`` (README, "Commands and exit
 #: codes"). 1 and 2 keep their meaning for every command (runtime failure,
 #: usage error); 3 is the preflight's.
 EXIT_CODES = {"running": 0, "degraded": 4, "launching": 5, "stopping": 5, "down": 6, "half-launched": 6,
-              "not launched": 7, "corrupt": 1}
+              "stopped": 6, "not launched": 7, "corrupt": 1}
 
 
 def not_launched(name: str | None) -> dict:
@@ -29,7 +30,9 @@ async def status_async(name: str) -> dict:
     """Per host expected and live workers and memory limit; ``state`` says up or down.
 
     The keys are stable (``--json``): name, scheduler, dashboard, state,
-    hosts[{address, role, expected, live, memory_limit}], missing.
+    hosts[{address, role, expected, live, memory_limit}], missing, clients[{who, since, address,
+    tasks, client}] and tasks{processing, queued} (None if the scheduler cannot tell), and, for a
+    cluster that stopped itself, stopped{reason, at}.
     """
     busy = state.holder(name)
     try:
@@ -51,10 +54,14 @@ async def status_async(name: str) -> dict:
     try:
         async with tunnel.recorded_scheduler(rec) as address:
             info = await readiness.identity(address, rec.security(), timeout=5)
+            use = await usage.read(address, rec.security())
         counts = readiness.workers_by_label(info)
         up = True
     except Exception:  # whatever the reason, the scheduler does not answer
-        counts, up = Counter(), False
+        counts, up, use = Counter(), False, None
+    if not up and (why := await self_stop.read(rec)):  # it stopped itself: say why, not just "down"
+        return {**not_launched(name), "state": "stopped", "stopped": why, "detail": self_stop.words(why),
+                "inventory": rec.inventory, "missing": rec.missing}
     async with Context(name) as ctx:  # a source that asks its hosts (a batch queue) opens what it needs
         rows = {id(r): row for source, group in by_source(rec.hosts)
                 for r, row in zip(group, await source.describe(ctx, group, counts))}
@@ -67,4 +74,6 @@ async def status_async(name: str) -> dict:
         st = "degraded"
     return {"name": name, "state": st, "scheduler": rec.scheduler, "dashboard": rec.dashboard,
             "protocol": rec.protocol, "inventory": rec.inventory, "hosts": hosts, "missing": rec.missing,
-            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec), "shipped": rec.shipped}
+            "shares": share.listed(rec), "dashboard_reach": dashboard.reach(rec), "shipped": rec.shipped,
+            "clients": use["clients"] if use else None,
+            "tasks": {"processing": use["processing"], "queued": use["queued"]} if use else None}

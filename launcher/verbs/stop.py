@@ -15,30 +15,34 @@ from __future__ import annotations
 import asyncio
 import time
 
-from launcher.store import state
+from launcher.store import state, stopped
+from launcher.verbs import self_stop
 from launcher.errors import LaunchError, by_cause
 from launcher.config.inventory import Inventory
 from launcher.ui.progress import Reporter
 from launcher.sources import registry
 from launcher.sources.base import Context, Stopped
 from launcher.sources.registry import by_source
-from launcher.sources.ssh import sweep_hosts
+from launcher.sources.ssh import stop_trees, sweep_hosts
 from launcher.store.records import HostRecord
-from launcher.remote.transport import StepHook
+from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
-                     on_step: StepHook | None = None) -> dict:
+                     on_step: StepHook | None = None, purge: bool = False) -> dict:
     """Stop cluster ``name``. Returns a summary; raises if anything may still run.
 
     ``locked``: the caller already holds the cluster's lock (a launch
-    cleaning up a dead cluster of the same name).
+    cleaning up a dead cluster of the same name). The logs stay on the
+    hosts (``pyku-launch logs`` reads them, launcher/store/stopped.py), unless ``purge``.
     """
     if not locked:
         with state.lock(name, "stop"):
-            return await stop_async(name, report=report, locked=True, on_step=on_step)
+            return await stop_async(name, report=report, locked=True, on_step=on_step, purge=purge)
     rec = state.read(name)  # CorruptState: kept, and the error says how to sweep
     if rec is None:
+        if purge and stopped.hosts(name):
+            return await purge_logs(name, report, on_step)
         report.info(f"cluster '{name}' is not running (nothing recorded): nothing to stop")
         return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
 
@@ -48,8 +52,10 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     survivors, unstopped_roles = {}, set()
     async with Context(name, on_step=on_step) as ctx:
         await ctx.open([h.spec for h in rec.hosts])
+        why = await self_stop.read(rec, ctx.conns) if not ctx.failed else None  # before its run files go
         for role in ("workers", "scheduler"):
-            done = await stop_role(ctx, [h for h in rec.hosts if h.role == role], settle=settle)
+            done = await stop_role(ctx, [h for h in rec.hosts if h.role == role], settle=settle,
+                                   keep_logs=not purge)
             summary["stopped"] += done.found
             summary["killed"] += done.killed
             summary["unreachable"] |= done.unreachable
@@ -64,21 +70,50 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
                           "answers): " + by_cause(summary["unreachable"]))
     for why in summary["unreachable"].values():
         report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
+    if purge:
+        stopped.forget(name)
+    else:
+        stopped.keep(rec)
     state.remove(name)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
+    if why:
+        summary["stopped_itself"] = why
     return summary
 
 
 async def stop_role(ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
-                    settle: float = 0.0) -> Stopped:
-    """Stop these trees, each through its source, all at once; what was proven gone and what was not."""
+                    settle: float = 0.0, keep_logs: bool = False) -> Stopped:
+    """Stop these trees, each through its source, all at once; what was proven gone and what was not.
+
+    ``keep_logs``: their run directories keep the logs (``pyku-launch stop``; a rollback keeps nothing).
+    """
     groups = by_source(recs)
-    results = await asyncio.gather(*(source.stop(ctx, group, remaining=remaining, settle=settle)
-                                     for source, group in groups))
+    results = await asyncio.gather(*(source.stop(ctx, group, remaining=remaining, settle=settle,
+                                                 keep_logs=keep_logs) for source, group in groups))
     done = Stopped()
     for r in results:
         done.add(r)
     return done
+
+
+async def purge_logs(name: str, report: Reporter, on_step: StepHook | None = None) -> dict:
+    """``stop --purge`` of a stopped cluster: remove the logs its last stop left on every host."""
+    recs = stopped.hosts(name) or []
+    conns, failed = await open_connections([h.spec for h in recs], on_step)
+    try:
+        groups: dict[tuple, list[HostRecord]] = {}
+        for r in recs:
+            groups.setdefault(connection_key(r.spec), []).append(r)
+        keys = [k for k in groups if k in conns]
+        await asyncio.gather(*(stop_trees(conns[k], groups[k]) for k in keys))
+    finally:
+        await close_all(conns)
+    if failed:
+        raise LaunchError("logs kept on hosts not reached (run stop --purge again): "
+                          + by_cause({groups[k][0].address: e.message for k, e in failed.items()}))
+    stopped.forget(name)
+    report.info(f"cluster '{name}' was stopped: its logs removed from {len(keys)} host(s)")
+    return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}, "purged": True}
 
 
 async def sweep_async(inv: Inventory, *, report: Reporter, on_step: StepHook | None = None) -> dict:
