@@ -53,7 +53,7 @@ def test_a_colleague_connects_with_a_shared_file_and_computes(running, tmp_path,
         assert data["tls"]["cert"] != running.tls.cert  # a new certificate, not the owner's
 
         code = ("import launcher, sys\n"
-                "from launcher import state\n"
+                "from launcher.store import state\n"
                 "assert state.known_names() == [], state.known_names()\n"
                 "with launcher.connect(sys.argv[1] if len(sys.argv) > 1 else None) as c:\n"
                 "    ws = c.scheduler_info(n_workers=-1)['workers']\n"
