@@ -302,7 +302,7 @@ def test_uninstalling_either_leaves_the_other_working(dwd):
     try:
         venv.pip("uninstall", "-y", "pyku")
         assert _cli(venv, "--version").returncode == 0
-        assert venv.python_code("import launcher.cli, launcher.dask_env").returncode == 0
+        assert venv.python_code("import launcher.cli, launcher.reach.dask_env").returncode == 0
         venv.pip("install", dwd_wheel)
 
         venv.pip("uninstall", "-y", "pyku-launch")

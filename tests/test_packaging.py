@@ -8,13 +8,16 @@ pyku; the bundled pyku is the checkout's ``pyku/`` directory, file for file.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pyku.geo
 
 from launcher.remote import agent
 from launcher.testing import ROOT, missing, venvs
 
-WHERE = ("import json, launcher, pyku, pyku.geo; from launcher import agent; "
+WHERE = ("import json, launcher, pyku, pyku.geo; from launcher.remote import agent; "
          "print(json.dumps([launcher.__file__, pyku.__file__, pyku.geo.load_area_def('HYR-LAEA-5').shape, "
          "agent._providers(['pyku', 'launcher'])]))")
 PROVIDERS = {"pyku": "pyku-bundled 0.1.0", "launcher": "pyku-launch 0.1.0"}
@@ -61,3 +64,33 @@ def test_the_launcher_and_the_bundled_pyku_install_apart_editable_and_regular(tm
         assert not (site / "pyku").exists() and not (site / "launcher").exists()
     finally:
         venv.close()
+
+
+HYBRID = """\
+import json, sys
+from importlib import util
+sys.path[:0] = sys.argv[2:]
+spec = util.spec_from_file_location("agent", sys.argv[1])  # stdlib only, as on a host
+agent = util.module_from_spec(spec)
+spec.loader.exec_module(agent)
+print(json.dumps(agent._providers(["pyku"])))
+"""
+
+
+def test_the_probe_names_every_distribution_that_wrote_the_package(tmp_path):
+    """What the old packaging made (its files written over DWD's) is named as such, and a bare checkout as one."""
+    mixed, bare = tmp_path / "site", tmp_path / "checkout"
+    for top in (mixed, bare):
+        (top / "pyku").mkdir(parents=True)
+        (top / "pyku" / "__init__.py").write_text("")
+    for name, version in (("pyku", "1.1.1"), ("pyku_launch", "0.1.0")):
+        info = mixed / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n")
+        (info / "top_level.txt").write_text("pyku\n")
+        (info / "RECORD").write_text("pyku/__init__.py,,\n")
+    agent_py = str(ROOT / "launcher" / "agent.py")
+    for top, want in ((mixed, {"pyku 1.1.1", "pyku-launch 0.1.0"}), (bare, {f"from {bare / 'pyku'}"})):
+        out = subprocess.run([sys.executable, "-S", "-c", HYBRID, agent_py, str(top)], capture_output=True,
+                             text=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
+        assert set(json.loads(out)["pyku"].split(" + ")) == want, out
