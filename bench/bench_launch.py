@@ -84,7 +84,9 @@ def run_cli(tb, tmp, name, n, results):
     r = subprocess.run([sys.executable, "-m", "launcher.cli", str(inv), "--quiet"], cwd=u.ROOT,
                        capture_output=True, text=True, timeout=600)
     launch = time.perf_counter() - t0
-    rec = launcher.state.read(name)
+    from launcher.store import state
+
+    rec = state.read(name)
     if r.returncode != 0 or rec is None:
         raise RuntimeError(f"pyku-launch exited {r.returncode}: {r.stderr[-1500:]}")
     launcher.stop(name)
