@@ -8,7 +8,6 @@ are bound or connected to.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
@@ -16,7 +15,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ import time
 from pathlib import Path
 
 import launcher
+from _report import Figures, arguments, fmt_runs, machine_line, median, smoke_defaults, verdict  # noqa: F401
 from launcher.testing import ROOT
 from launcher.testing.clusters import cluster_processes, session_members, ssh_inventory  # noqa: F401
 from launcher.testing.sshd import descendants, free_port, proc_start_time, sshd_available, start_testbed  # noqa: F401
@@ -39,37 +38,7 @@ if Path(launcher.__file__).resolve().parents[1] != Path(__file__).resolve().pare
           f"(run as PYTHONPATH=. python3 bench/<script>.py to measure this one)", file=sys.stderr)
 
 
-# --------------------------------------------------------------------------- numbers
-
-
-def median(xs):
-    return statistics.median(xs)
-
-
-def fmt_runs(xs, unit="s"):
-    return " ".join(f"{x:.2f}" for x in xs) + (f" {unit}" if unit else "")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def machine_line() -> str:
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    load = os.getloadavg()
-    return (f"machine: {os.cpu_count()} CPUs, {mem / 2**30:.0f} GiB RAM, "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared with other work: noisy)")
-
-
-def arguments(doc: str) -> argparse.ArgumentParser:
-    """The parser every bench script starts from: its docstring's first line and --repeats."""
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration (default 3)")
-    return ap
+# --------------------------------------------------------------------------- set-up
 
 
 def ready() -> bool:
@@ -248,6 +217,13 @@ def leftovers(names=(), markers=(), tracked=()) -> list[str]:
     return sorted(set(out))
 
 
+def recorded(name: str):
+    """The launcher's record of cluster ``name`` (a ClusterRecord), or None: the one place bench/ reads state."""
+    from launcher.store import state
+
+    return state.read(name)
+
+
 def stop_all(names) -> None:
     """Stop every cluster a bench recorded under ``names``; a failed run may have left one."""
     import launcher
@@ -259,12 +235,13 @@ def stop_all(names) -> None:
             pass
 
 
-def run_on_testbed(names, body, **testbed) -> int:
+def run_on_testbed(names, body, figures=None, **testbed) -> int:
     """Run ``body(tb)`` on a fresh testbed; the script's exit code.
 
     On an exception it is printed and whatever ``names`` recorded is
     stopped; the testbed is always closed and :func:`final_check` run. 0 only
-    if the body ran through and nothing of ours is left.
+    if the body ran through, nothing of ours is left and ``figures`` (a
+    :class:`Figures`) printed every line it promised.
     """
     import traceback
 
@@ -278,7 +255,9 @@ def run_on_testbed(names, body, **testbed) -> int:
         stop_all(names)
     finally:
         tb.close()
-    return 0 if final_check(names) and ok else 1
+    clean = final_check(names)
+    failed = figures.exit_code(not ok) if figures is not None else not ok
+    return 0 if clean and not failed else 1
 
 
 def final_check(names=(), markers=(), tracked=(), dirs=()) -> bool:

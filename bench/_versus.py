@@ -226,7 +226,7 @@ def main(args) -> int:
     """The side-by-side run; its report. Returns the exit code."""
     import traceback
 
-    counts = [int(c) for c in args.hosts.split(",")]
+    counts = [int(c) for c in args.versus_hosts.split(",")]
     contenders = ("ours", "nologin", "peer") if args.no_login_too else ("ours", "peer")
     rows = {(c, who): [] for c in counts for who in contenders}
     names, crashed = [], False
@@ -267,12 +267,13 @@ def main(args) -> int:
         finally:
             u.stop_all(names)
             tb.close()
-        report(counts, rows)
-    u.final_check(names=names, markers=[f"bv{os.getpid()}"], dirs=[tmp])
-    return 1 if crashed else 0
+        figures = u.Figures("fanout", ("versus",))
+        report(counts, rows, figures)
+    clean = u.final_check(names=names, markers=[f"bv{os.getpid()}"], dirs=[tmp])
+    return figures.exit_code(crashed or not clean)
 
 
-def report(counts, rows) -> None:
+def report(counts, rows, figures) -> None:
     med = u.median
     print()
     print("N hosts x 1 worker: pyku-launch vs SSHCluster, same run (medians; ratio = ours / SSHCluster)")
@@ -302,6 +303,8 @@ def report(counts, rows) -> None:
             print(f"    teardown: stop {stop:.2f} s (runs {u.fmt_runs([r['stop'] for r in ours], '')}; processes left "
                   f"right after it returned: {left}); SSHCluster close() until its processes were gone "
                   f"{med([r['stop'] for r in peer]):.2f} s")
+            figures.line("versus", f"{c} hosts x 1, {LABELS[who]}: wall {w_o / w_p:.2f} x SSHCluster ({w_o:.2f} vs "
+                         f"{w_p:.2f} s), machine CPU launch + teardown {m_o / m_p:.2f} x, stop {stop:.2f} s")
             if c == 12 or len(counts) == 1:
                 print(f"TARGET {c} hosts x 1 ({LABELS[who]}): wall <= 0.6 x SSHCluster: {w_o / w_p:.2f} x -> "
                       f"{u.verdict(w_o / w_p <= 0.6)}; machine CPU (launch + teardown) <= 0.7 x: {m_o / m_p:.2f} x -> "

@@ -20,18 +20,18 @@
    the yearly files.
 3. The client's memory over 100 files: a separate client process (so the
    in-process scheduler of the LocalCluster is not counted) runs
-   persistent_processing over 100 small files on the same 2 workers and
-   samples its own RSS every 50 ms.  Target: flat, < 200 MiB of growth.
+   persistent_processing over ``--client-files`` small files on the same 2
+   workers and samples its own RSS every 50 ms.  Target: flat, < 200 MiB
+   of growth.
 
-    python bench/bench_bigfiles.py [--repeats 3] [--files 3] [--limit 700] [--big-years 13]
+    python bench/bench_bigfiles.py [--repeats 3] [--files 3] [--limit 700] [--big-years 13] [--client-files 100]
+                                   [--smoke]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,45 +40,49 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (str(ROOT), str(ROOT / "tests")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import _report  # bench/ is the script's directory, so on sys.path
+from launcher.testing.example import load_preprocess
 
-from example import load_preprocess  # noqa: E402  (tests/example.py)
+ROOT = Path(__file__).resolve().parent.parent
 
 MIB = 2**20
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = _report.arguments(__doc__, smoke="1 repeat; files of 31 days instead of years; 1 for the floor, 3 as "
+                                          "the big input on 2 workers x 300 MiB; 4 for the client")
     ap.add_argument("--files", type=int, default=3, help="yearly files for the floor comparison")
+    ap.add_argument("--days", type=int, default=None, help="days of each yearly file (default: the whole year)")
     ap.add_argument("--limit", type=int, default=700, help="memory_limit of each worker, MiB")
     ap.add_argument("--big-years", type=int, default=13, help="years of the big daily input")
+    ap.add_argument("--client-files", type=int, default=100, help="files of the client-memory run")
     ap.add_argument("--only", default="floor,big,client")
-    args = ap.parse_args(argv)
-    print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs", flush=True)
+    args = _report.smoke_defaults(ap, argv, repeats=1, files=1, limit=300, big_years=3, days=31, client_files=4)
+    parts = args.only.split(",")
+    figures = _report.Figures("bigfiles", [k for part, keys in (("floor", ("floor",)), ("big", ("big", "per-byte")),
+                                                                ("client", ("client",)))
+                                           if part in parts for k in keys])
+    print(_report.machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-bigfiles-") as tmp:
         tmp = Path(tmp)
-        parts = args.only.split(",")
         if "floor" in parts:
-            floor(tmp / "floor", args)
+            floor(figures, tmp / "floor", args)
         if "big" in parts or "client" in parts:
-            on_cluster(tmp / "cluster", args, parts)
-    return 0
+            on_cluster(figures, tmp / "cluster", args, parts)
+    return figures.exit_code()
 
 
 # --------------------------------------------------------------------------- 1. floor
 
 
-def floor(tmp, args):
+def floor(figures, tmp, args):
     import pyku  # noqa: F401
     import pyku.compute as compute
     import pyku.resources as resources
 
     preprocess = load_preprocess()
-    files = resources.write_sample_files(tmp / "in", variables=("tas",), years=range(1980, 1980 + args.files))
+    files = resources.write_sample_files(tmp / "in", variables=("tas",), years=range(1980, 1980 + args.files),
+                                         days=args.days)
     reference = compute.persistent_processing(preprocess, files[:1], tmp / "reference", parallel=False)[0]
     static, index = floor_setup(files[0], reference)
     pyku_s, floor_s = [], []
@@ -96,10 +100,11 @@ def floor(tmp, args):
             (pyku_s if mode == "pyku" else floor_s).append(elapsed)
             print(f"  repeat {r + 1} {mode:5s}: {elapsed:.2f} s per file", flush=True)
             shutil.rmtree(out)
-    p, f = statistics.median(pyku_s), statistics.median(floor_s)
-    print(f"FLOOR per yearly daily file (365 x 346 x 328 -> HYR-LAEA-5), median of {args.repeats}: "
-          f"pyku {p:.2f} s, hand-written floor {f:.2f} s -> {p / f:.2f} x "
-          f"(target <= 1.25 x: {'PASS' if p / f <= 1.25 else 'FAIL'})", flush=True)
+    p, f = _report.median(pyku_s), _report.median(floor_s)
+    steps = f"{args.days} days" if args.days else "a year"
+    figures.line("floor", f"per daily file ({steps} of 346 x 328 -> HYR-LAEA-5), pyku / hand-written floor "
+                 f"{p / f:.2f} x ({p:.2f} vs {f:.2f} s, median of {args.repeats}: pyku {_report.fmt_runs(pyku_s)}, "
+                 f"floor {_report.fmt_runs(floor_s)}; target <= 1.25 x: {_report.verdict(p / f <= 1.25)})")
 
 
 def floor_setup(first_input, reference):
@@ -107,8 +112,7 @@ def floor_setup(first_input, reference):
     import netCDF4
     import xarray as xr
 
-    from pyku import geo, regrid
-    from pyku.grids import get_grid
+    from pyku import geo, get_grid, regrid
 
     with xr.open_dataset(first_input) as ds:
         source, _, _ = geo.source_grid(ds)
@@ -136,11 +140,8 @@ def floor_one(src, dst, static_layout, index):
         nc.set_auto_mask(False)
         t2m = nc["T_2M"][...]
         bounds = nc["time_bnds"][...]
-    flat = t2m.reshape(t2m.shape[0], -1)
-    out = flat[:, index.index[0]]
+    out = index.apply(t2m)  # the gather, NaN where no neighbour: pyku's index applied as pyku does
     out = (out.astype("f8") + 273.15).astype("f4")
-    out[:, ~index.valid] = np.nan
-    out = out.reshape((t2m.shape[0],) + index.shape)
     with netCDF4.Dataset(dst, "w", format="NETCDF4") as nc:
         for d, n in dims.items():
             nc.createDimension(d, t2m.shape[0] if d == "time" else n)
@@ -163,7 +164,7 @@ def floor_one(src, dst, static_layout, index):
 # --------------------------------------------------------------------------- 2./3. on a cluster
 
 
-def on_cluster(tmp, args, parts):
+def on_cluster(figures, tmp, args, parts):
     import dask
     import distributed
 
@@ -174,28 +175,29 @@ def on_cluster(tmp, args, parts):
             distributed.Client(cluster) as client:
         client.run(lambda: __import__("pyku.compute"))
         if "big" in parts:
-            big_file(tmp, args, client, preprocess)
+            big_file(figures, tmp, args, client, preprocess)
         if "client" in parts:
-            client_memory(tmp, cluster.scheduler_address)
+            client_memory(figures, tmp, cluster.scheduler_address, args.client_files)
 
 
-def write_big_input(tmp, years):
-    """One daily file of ``years`` years, written year by year (never all in this process's memory)."""
+def write_big_input(tmp, years, days=None):
+    """One daily file of ``years`` years (``days`` of each), written year by year (never all in memory here)."""
     import dask
     import xarray as xr
 
     import pyku.resources as resources
 
-    yearly = resources.write_sample_files(tmp / "years", variables=("tas",), years=range(1980, 1980 + years))
+    yearly = resources.write_sample_files(tmp / "years", variables=("tas",), years=range(1980, 1980 + years),
+                                          days=days)
     big = tmp / "tas_big.nc"
     with xr.open_mfdataset(yearly, combine="nested", concat_dim="time", data_vars="minimal",
-                           coords="minimal", compat="override", chunks={"time": 365}) as ds, \
+                           coords="minimal", compat="override", chunks={"time": days or 365}) as ds, \
             dask.config.set(scheduler="synchronous"):  # here, not on the workers being measured
         ds.to_netcdf(big)
     return str(big), yearly
 
 
-def big_file(tmp, args, client, preprocess):
+def big_file(figures, tmp, args, client, preprocess):
     import psutil
     import xarray as xr
     from distributed import get_task_stream
@@ -203,7 +205,7 @@ def big_file(tmp, args, client, preprocess):
     import pyku.compute as compute
 
     t0 = time.perf_counter()
-    big, yearly = write_big_input(tmp, args.big_years)
+    big, yearly = write_big_input(tmp, args.big_years, args.days)
     with xr.open_dataset(big) as ds:
         nbytes = ds.nbytes
     limit = args.limit * MIB
@@ -226,15 +228,16 @@ def big_file(tmp, args, client, preprocess):
     small_wall = time.perf_counter() - t0
     per_byte_big, per_byte_small = big_wall / nbytes, small_wall / small_bytes
     peak = max(sampler.peak.values())
-    print(f"BIG {len(outputs)} pieces in {big_wall:.1f} s; peak RSS per worker "
-          + ", ".join(f"{v / MIB:.0f} MiB" for v in sampler.peak.values())
-          + f" = {peak / limit:.0%} of the limit (target <= 70 %: {'PASS' if peak <= 0.7 * limit else 'FAIL'}); "
-          f"restarted: {restarted} ({'PASS' if not restarted else 'FAIL'}); workers that ran pieces: "
-          f"{len(workers)} ({'PASS' if len(workers) == 2 else 'FAIL'})", flush=True)
+    ok = peak <= 0.7 * limit and not restarted and len(workers) == 2
+    figures.line("big", f"{nbytes / MIB:.0f} MiB in memory = {nbytes / limit:.1f} x a worker's limit on 2 workers x "
+                 f"{args.limit} MiB: {len(outputs)} pieces in {big_wall:.1f} s; peak RSS per worker "
+                 + ", ".join(f"{v / MIB:.0f} MiB" for v in sampler.peak.values())
+                 + f" = {peak / limit:.0%} of the limit; restarted: {restarted}; workers that ran pieces: "
+                 f"{len(workers)} (targets <= 70 %, no restart, both workers: {_report.verdict(ok)})")
     ratio = per_byte_big / per_byte_small
-    print(f"BIG per-byte time: big file {per_byte_big * 1e9 * MIB / 1e9:.3f} s/MiB, {small_n} yearly files "
-          f"{per_byte_small * MIB:.3f} s/MiB ({small_wall:.1f} s) -> {ratio:.2f} x "
-          f"(target <= 1.3 x: {'PASS' if ratio <= 1.3 else 'FAIL'})", flush=True)
+    figures.line("per-byte", f"big file {per_byte_big * MIB:.3f} s/MiB, {small_n} yearly files "
+                 f"{per_byte_small * MIB:.3f} s/MiB ({small_wall:.1f} s) -> {ratio:.2f} x "
+                 f"(target <= 1.3 x: {_report.verdict(ratio <= 1.3)})")
 
 
 class RssSampler:
@@ -266,13 +269,14 @@ class RssSampler:
 
 CLIENT = """
 import os, sys, threading, time
-sys.path[:0] = [{root!r}, {tests!r}]
+sys.path[:0] = [{root!r}]
 import psutil
 from distributed import Client
 import pyku, pyku.compute as compute, pyku.resources as resources
-from example import load_preprocess
+from launcher.testing.example import load_preprocess
 
-files = resources.write_sample_files({inputs!r}, variables=("tas",), years=range(1900, 2000), days=30, coarsen=4)
+files = resources.write_sample_files({inputs!r}, variables=("tas",), years=range(1900, 1900 + {nfiles}), days=30,
+                                     coarsen=4)
 me, samples, done = psutil.Process(), [], threading.Event()
 def sample():
     while not done.is_set():
@@ -285,25 +289,25 @@ with Client({address!r}) as client:
     outputs = compute.persistent_processing(load_preprocess(), files, {out!r}, progress=False)
     done.set(); sampler.join()
 first = [r for t, r in samples if t - t0 < 0.1 * (samples[-1][0] - t0)]
-print(len(outputs), first[0] if first else samples[0][1], max(first) if first else samples[0][1],
+print(len(files), len(outputs), first[0] if first else samples[0][1], max(first) if first else samples[0][1],
       max(r for t, r in samples), samples[-1][1], samples[-1][0] - t0)
 """
 
 
-def client_memory(tmp, address):
-    script = CLIENT.format(root=str(ROOT), tests=str(ROOT / "tests"), inputs=str(tmp / "small-in"),
-                           address=address, out=str(tmp / "small-out"))
+def client_memory(figures, tmp, address, nfiles):
+    script = CLIENT.format(root=str(ROOT), inputs=str(tmp / "small-in"), address=address, out=str(tmp / "small-out"),
+                           nfiles=nfiles)
     run = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
                          timeout=900)
     if run.returncode != 0:
         print("CLIENT run failed:\n" + run.stderr[-3000:])
         return
-    n, start, early, peak, end, wall = run.stdout.split()[-6:]
+    n, pieces, start, early, peak, end, wall = run.stdout.split()[-7:]
     start, early, peak, end = (int(x) / MIB for x in (start, early, peak, end))
     growth = peak - early
-    print(f"CLIENT {n} files in {float(wall):.1f} s: client RSS {start:.0f} MiB at the start, {early:.0f} MiB "
-          f"peak in the first 10 % of the run, {peak:.0f} MiB peak, {end:.0f} MiB at the end -> growth "
-          f"{growth:.0f} MiB (target flat, < 200 MiB: {'PASS' if growth < 200 else 'FAIL'})", flush=True)
+    figures.line("client", f"{n} files ({pieces} pieces) in {float(wall):.1f} s: client RSS {start:.0f} MiB at the start, {early:.0f} MiB "
+                 f"peak in the first 10 % of the run, {peak:.0f} MiB peak, {end:.0f} MiB at the end -> growth "
+                 f"{growth:.0f} MiB (target flat, < 200 MiB: {_report.verdict(growth < 200)})")
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ server->client data).  Only the SSH
 traffic goes through the proxies; workers reach the scheduler directly.
 
 With ``--versus`` it is instead a side-by-side with ``distributed.SSHCluster``
-on N worker hosts x 1 worker (N = 12 by default; ``--hosts 12,24``),
+on N worker hosts x 1 worker (N = 12 by default; ``--versus-hosts 12,24``),
 alternating the two within the run (``_versus.py``): wall until all
 registered, the machine's busy CPU-seconds of each launch and teardown,
-CPU-seconds per process kind. ``--smoke``: 3 hosts, 1 repeat (CI).
+CPU-seconds per process kind. ``--versus --smoke``: 2 hosts, 1 repeat (CI).
 
-    python bench/bench_fanout.py [--repeats 3] [--delay 0.05]
-    python bench/bench_fanout.py --versus [--hosts 12,24] [--repeats 3]
-    python bench/bench_fanout.py --smoke
+    python bench/bench_fanout.py [--repeats 3] [--delay 0.05] [--hosts 8] [--smoke]
+    python bench/bench_fanout.py --versus [--versus-hosts 12,24] [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -68,34 +67,34 @@ def launch_and_stop(tb, tmp, name, workers, ports=None, known_hosts=None, proxy=
 
 
 def main(argv=None) -> int:
-    ap = u.arguments(__doc__)
+    ap = u.arguments(__doc__, smoke="1 repeat, 2 worker hosts instead of 8")
     ap.add_argument("--delay", type=float, default=0.05, help="seconds added per direction (default 0.05)")
+    ap.add_argument("--hosts", type=int, default=WORKER_HOSTS, help="worker hosts of the fan-out (default 8)")
     ap.add_argument("--versus", action="store_true", help="side-by-side with SSHCluster on N hosts x 1 worker")
-    ap.add_argument("--hosts", default="12", help="--versus: worker host counts, comma separated (default 12)")
+    ap.add_argument("--versus-hosts", default="12", help="--versus: worker host counts, comma separated (default 12)")
     ap.add_argument("--no-login-too", action="store_true",
                     help="--versus: also pyku-launch with login_shell = false (a third contender)")
-    ap.add_argument("--smoke", action="store_true", help="--versus on 3 hosts, 1 repeat (under a minute)")
-    args = ap.parse_args(argv)
+    args = u.smoke_defaults(ap, argv, repeats=1, hosts=2, versus_hosts="2")
     if not u.ready():
         return 1
-    if args.smoke:
-        args.versus, args.hosts, args.repeats = True, "3", 1
     if args.versus:
         import _versus
 
         return _versus.main(args)
+    figures = u.Figures("fanout", ("fan-out", "round-trips"))
     rtt = 2 * args.delay
+    many = tuple(range(1, 1 + args.hosts))
     configs = {  # label -> (worker host indexes, which proxy)
-        "direct 1x2": ((1,), None), "direct 8x2": (tuple(range(1, 1 + WORKER_HOSTS)), None),
-        "proxy 0ms 1x2": ((1,), "zero"), "proxy 0ms 8x2": (tuple(range(1, 1 + WORKER_HOSTS)), "zero"),
+        "direct 1x2": ((1,), None), f"direct {len(many)}x2": (many, None),
+        "proxy 0ms 1x2": ((1,), "zero"), f"proxy 0ms {len(many)}x2": (many, "zero"),
         f"proxy +{rtt * 1000:.0f}ms 1x2": ((1,), "slow"),
-        f"proxy +{rtt * 1000:.0f}ms 8x2": (tuple(range(1, 1 + WORKER_HOSTS)), "slow"),
+        f"proxy +{rtt * 1000:.0f}ms {len(many)}x2": (many, "slow"),
     }
     rows: dict[str, list[dict]] = {k: [] for k in configs}
     names = []
     crashed = False
     with u.private_state("bench-fanout-") as tmp:
-        tb = u.start_testbed(n_hosts=1 + WORKER_HOSTS)
+        tb = u.start_testbed(n_hosts=1 + len(many))
         proxies = {"zero": u.DelayProxy(0.0), "slow": u.DelayProxy(args.delay)}
         ports = {k: {i: p.add(h.address, h.address, h.port) for i, h in enumerate(tb.hosts)}
                  for k, p in proxies.items()}
@@ -131,12 +130,14 @@ def main(argv=None) -> int:
             for p in proxies.values():
                 p.close()
             tb.close()
-        report(rows, rtt)
-    u.final_check(names=names, markers=[f"bf{os.getpid()}"])
-    return 1 if crashed else 0
+        report(figures, rows, rtt, f"{len(many)}x2")
+    clean = u.final_check(names=names, markers=[f"bf{os.getpid()}"])
+    return figures.exit_code(crashed or not clean)
 
 
-def report(rows, rtt):
+def report(figures, rows, rtt, many):
+    """The medians, the fan-out figure (``many`` = "8x2": 8 hosts x 2 against 1 x 2) and the round trips."""
+    n = int(many.split("x")[0])
     med = {k: u.median([r["launch"] for r in v]) for k, v in rows.items() if v}
     print()
     print("launch until all registered (median of runs)")
@@ -144,12 +145,12 @@ def report(rows, rtt):
         if v:
             print(f"  {k:18s} {med[k]:6.2f} s   runs {u.fmt_runs([r['launch'] for r in v])}; "
                   f"stop median {u.median([r['stop'] for r in v]):.2f} s")
-    if "direct 1x2" in med and "direct 8x2" in med:
-        d = med["direct 8x2"] - med["direct 1x2"]
-        print(f"TARGET fan-out: 8 hosts x 2 <= 1 host x 2 + 1.5 s: +{d:.2f} s "
-              f"({med['direct 8x2']:.2f} vs {med['direct 1x2']:.2f} s, ratio {med['direct 8x2'] / med['direct 1x2']:.2f}) "
-              f"-> {u.verdict(d <= 1.5)}")
-    for k in ("direct 1x2", "direct 8x2"):
+    if "direct 1x2" in med and f"direct {many}" in med:
+        d = med[f"direct {many}"] - med["direct 1x2"]
+        figures.line("fan-out", f"{n} hosts x 2 against 1 host x 2: +{d:.2f} s ({med[f'direct {many}']:.2f} vs "
+                     f"{med['direct 1x2']:.2f} s, median of {len(rows['direct 1x2'])}; target <= +1.5 s: "
+                     f"{u.verdict(d <= 1.5)})")
+    for k in ("direct 1x2", f"direct {many}"):
         if rows.get(k):
             ph = _phase_medians(rows[k])
             cpu = u.median([r["cpu"] for r in rows[k]])
@@ -161,7 +162,7 @@ def report(rows, rtt):
             print(f"      agent steps: {sp}")
     keys = [k for k in rows if k.startswith("proxy +")]
     estimates = {}
-    for hosts in ("1x2", "8x2"):
+    for hosts in ("1x2", many):
         slow, zero = next((k for k in keys if k.endswith(hosts)), None), f"proxy 0ms {hosts}"
         if slow in med and zero in med:
             est = (med[slow] - med[zero]) / rtt
@@ -188,7 +189,7 @@ def report(rows, rtt):
     # follows how long the wait takes (CPU-bound here), not the host count, and
     # they run beside the critical path. They are counted apart.
     counted = {}
-    for hosts in ("1x2", "8x2"):
+    for hosts in ("1x2", many):
         slow = next((k for k in keys if k.endswith(hosts)), None)
         if slow and rows.get(slow):
             turns, steps, watch = [], [], []
@@ -201,14 +202,14 @@ def report(rows, rtt):
             counted[hosts] = (max(turns) if turns else None, max(steps) if steps else None,
                               max(watch) if watch else 0)
     if len(counted) == 2:
-        (t1, s1, w1), (t8, s8, w8) = counted["1x2"], counted["8x2"]
+        (t1, s1, w1), (t8, s8, w8) = counted["1x2"], counted[many]
         ok = t1 is not None and t8 is not None and t8 <= t1 + 1 and s8 == s1
-        print(f"TARGET round trips fixed, not per host: per SSH connection at most {t1} wire turns and {s1} agent "
-              f"steps with 1 worker host, {t8} and {s8} with 8 (all connections concurrent; besides, "
-              f"at most {w1} and {w8} 'status' watch steps while waiting) -> {u.verdict(ok)}")
+        figures.line("round-trips", f"per SSH connection at most {t1} wire turns and {s1} agent steps with 1 worker "
+                     f"host, {t8} and {s8} with {n} (all connections concurrent; besides, at most {w1} and {w8} "
+                     f"'status' watch steps while waiting; target: fixed, not per host: {u.verdict(ok)})")
         if len(estimates) == 2:
             print(f"    timing estimate (launch +latency - 0 ms) / RTT: {estimates['1x2']:.1f} with 1 host, "
-                  f"{estimates['8x2']:.1f} with 8 (distorted, either way, by CPU contention: 9 sshd "
+                  f"{estimates[many]:.1f} with {n} (distorted, either way, by CPU contention: {n + 1} sshd "
                   f"'hosts' share {os.cpu_count()} cores, so every step there is CPU-bound and noisy)")
     left = [len(r["left"]) for v in rows.values() for r in v]
     print(f"processes left right after each stop returned: {sum(left)} (over {len(left)} launches)")

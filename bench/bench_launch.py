@@ -18,7 +18,7 @@ workers), a profile of where the launch time goes, and writes the plot
 ``bench/launch_times.png``.  Exit code: 0 unless the script itself crashed
 (targets are reported, not enforced).
 
-    python bench/bench_launch.py [--repeats 3] [--counts 1,10,30]
+    python bench/bench_launch.py [--repeats 3] [--counts 1,10,30] [--smoke]
 """
 
 from __future__ import annotations
@@ -84,9 +84,7 @@ def run_cli(tb, tmp, name, n, results):
     r = subprocess.run([sys.executable, "-m", "launcher.cli", str(inv), "--quiet"], cwd=u.ROOT,
                        capture_output=True, text=True, timeout=600)
     launch = time.perf_counter() - t0
-    from launcher.store import state
-
-    rec = state.read(name)
+    rec = u.recorded(name)
     if r.returncode != 0 or rec is None:
         raise RuntimeError(f"pyku-launch exited {r.returncode}: {r.stderr[-1500:]}")
     launcher.stop(name)
@@ -144,7 +142,11 @@ def _is_sshd(pid):
 
 
 def plot(counts, ours, peer, path):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot: not drawn, matplotlib is not installed (pip install -e '.[bench]')")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -167,20 +169,22 @@ def plot(counts, ours, peer, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    print(f"plot: {path}")
 
 
 def main(argv=None) -> int:
-    ap = u.arguments(__doc__)
+    ap = u.arguments(__doc__, smoke="1 repeat of 1 and 2 workers, the plot in a temporary directory")
     ap.add_argument("--counts", default="1,10,30", help="workers per host (comma separated)")
     ap.add_argument("--png", default=str(Path(__file__).resolve().parent / "launch_times.png"))
     ap.add_argument("--protocol", choices=("tls", "tcp"), default="tls",
                     help="pyku-launch's protocol (default tls, its default; SSHCluster always uses tcp)")
-    args = ap.parse_args(argv)
+    args = u.smoke_defaults(ap, argv, repeats=1, counts="1,2", png="")
     global PROTOCOL
     PROTOCOL = args.protocol
     counts = [int(c) for c in args.counts.split(",")]
     if not u.ready():
         return 1
+    figures = u.Figures("launch", ("launch", "cli", "stop"))
     names, ours_rows, peer_rows, cli_rows = [], [], [], []
     crashed = False
     with u.private_state("bench-launch-") as tmp:
@@ -229,12 +233,12 @@ def main(argv=None) -> int:
         finally:
             u.stop_all(names)  # anything a failed run left recorded
             tb.close()
-        report(counts, ours_rows, peer_rows, args.png, cli_rows)
-    u.final_check(names=names, markers=[f"bl{os.getpid()}"], dirs=[tmp])
-    return 1 if crashed else 0
+        report(figures, counts, ours_rows, peer_rows, args.png or str(tmp / "launch_times.png"), cli_rows)
+    clean = u.final_check(names=names, markers=[f"bl{os.getpid()}"], dirs=[tmp])
+    return figures.exit_code(crashed or not clean)
 
 
-def report(counts, ours_rows, peer_rows, png, cli_rows=()):
+def report(figures, counts, ours_rows, peer_rows, png, cli_rows=()):
     ours = {n: [r["launch"] for r in ours_rows if r["n"] == n] for n in counts}
     peer = {n: [r["launch"] for r in peer_rows if r["n"] == n] for n in counts}
     stops = {n: [r["stop"] for r in ours_rows if r["n"] == n] for n in counts}
@@ -248,18 +252,20 @@ def report(counts, ours_rows, peer_rows, png, cli_rows=()):
     big = max(counts)
     if ours[big] and peer[big]:
         ratio = u.median(ours[big]) / u.median(peer[big])
-        print(f"TARGET launch (1 host x {big}) <= 0.4 x SSHCluster: {ratio:.2f} x -> {u.verdict(ratio <= 0.4)}")
+        figures.line("launch", f"1 host x {big} workers: pyku-launch / SSHCluster {ratio:.2f} x "
+                     f"({u.median(ours[big]):.2f} vs {u.median(peer[big]):.2f} s, median of {len(ours[big])}; "
+                     f"target <= 0.4 x: {u.verdict(ratio <= 0.4)})")
     cli = [r["launch"] for r in cli_rows]
     if cli and peer[big]:
-        print(f"  the pyku-launch command in a fresh process (interpreter start and imports included), {big} workers: "
-              f"median {u.median(cli):.2f} s (runs {u.fmt_runs(cli)}), {u.median(cli) / u.median(peer[big]):.2f} x "
-              f"SSHCluster")
+        figures.line("cli", f"the pyku-launch command in a fresh process (interpreter start and imports included), "
+                     f"{big} workers: {u.median(cli) / u.median(peer[big]):.2f} x SSHCluster "
+                     f"({u.median(cli):.2f} s, median of {len(cli)}: {u.fmt_runs(cli)})")
     if stops[big]:
         left = [r["left"] for r in ours_rows if r["n"] == big]
         ok = u.median(stops[big]) <= 3.0 and all(not x for x in left)
-        print(f"TARGET stop ({big} workers) <= 3 s and nothing left when it returns: median "
-              f"{u.median(stops[big]):.2f} s (runs {u.fmt_runs(stops[big])}), processes left right after return: "
-              f"{[len(x) for x in left]} -> {u.verdict(ok)}")
+        figures.line("stop", f"{big} workers: {u.median(stops[big]):.2f} s (median of {len(stops[big])}: "
+                     f"{u.fmt_runs(stops[big])}), processes left right after it returned: {[len(x) for x in left]} "
+                     f"(target <= 3 s and none left: {u.verdict(ok)})")
     for n in counts:
         if stops[n] and n != big:
             print(f"  stop, {n} workers: median {u.median(stops[n]):.2f} s (runs {u.fmt_runs(stops[n])})")
@@ -287,7 +293,6 @@ def report(counts, ours_rows, peer_rows, png, cli_rows=()):
     if rows:
         print(f"agent steps per connection (launch): {rows[0]['trips']}; stop: {rows[0]['stop_trips']}")
     plot(counts, ours, peer, png)
-    print(f"plot: {png}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ then stops it (``launcher.stop``, checking nothing is left).  For scale it
 also measures a bare ``python -c "import distributed"``.  Target:
 the pyku-launch process stays under 150 MiB.
 
-    python bench/bench_memory.py [--repeats 3] [--modes api,cli] [--memory-limit 256MiB]
+    python bench/bench_memory.py [--repeats 3] [--modes api,cli] [--memory-limit 256MiB] [--hosts 4]
+                                 [--per-host 30] [--smoke]
 """
 
 from __future__ import annotations
@@ -82,20 +83,24 @@ def baseline(module):
 
 
 def main(argv=None) -> int:
-    ap = u.arguments(__doc__)
+    ap = u.arguments(__doc__, smoke="1 repeat of 1 host x 2 workers")
     ap.add_argument("--modes", default="api,cli")
     ap.add_argument("--memory-limit", default="256MiB")
-    args = ap.parse_args(argv)
+    ap.add_argument("--hosts", type=int, default=HOSTS, help="worker hosts (default 4)")
+    ap.add_argument("--per-host", type=int, default=PER_HOST, help="workers per host (default 30)")
+    args = u.smoke_defaults(ap, argv, repeats=1, hosts=1, per_host=2)
     modes = args.modes.split(",")
+    hosts, per_host = args.hosts, args.per_host
     if not u.ready():
         return 1
+    figures = u.Figures("memory", tuple(modes))
     rows = {m: [] for m in modes}
     names = []
     crashed = False
     with u.private_state("bench-memory-") as tmp:
-        tb = u.start_testbed(n_hosts=1 + HOSTS)
+        tb = u.start_testbed(n_hosts=1 + hosts)
         print(f"testbed: {len(tb.hosts)} sshd on {tb.addresses[0]}..{tb.addresses[-1]} port {tb.port}; scheduler on "
-              f"{tb.addresses[0]}, {HOSTS} hosts x {PER_HOST} workers, nthreads 1, memory_limit {args.memory_limit}; "
+              f"{tb.addresses[0]}, {hosts} hosts x {per_host} workers, nthreads 1, memory_limit {args.memory_limit}; "
               f"{args.repeats} repeats")
         try:
             import launcher
@@ -104,14 +109,14 @@ def main(argv=None) -> int:
                 for mode in modes:
                     name = f"bm{os.getpid()}r{r}{mode}"
                     names.append(name)
-                    inv = u.write_inventory(tmp / f"{name}.toml", tb, name=name, workers=tuple(range(1, 1 + HOSTS)),
-                                            nworkers=PER_HOST, memory_limit=args.memory_limit, timeout=TIMEOUT)
+                    inv = u.write_inventory(tmp / f"{name}.toml", tb, name=name, workers=tuple(range(1, 1 + hosts)),
+                                            nworkers=per_host, memory_limit=args.memory_limit, timeout=TIMEOUT)
                     try:
                         if mode == "api":
                             peak, launch = run_api(inv)
                         else:
                             peak, launch = run_cli(inv, tmp)
-                        rec = launcher.state.read(name)
+                        rec = u.recorded(name)
                         t0 = time.perf_counter()
                         summary = launcher.stop(name)
                         stop = time.perf_counter() - t0
@@ -133,13 +138,13 @@ def main(argv=None) -> int:
         finally:
             u.stop_all(names)  # anything a failed run left recorded
             tb.close()
-        base = {m: baseline(m) for m in ("sys", "distributed", "launcher.launch")}
-        report(rows, base)
-    u.final_check(names=names, markers=[f"bm{os.getpid()}"])
-    return 1 if crashed else 0
+        base = {m: baseline(m) for m in ("sys", "distributed", "launcher")}
+        report(figures, rows, base, hosts, per_host)
+    clean = u.final_check(names=names, markers=[f"bm{os.getpid()}"])
+    return figures.exit_code(crashed or not clean)
 
 
-def report(rows, base):
+def report(figures, rows, base, hosts, per_host):
     print()
     for mode, v in rows.items():
         if not v:
@@ -147,8 +152,8 @@ def report(rows, base):
         peaks = [r["peak"] / MiB for r in v]
         m = u.median(peaks)
         what = "launcher.launch in a subprocess (VmHWM)" if mode == "api" else "pyku-launch CLI (ru_maxrss)"
-        print(f"TARGET peak RSS < 150 MiB, {what}, {HOSTS} x {PER_HOST} workers: median {m:.1f} MiB "
-              f"(runs {u.fmt_runs(peaks, 'MiB')}) -> {u.verdict(m < 150)}")
+        figures.line(mode, f"peak RSS of {what}, {hosts} x {per_host} workers: {m:.1f} MiB (median of {len(v)}: "
+                     f"{u.fmt_runs(peaks, 'MiB')}; target < 150 MiB: {u.verdict(m < 150)})")
         print(f"    launch median {u.median([r['launch'] for r in v]):.1f} s, stop median "
               f"{u.median([r['stop'] for r in v]):.2f} s, processes left after stop: {sum(len(r['left']) for r in v)}")
     print("for scale, peak RSS of a bare interpreter: " + ", ".join(

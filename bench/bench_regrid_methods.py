@@ -16,10 +16,9 @@ reuse (weights known: pyku's cache; pyresample's precomputed neighbour or
 bilinear info; the bucket resampler has no reusable state).  Also: mean
 absolute difference between the two results where both are valid.
 
-    python bench/bench_regrid_methods.py [--repeats 3] [--days 31]
+    python bench/bench_regrid_methods.py [--repeats 3] [--days 31] [--smoke]
 """
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -31,7 +30,8 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench_project  # its timer (bench/ is on sys.path when run as a script)
+import _report  # bench/ is on sys.path when run as a script
+import bench_project  # its timer
 
 import pyku
 from pyku import regrid, resources
@@ -112,11 +112,12 @@ def bench_pyresample(ds, method, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = _report.arguments(__doc__, smoke="1 repeat of 2 daily steps")
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--methods", default="bilinear,idw,conservative")
-    args = parser.parse_args(argv)
+    args = _report.smoke_defaults(parser, argv, repeats=1, days=2)
+    methods = args.methods.split(",")
+    figures = _report.Figures("regrid", methods)
     warnings.filterwarnings("ignore")
     ds = resources.sample_dataset("tas", days=args.days)
     print(f"source {ds.sizes['rlon']} x {ds.sizes['rlat']} rotated pole, {args.days} daily float32 steps; "
@@ -124,15 +125,18 @@ def main(argv=None):
     import pyresample
     print(f"{'method':13s} {'pyku one-shot':>14s} {'pyku reuse':>11s} {'pyresample ' + pyresample.__version__:>18s}"
           f" {'its reuse':>10s} {'ratio 1-shot':>13s} {'ratio reuse':>12s} {'mean |diff|':>12s}")
-    for method in args.methods.split(","):
+    for method in methods:
         p_one, p_reuse, p_out = bench_pyku(ds, method, args.repeats)
         r_one, r_reuse, r_out = bench_pyresample(ds, method, args.repeats)
         both = np.isfinite(p_out) & np.isfinite(r_out)
         diff = np.abs(p_out[both] - r_out[both]).mean() if both.any() else float("nan")
         print(f"{method:13s} {p_one:13.3f}s {p_reuse:10.3f}s {r_one:17.3f}s {r_reuse:9.3f}s "
               f"{r_one / p_one:12.2f}x {r_reuse / p_reuse:11.2f}x {diff:11.4f}K")
+        figures.line(method, f"{args.days} daily steps, pyresample / pyku: one-shot {r_one / p_one:.2f} x "
+                     f"({r_one:.3f} vs {p_one:.3f} s), reuse {r_reuse / p_reuse:.2f} x ({r_reuse:.3f} vs "
+                     f"{p_reuse:.3f} s), medians of {args.repeats}; mean |diff| {diff:.4f} K")
     print("ratio = pyresample / pyku time (> 1: pyku faster)")
-    return 0
+    return figures.exit_code()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ host, both this machine). Per repeat, in the same run and on the same hosts:
 Prints medians, the ratio and PASS/FAIL of the target (repair <= 1.5 x the
 fresh launch). Exit code: 0 unless the script itself crashed.
 
-    python bench/bench_repair.py [--repeats 3] [--nworkers 30]
+    python bench/bench_repair.py [--repeats 3] [--nworkers 30] [--smoke]
 """
 
 from __future__ import annotations
@@ -62,11 +62,12 @@ def one_repeat(tb, tmp, name: str, n: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = u.arguments(__doc__)
+    ap = u.arguments(__doc__, smoke="1 repeat of 2 workers")
     ap.add_argument("--nworkers", type=int, default=30)
-    args = ap.parse_args(argv)
+    args = u.smoke_defaults(ap, argv, repeats=1, nworkers=2)
     if not u.ready():
         return 1
+    figures = u.Figures("repair", ("repair",))
     rows, names, crashed = [], [], False
     with u.private_state("bench-repair-") as tmp:
         tb = u.start_testbed(n_hosts=2)
@@ -92,8 +93,9 @@ def main(argv=None) -> int:
         ratio = repair / fresh
         print(f"fresh launch: median {fresh:.2f} s ({u.fmt_runs([x['fresh'] for x in rows])})")
         print(f"repair:       median {repair:.2f} s ({u.fmt_runs([x['repair'] for x in rows])})")
-        print(f"target: repair <= {TARGET} x fresh launch: {ratio:.2f} x -> {u.verdict(ratio <= TARGET)}")
-    return 1 if crashed or not clean else 0
+        figures.line("repair", f"1 host x {args.nworkers} workers: repair / fresh launch {ratio:.2f} x ({repair:.2f} vs "
+                     f"{fresh:.2f} s, median of {len(rows)}; target <= {TARGET} x: {u.verdict(ratio <= TARGET)})")
+    return figures.exit_code(crashed or not clean)
 
 
 if __name__ == "__main__":

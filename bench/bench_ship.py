@@ -7,7 +7,7 @@ launch as is and one with pyku shipped (packed here, sent with each of the
 Also timed: packing alone (``launcher.ship.pack``). Target: the shipped
 launch <= 1.5 x the plain one.
 
-    python bench/bench_ship.py [--repeats 3]
+    python bench/bench_ship.py [--repeats 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from pathlib import Path
 import _util as u  # bench/ is the script's directory, so on sys.path
 
 
-def main() -> int:
-    args = u.arguments(__doc__).parse_args()
+def main(argv=None) -> int:
+    ap = u.arguments(__doc__, smoke="1 repeat")
+    args = u.smoke_defaults(ap, argv, repeats=1)
+    figures = u.Figures("ship", ("launch",))
     if not u.ready():
         return 0
     import launcher
@@ -47,10 +49,10 @@ def main() -> int:
             print(f"pack              {u.fmt_runs(packs)}  median {u.median(packs):.3f} s")
             print(f"launch            {u.fmt_runs(plain)}  median {u.median(plain):.2f} s")
             print(f"launch + ship     {u.fmt_runs(shipped)}  median {u.median(shipped):.2f} s")
-            print(f"shipped / plain: {ratio:.2f} x (+{u.median(shipped) - u.median(plain):.2f} s; "
-                  f"target <= 1.5 x: {u.verdict(ratio <= 1.5)})")
+            figures.line("launch", f"shipped / plain {ratio:.2f} x (+{u.median(shipped) - u.median(plain):.2f} s; "
+                         f"median of {args.repeats}; target <= 1.5 x: {u.verdict(ratio <= 1.5)})")
 
-    return u.run_on_testbed(names, body, n_hosts=3, first=2)
+    return u.run_on_testbed(names, body, figures, n_hosts=3, first=2)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ port forward to the scheduler's host (TLS inside SSH: the bytes are
 encrypted twice). Also timed: opening the tunnel (SSH connect + forward +
 Client handshake) vs a direct Client. Target: tunnelled gather <= 3 x direct.
 
-    python bench/bench_tunnel.py [--repeats 3] [--mb 100]
+    python bench/bench_tunnel.py [--repeats 3] [--mb 100] [--smoke]
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ def _timed_gather(client, nbytes: int) -> float:
     return dt
 
 
-def main() -> int:
-    ap = u.arguments(__doc__)
+def main(argv=None) -> int:
+    ap = u.arguments(__doc__, smoke="1 repeat, a 10 MB result")
     ap.add_argument("--mb", type=int, default=100, help="size of the result in MB (default 100)")
-    args = ap.parse_args()
+    args = u.smoke_defaults(ap, argv, repeats=1, mb=10)
+    figures = u.Figures("tunnel", ("gather",))
     if not u.ready():
         return 0
     import launcher
@@ -75,11 +76,13 @@ def main() -> int:
                       f"({args.mb / u.median(direct):.0f} MB/s)")
                 print(f"gather {args.mb} MB tunnel   {u.fmt_runs(tunnelled)}  median {u.median(tunnelled):.2f} s "
                       f"({args.mb / u.median(tunnelled):.0f} MB/s)")
-                print(f"tunnel / direct: {ratio:.2f} x  (target <= 3 x: {u.verdict(ratio <= 3)})")
+                figures.line("gather", f"tunnel / direct {ratio:.2f} x ({args.mb} MB: {u.median(tunnelled):.2f} vs "
+                             f"{u.median(direct):.2f} s, median of {args.repeats}; target <= 3 x: "
+                             f"{u.verdict(ratio <= 3)})")
             finally:
                 launcher.stop(names[0])
 
-    return u.run_on_testbed(names, body, n_hosts=2, first=2)
+    return u.run_on_testbed(names, body, figures, n_hosts=2, first=2)
 
 
 if __name__ == "__main__":

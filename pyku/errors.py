@@ -59,14 +59,20 @@ class _Rebuilt:
 
 
 class StepTooLargeError(_Rebuilt, PykuError, MemoryError):
-    """One time step of an input cannot fit in the memory one piece may use."""
+    """One time step of an input cannot fit in the memory one piece may use at worst.
+
+    The message gives the figures the refusal used: the step's size (or the
+    measured working set of one step), the memory_limit, what the process
+    held and the threshold (see :func:`pyku.pieces.memory_budget`).
+    """
 
     def __init__(self, path, variable, step_bytes, budget, working_set=None):
         self._init = (path, variable, step_bytes, budget, working_set)
-        need = (f"one time step of '{variable}' is {step_bytes / 2**20:.1f} MiB" if working_set is None else
-                f"one time step needs {working_set / 2**20:.1f} MiB with func's temporaries "
-                f"('{variable}': {step_bytes / 2**20:.1f} MiB a step)")
-        super().__init__(f"{path}: {need}, more than the {budget.nbytes / 2**20:.1f} MiB one piece may use "
+        need = (f"one time step of '{variable}' is {step_bytes / 2**20:.1f} MiB (twice that with its output)"
+                if working_set is None else
+                f"one time step needs {working_set / 2**20:.1f} MiB with func's temporaries by the measured "
+                f"estimate ('{variable}': {step_bytes / 2**20:.1f} MiB a step)")
+        super().__init__(f"{path}: {need}, more than the {budget.most / 2**20:.1f} MiB one piece may use "
                          f"on {budget.source}; give each worker more memory (memory_limit) or run "
                          "fewer workers per host")
 

@@ -11,8 +11,8 @@ The working set of ``n`` steps is ``fixed + n * per_step``: both are
 measured by :func:`measure` (the function run on one and on a few time
 steps under :mod:`tracemalloc`, which sees numpy's buffers), so a function
 that makes many temporaries gets smaller pieces than one that makes none.
-The budget comes from the memory limit of the worker that plans (see
-:func:`memory_budget`).
+The budget comes from the memory limit of the worker that plans and
+distributed's own thresholds (see :func:`memory_budget`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,17 @@ import numpy as np
 
 from pyku.errors import StepTooLargeError
 
-# Fraction of a worker's memory_limit that the process may reach with a
-# piece by the estimate: leaves room for what tracemalloc does not see
-# (HDF5's buffers, freed memory the allocator keeps), so the real peak stays
-# below distributed's spill (0.7) and pause (0.8) thresholds.
+# Single-threaded (no worker, no memory_limit): the fraction of the RAM
+# available now that one piece may use.
 LIMIT_FRACTION = 0.5
+# On a worker the fractions of memory_limit come from distributed's own
+# thresholds (dask config ``distributed.worker.memory.*``, as the worker
+# and its nanny read them): pieces aim to keep the process below ``target``
+# (0.6; the 0.1 to ``spill`` covers what tracemalloc does not see: HDF5's
+# buffers, freed memory the allocator keeps), and a step is refused only
+# when it cannot fit below ``pause`` (0.8), where the worker stops taking
+# tasks; ``terminate`` (0.95) is where its nanny kills it.
+THRESHOLDS = ("target", "spill", "pause", "terminate")
 # A function that cannot be measured (it fails on one step) is assumed to
 # hold this many copies of its input step.
 DEFAULT_FACTOR = 6.0
@@ -58,34 +64,83 @@ class Piece:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """Bytes one piece may use, and where that figure comes from (for messages)."""
+    """Bytes one piece may use, and where the figures come from (for messages).
+
+    Pieces aim at ``nbytes``; ``most`` is what one piece may use at worst
+    (below a worker's pause threshold): a time step that needs more is
+    refused, one that needs more than ``nbytes`` but fits ``most`` gets
+    pieces sized by half of ``most``.  ``held`` is the process's RSS when taken.
+    """
 
     nbytes: int
+    most: int
     limit: int | None  # the worker's memory_limit; None single-threaded
     source: str
+    held: int = 0
 
 
 def memory_budget(override=None):
-    """The bytes one piece may use in this process.
+    """The bytes one piece may use in this process (a :class:`Budget`).
 
-    On a distributed worker: ``LIMIT_FRACTION`` of its ``memory_limit``
-    minus what the process holds already, divided among its threads.
-    Single-threaded: ``LIMIT_FRACTION`` of the RAM available now.
+    On a distributed worker with a ``memory_limit``: what is left below
+    distributed's ``target`` fraction of the limit (``spill`` if target is
+    off) once the process's RSS is counted (after handing freed heap back
+    to the OS: :func:`release_freed_memory`), per thread; at worst what is
+    left below ``pause`` (``terminate`` if pause is off).  Counting the RSS
+    matters: a worker that has imported pyku's stack holds ~170 MiB, more
+    than half of a 300 MiB limit.  Single-threaded: ``LIMIT_FRACTION`` of
+    the RAM available now.
     """
     import psutil
 
     if override is not None:
-        return Budget(int(override), None, f"a budget of {_mib(override)}")
+        return Budget(int(override), int(override), None, f"a budget of {_mib(override)}")
     worker = _worker()
-    rss = psutil.Process().memory_info().rss
+    if worker is not None:
+        release_freed_memory()
+    held = psutil.Process().memory_info().rss
     if worker is not None and worker.memory_manager.memory_limit:
         limit = int(worker.memory_manager.memory_limit)
         threads = max(1, worker.state.nthreads)
-        usable = (LIMIT_FRACTION * limit - rss) / threads
-        return Budget(max(int(usable), 0), limit,
-                      f"workers with memory_limit {limit / _GIB:.2f} GiB and {threads} thread(s)")
+        fraction = worker_thresholds()
+        aim = fraction["target"] or fraction["spill"] or fraction["pause"] or 1.0
+        worst_name = "pause" if fraction["pause"] else "terminate" if fraction["terminate"] else "memory_limit"
+        worst = max(aim, fraction["pause"] or fraction["terminate"] or 1.0)
+
+        def left(f):
+            return max(int((f * limit - held) / threads), 0)
+
+        source = (f"workers with memory_limit {limit / _GIB:.2f} GiB and {threads} thread(s): below its "
+                  f"{worst_name} threshold, {worst:g} x the limit = {_mib(worst * limit)}, of which the "
+                  f"worker process holds {_mib(held)} already")
+        return Budget(left(aim), left(worst), limit, source, held)
     available = psutil.virtual_memory().available
-    return Budget(int(LIMIT_FRACTION * available), None, f"{available / _GIB:.1f} GiB of available RAM")
+    nbytes = int(LIMIT_FRACTION * available)
+    return Budget(nbytes, nbytes, None, f"{available / _GIB:.1f} GiB of available RAM", held)
+
+
+def release_freed_memory():
+    """Give the heap this process freed back to the OS (glibc ``malloc_trim``), so its RSS is what it holds.
+
+    Without it the RSS also counts memory freed by earlier tasks (and by
+    :func:`measure`'s tracemalloc) that glibc keeps for reuse: a piece would
+    reuse that memory, yet it would be counted once as held and once in
+    the piece's estimate.  distributed's docs give the same remedy for
+    "Unmanaged memory use is high".  Elsewhere than glibc: nothing done.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_thresholds():
+    """distributed's memory thresholds as fractions of memory_limit (False: switched off)."""
+    import dask
+
+    return {name: dask.config.get(f"distributed.worker.memory.{name}") or False for name in THRESHOLDS}
 
 
 def calendar_groups(times):
@@ -211,25 +266,31 @@ def plan_pieces(ds, func, token, path, override=None):
 
     Raises :class:`StepTooLargeError` before any computing when one time
     step of one variable cannot fit, and after measuring when one step of
-    the function's working set cannot.  The budget is taken again after
-    measuring, so what the function's first call keeps (imports, caches
-    such as a neighbour index) counts as the process's own.
+    the function's working set cannot fit ``budget.most``.  Pieces are
+    sized to ``budget.nbytes``, or to half of ``budget.most`` when one step
+    needs more than that (a worker whose imports and caches already hold
+    more than its target fraction).  The budget is taken again after measuring, so what the
+    function's first call keeps (imports, caches such as a neighbour index)
+    counts as the process's own.
     """
     if "time" not in ds.dims:
         return [Piece(0, 0, 0, int(ds.nbytes))]
     in_step, largest, name = step_bytes(ds)
     budget = memory_budget(override)
-    if 2 * largest > budget.nbytes:  # its input and its output at least
+    if 2 * largest > budget.most:  # its input and its output at least
         raise StepTooLargeError(path, name, largest, budget)
     groups = calendar_groups(ds["time"])
     if max(b - a for a, b in groups) * in_step * UNMEASURED_FACTOR <= budget.nbytes:
         fixed, per_step = 0, in_step * UNMEASURED_FACTOR
     else:
-        fixed, per_step = measure(func, ds, token, min(SAMPLE_BYTES, budget.nbytes / 50))
+        fixed, per_step = measure(func, ds, token, min(SAMPLE_BYTES, budget.most / 50))
         budget = memory_budget(override)
-    if fixed + per_step > budget.nbytes:
+    if fixed + per_step > budget.most:
         raise StepTooLargeError(path, name, largest, budget, working_set=fixed + per_step)
-    most = max(1, int((budget.nbytes - fixed) // max(per_step, 1)))
+    # Below target if a step fits there; else half of what is left below pause (the other half: what the
+    # estimate misses), and one step a piece when even that is too small.
+    room = budget.nbytes if fixed + per_step <= budget.nbytes else budget.most // 2
+    most = max(1, int((room - fixed) // max(per_step, 1)))
     pieces = []
     for start, stop in groups:
         count = math.ceil((stop - start) / most)
