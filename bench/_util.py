@@ -230,7 +230,7 @@ def stop_all(names) -> None:
 
     for name in names:
         try:
-            launcher.stop(name)
+            launcher.stop(name, purge=True)
         except Exception:
             pass
 

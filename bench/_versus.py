@@ -179,7 +179,7 @@ def run_ours(tb, tmp, name, n_hosts, login_shell=True):
     kinds["launcher"] = launcher_cpu
     machine = meter.machine()
     down = Meter(tb)
-    launcher.stop(name)
+    launcher.stop(name, purge=True)
     stop = down.wall()
     left = u.session_members(rec) + u.cluster_processes(name)
     return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": down.machine(),

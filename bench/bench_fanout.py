@@ -56,7 +56,7 @@ def launch_and_stop(tb, tmp, name, workers, ports=None, known_hosts=None, proxy=
     cpu = u.cpu_seconds(u.session_members(rec))  # what the cluster's processes burnt so far
     wire = proxy.counts() if proxy is not None else {}
     t0 = time.perf_counter()
-    launcher.stop(name, on_step=rt)
+    launcher.stop(name, on_step=rt, purge=True)
     stop = time.perf_counter() - t0
     stop_steps = rt.take()
     rt.take_steps()

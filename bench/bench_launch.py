@@ -61,7 +61,7 @@ def run_ours(tb, tmp, name, n, results):
         live = f"status failed: {e}"
     rt.take()
     t0 = time.perf_counter()
-    summary = launcher.stop(name, on_step=rt)
+    summary = launcher.stop(name, on_step=rt, purge=True)
     stop = time.perf_counter() - t0
     stop_trips = rt.take()
     left = u.session_members(rec)  # right after stop returned: must be empty
@@ -87,7 +87,7 @@ def run_cli(tb, tmp, name, n, results):
     rec = u.recorded(name)
     if r.returncode != 0 or rec is None:
         raise RuntimeError(f"pyku-launch exited {r.returncode}: {r.stderr[-1500:]}")
-    launcher.stop(name)
+    launcher.stop(name, purge=True)
     left = u.session_members(rec) + u.cluster_processes(name)
     results.append({"n": n, "launch": launch, "left": left})
     return launch, left

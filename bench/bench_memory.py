@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                             peak, launch = run_cli(inv, tmp)
                         rec = u.recorded(name)
                         t0 = time.perf_counter()
-                        summary = launcher.stop(name)
+                        summary = launcher.stop(name, purge=True)
                         stop = time.perf_counter() - t0
                         left = u.session_members(rec) + u.cluster_processes(name)
                         rows[mode].append({"peak": peak, "launch": launch, "stop": stop, "left": left,
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                         traceback.print_exc()
                         print(f"  repeat {r + 1} {mode}: FAILED (see above)", flush=True)
                         try:
-                            launcher.stop(name)
+                            launcher.stop(name, purge=True)
                         except Exception:
                             pass
         except BaseException:

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
 
             if rec is not None or u.recorded(name) is not None:
                 try:
-                    launcher.stop(name)
+                    launcher.stop(name, purge=True)
                 except Exception:
                     traceback.print_exc()
             tb.close()

@@ -56,7 +56,7 @@ def one_repeat(tb, tmp, name: str, n: int) -> dict:
         live = sum(h["live"] for h in st["hosts"] if h["role"] == "workers")
         assert repaired.applied, "the second launch did not repair anything"
     finally:
-        launcher.stop(name)
+        launcher.stop(name, purge=True)
     left = u.session_members(rec) + u.cluster_processes(name)
     return {"fresh": fresh, "repair": repair, "live": live, "left": len(left)}
 

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     launcher.launch(inv, ship=extra)
                     times.append(time.perf_counter() - t0)
-                    launcher.stop(names[0])
+                    launcher.stop(names[0], purge=True)
             ratio = u.median(shipped) / u.median(plain)
             print(f"pyku archive: {pkg.size / 1024:.0f} KiB (tar.gz of {pkg.root})")
             print(f"pack              {u.fmt_runs(packs)}  median {u.median(packs):.3f} s")

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                              f"{u.median(direct):.2f} s, median of {args.repeats}; target <= 3 x: "
                              f"{u.verdict(ratio <= 3)})")
             finally:
-                launcher.stop(names[0])
+                launcher.stop(names[0], purge=True)
 
     return u.run_on_testbed(names, body, figures, n_hosts=2, first=2)
 
