@@ -49,15 +49,15 @@ MIB = 2**20
 
 
 def main(argv=None) -> int:
-    ap = _report.arguments(__doc__, smoke="1 repeat; files of 31 days instead of years; 1 for the floor, 3 as "
-                                          "the big input on 2 workers x 300 MiB; 4 for the client")
+    ap = _report.arguments(__doc__, smoke="1 repeat; files of 31 days instead of years; 1 for the floor, 2 as "
+                                          "the big input; 3 for the client")
     ap.add_argument("--files", type=int, default=3, help="yearly files for the floor comparison")
     ap.add_argument("--days", type=int, default=None, help="days of each yearly file (default: the whole year)")
     ap.add_argument("--limit", type=int, default=700, help="memory_limit of each worker, MiB")
     ap.add_argument("--big-years", type=int, default=13, help="years of the big daily input")
     ap.add_argument("--client-files", type=int, default=100, help="files of the client-memory run")
     ap.add_argument("--only", default="floor,big,client")
-    args = _report.smoke_defaults(ap, argv, repeats=1, files=1, limit=300, big_years=3, days=31, client_files=4)
+    args = _report.smoke_defaults(ap, argv, repeats=1, files=1, big_years=2, days=31, client_files=3)
     parts = args.only.split(",")
     figures = _report.Figures("bigfiles", [k for part, keys in (("floor", ("floor",)), ("big", ("big", "per-byte")),
                                                                 ("client", ("client",)))

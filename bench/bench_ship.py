@@ -49,7 +49,7 @@ def main(argv=None) -> int:
             print(f"pack              {u.fmt_runs(packs)}  median {u.median(packs):.3f} s")
             print(f"launch            {u.fmt_runs(plain)}  median {u.median(plain):.2f} s")
             print(f"launch + ship     {u.fmt_runs(shipped)}  median {u.median(shipped):.2f} s")
-            figures.line("launch", f"shipped / plain {ratio:.2f} x (+{u.median(shipped) - u.median(plain):.2f} s; "
+            figures.line("launch", f"shipped / plain {ratio:.2f} x ({u.median(shipped) - u.median(plain):+.2f} s; "
                          f"median of {args.repeats}; target <= 1.5 x: {u.verdict(ratio <= 1.5)})")
 
     return u.run_on_testbed(names, body, figures, n_hosts=3, first=2)
