@@ -56,18 +56,28 @@ def ready() -> bool:
 
 @contextlib.contextmanager
 def private_state(prefix: str):
-    """A temp dir used as XDG_STATE_HOME (launcher state) and dask's temporary directory."""
+    """A temp dir holding XDG_STATE_HOME (launcher state) and TMPDIR, removed at the end.
+
+    TMPDIR reaches the testbed's hosts too (``isolation.exports``), so what
+    the cluster's processes put there (the workers' spill space; the
+    ``pymp-*`` directory of a forkserver that bench_repair's ``kill -9``
+    ends before it can remove it) goes with the bench's own directory.
+    """
     d = tempfile.mkdtemp(prefix=prefix)
-    old = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = os.path.join(d, "state")
-    os.makedirs(os.environ["XDG_STATE_HOME"], exist_ok=True)
+    saved = {var: os.environ.get(var) for var in ("XDG_STATE_HOME", "TMPDIR")}
+    for var, sub in (("XDG_STATE_HOME", "state"), ("TMPDIR", "tmp")):
+        os.environ[var] = os.path.join(d, sub)
+        os.makedirs(os.environ[var], exist_ok=True)
+    tempfile.tempdir = None  # gettempdir() caches the TMPDIR it saw first
     try:
         yield Path(d)
     finally:
-        if old is None:
-            os.environ.pop("XDG_STATE_HOME", None)
-        else:
-            os.environ["XDG_STATE_HOME"] = old
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        tempfile.tempdir = None
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     print(_report.machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-bigfiles-") as tmp:
         tmp = Path(tmp)
+        # The workers' temporary files too (a worker its nanny had to kill leaves its pymp-* directory).
+        os.environ["TMPDIR"] = str(tmp)
+        tempfile.tempdir = None
         if "floor" in parts:
             floor(figures, tmp / "floor", args)
         if "big" in parts or "client" in parts:
