@@ -89,7 +89,7 @@ def test_the_probe_names_every_distribution_that_wrote_the_package(tmp_path):
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n")
         (info / "top_level.txt").write_text("pyku\n")
         (info / "RECORD").write_text("pyku/__init__.py,,\n")
-    agent_py = str(ROOT / "launcher" / "agent.py")
+    agent_py = str(ROOT / "launcher" / "remote" / "agent.py")
     for top, want in ((mixed, {"pyku 1.1.1", "pyku-launch 0.1.0"}), (bare, {f"from {bare / 'pyku'}"})):
         out = subprocess.run([sys.executable, "-S", "-c", HYBRID, agent_py, str(top)], capture_output=True,
                              text=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
