@@ -23,9 +23,9 @@ from launcher.ui.progress import Reporter
 from launcher.sources import registry
 from launcher.sources.base import Context, Stopped
 from launcher.sources.registry import by_source
-from launcher.sources.ssh import stop_trees, sweep_hosts
+from launcher.sources.ssh import sweep_hosts
 from launcher.store.records import HostRecord
-from launcher.remote.transport import StepHook, close_all, connection_key, open_connections
+from launcher.remote.transport import StepHook
 
 
 async def stop_async(name: str, *, report: Reporter, locked: bool = False,
@@ -99,20 +99,14 @@ async def stop_role(ctx: Context, recs: list[HostRecord], *, remaining: list[Hos
 async def purge_logs(name: str, report: Reporter, on_step: StepHook | None = None) -> dict:
     """``stop --purge`` of a stopped cluster: remove the logs its last stop left on every host."""
     recs = stopped.hosts(name) or []
-    conns, failed = await open_connections([h.spec for h in recs], on_step)
-    try:
-        groups: dict[tuple, list[HostRecord]] = {}
-        for r in recs:
-            groups.setdefault(connection_key(r.spec), []).append(r)
-        keys = [k for k in groups if k in conns]
-        await asyncio.gather(*(stop_trees(conns[k], groups[k]) for k in keys))
-    finally:
-        await close_all(conns)
-    if failed:
-        raise LaunchError("logs kept on hosts not reached (run stop --purge again): "
-                          + by_cause({groups[k][0].address: e.message for k, e in failed.items()}))
+    async with Context(name, on_step=on_step) as ctx:
+        await ctx.open([h.spec for h in recs])
+        reached = len(ctx.conns)
+        done = await stop_role(ctx, recs)  # nothing runs any more: the trees' run directories go
+    if done.unreachable:
+        raise LaunchError("logs kept on hosts not reached (run stop --purge again): " + by_cause(done.unreachable))
     stopped.forget(name)
-    report.info(f"cluster '{name}' was stopped: its logs removed from {len(keys)} host(s)")
+    report.info(f"cluster '{name}' was stopped: its logs removed from {reached} host(s)")
     return {"name": name, "stopped": 0, "killed": 0, "unreachable": {}, "purged": True}
 
 
