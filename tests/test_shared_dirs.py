@@ -17,6 +17,7 @@ import pytest
 
 import launcher
 from launcher.testing.clusters import cli, ssh_inventory
+from launcher.testing import ROOT
 from launcher.testing.example import load_preprocess
 
 
@@ -122,3 +123,25 @@ def test_persistent_processing_warns_once_about_a_tmpdir_outside_the_shared_dire
             assert len(hits) == 1 and str(shared) in hits[0], hits
     finally:
         launcher.stop("shrpp")
+
+
+def test_a_cluster_all_on_this_machine_shares_every_directory_so_pyku_does_not_warn(tmp_path):
+    """The embedded default (hosts/localhost.toml: every process a local one): any tmpdir is seen alike."""
+    import pyku.compute as compute
+    import pyku.shared
+
+    text = (ROOT / "hosts" / "localhost.toml").read_text()
+    text = text.replace('name = "local"', 'name = "shrlocal"').replace("port = 8786", "port = 0") \
+               .replace("dashboard_port = 8787", "dashboard_port = 0").replace("nworkers = 2", "nworkers = 1")
+    inv = tmp_path / "local.toml"
+    inv.write_text(text)
+    launcher.launch(inv)
+    try:
+        with launcher.connect("shrlocal"):
+            pyku.shared._checked.clear()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                compute.persistent_processing(load_preprocess(), [], tmp_path / "out")
+            assert not [str(w.message) for w in caught if "tmpdir" in str(w.message)]
+    finally:
+        launcher.stop("shrlocal", purge=True)

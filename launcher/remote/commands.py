@@ -232,13 +232,25 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
     return argv + options.argv(inv.worker_options)
 
 
+def shared_dirs(inv: Inventory) -> list[str]:
+    """The directories every process of the cluster and this machine see alike.
+
+    ``[cluster] shared`` as the preflight proved it; on a cluster whose every
+    process runs on this machine (the embedded default, ``transport = "local"``
+    everywhere, no batch pool) the whole file system: nothing can be lost there.
+    """
+    if not inv.pools and all(h.transport == "local" for h in (inv.scheduler, *inv.hosts)):
+        return ["/"]
+    return list(inv.shared)
+
+
 def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeout: float,
                       token: str = "<token>", port: int | None = None) -> dict:
     # The scheduler's scratch space too, or it makes /tmp/dask-scratch-space.
     env = dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{rundir}")
     # The checked shared directories as the client sees them: pyku's
     # persistent_processing asks the scheduler, and warns about a tmpdir outside them.
-    env[SHARED_DIRS_VAR] = json.dumps(list(inv.shared))
+    env[SHARED_DIRS_VAR] = json.dumps(shared_dirs(inv))
     files = dict(files, **{USAGE_PRELOAD: _preload_source("usage"), LOGCAP_PRELOAD: _preload_source("logcap")})
     if self_stopping(inv):
         files = dict(files, **{LIFETIME_PRELOAD: _preload_source("lifetime")})
