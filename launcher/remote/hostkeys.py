@@ -17,10 +17,9 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
-
 from launcher.errors import InventoryError
 from launcher.config.inventory import HostSpec
+from launcher.remote.sshlib import asyncssh
 
 
 @dataclass(frozen=True)

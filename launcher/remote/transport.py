@@ -303,7 +303,7 @@ def connect_options(spec: HostSpec) -> dict:
 
 async def ssh_connect(spec: HostSpec):
     """An asyncssh connection to the host (host keys, authentication and errors as every step)."""
-    import asyncssh
+    from launcher.remote.sshlib import asyncssh
 
     from launcher.remote.hostkeys import accept_new, describe_refusal
 
