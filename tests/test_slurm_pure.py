@@ -158,7 +158,7 @@ def test_job_script_of_the_issue_example(tmp_path):
     assert worker[:4] == ["python3", "-m", "distributed.cli.dask_worker", "tls://10.0.0.5:8786"]
     for flag, value in (("--nworkers", "30"), ("--nthreads", "1"), ("--memory-limit", str(4 * GiB)),
                         ("--lifetime", "6900s"), ("--lifetime-stagger", "150s"),
-                        ("--tls-key", "$SLURM_SUBMIT_DIR/key.pem"), ("--name", "slurm-hpc-login-$SLURM_JOB_ID")):
+                        ("--tls-key", "$SLURM_SUBMIT_DIR/key.pem"), ("--name", "slurm-hpc-login-0")):
         assert worker[worker.index(flag) + 1] == value, flag
     # No key material, only paths to it.
     assert "PRIVATE KEY" not in text and "CERTIFICATE" not in text
@@ -169,13 +169,13 @@ def test_job_script_of_the_issue_example(tmp_path):
 def test_job_script_policies_env_and_extras(tmp_path):
     inv = load(tmp_path, edited(nworkers="1", env='"module load python3 # a comment ends the line"',
                                 job_extra='["--exclusive"]', replace='"once"', account='"bb1"'))
-    text = s.job_script(inv, inv.pools[0], "t")
+    text = s.job_script(inv, inv.pools[0], "t", slot=3)
     assert "#SBATCH --exclusive" in text and "#SBATCH --account=bb1" in text
     assert "sbatch --parsable --dependency" not in text  # once: no replacement
     # The env runs in a group, so its trailing comment cannot swallow what follows.
     assert "{\nmodule load python3 # a comment ends the line\n}\n" in text
-    # One worker per job is named <pool>-<job id>-0, like a host's <label>-0.
-    assert '--name slurm-hpc-login-"$SLURM_JOB_ID"-0' in text
+    # One worker per job is named <pool>-<job slot>-0, like a host's <label>-0.
+    assert "--name slurm-hpc-login-3-0" in text
     keep = s.job_script(load(tmp_path, ISSUE_EXAMPLE), load(tmp_path, ISSUE_EXAMPLE).pools[0], "t")
     assert "sbatch --parsable --dependency=afterany:$SLURM_JOB_ID job.sh" in keep
 
