@@ -248,3 +248,61 @@ def test_sbatch_answers():
               "sbatch: error: Batch job submission failed: Invalid partition name specified\n")
     assert q.sbatch_error(stderr) == "Batch job submission failed: Invalid partition name specified"
     assert q.show_duration(3723) == "1h02m" and q.show_duration(184) == "3m04s" and q.show_duration(None) == "-"
+
+
+# --- slots: what launcher.Cluster's scale and adapt fill -----------------------------------
+
+MIXED = """
+[scheduler]
+address = "sched"
+
+[[host]]
+address = "w1"
+nworkers = 2
+
+[[host]]
+address = "w2"
+nworkers = 1
+
+[[slurm]]
+login = "hpc"
+name = "a"
+jobs = 1
+max_jobs = 2
+nworkers = 2
+memory_limit = "1GiB"
+
+[[slurm]]
+login = "hpc"
+name = "b"
+jobs = 1
+memory_limit = "1GiB"
+"""
+
+
+def test_scale_fills_ssh_workers_first_then_whole_jobs_round_robin_over_pools(tmp_path):
+    from launcher.cluster import fill, slots
+
+    allowed = slots(load(tmp_path, MIXED))
+    assert [s.names for s in allowed] == [("w1-0",), ("w2-0",), ("w1-1",),
+                                          ("a-0-0", "a-0-1"), ("b-0-0",), ("a-1-0", "a-1-1")]
+    assert {s.label for s in allowed[3:]} == {"a", "b"}
+    assert fill(allowed, [], 4) == ["w1-0", "w2-0", "w1-1", "a-0-0", "a-0-1"]  # rounded up to a whole job
+    assert fill(allowed, [], 4, up=False) == ["w1-0", "w2-0", "w1-1"]
+    # What runs is kept first: a scale down drops the rest, the last slots first.
+    assert fill(allowed, [allowed[5], allowed[0]], 3) == ["a-1-0", "a-1-1", "w1-0"]
+    assert len(fill(allowed, [], 100)) == 8  # everything the inventory allows, no more
+
+
+def test_a_pools_worker_names_give_its_job_slot(tmp_path):
+    from launcher.errors import LaunchError
+    from launcher.sources import slurm_jobs
+
+    (a, b) = load(tmp_path, MIXED).pools
+    assert (a.most_jobs, b.most_jobs) == (2, 1)
+    assert slurm_jobs.slot_of(a, "a-1-1") == 1
+    for name in ("a-2-0", "a-0-2", "b-0-0", "a-x-0"):
+        with pytest.raises(LaunchError, match=f"pool a: no job slot runs a worker named '{name}'"):
+            slurm_jobs.slot_of(a, name)
+    message = error_of(tmp_path, MIXED.replace("max_jobs = 2", "max_jobs = 0"))
+    assert "slurm[1].max_jobs: is 0, less than jobs = 1" in message
