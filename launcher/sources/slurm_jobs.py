@@ -11,7 +11,9 @@ a chain that left the queue (:mod:`launcher.verbs.reconcile`).
 
 Every Slurm command is one ``run`` step of the login host's agent
 (:func:`launcher.remote.agent.op_run`): the job scripts and the TLS files are
-written (0600) into the pool's run directory by the same step that submits.
+written (0600) into the pool's run directory, and ``[cluster] ship``'s
+packages unpacked into its ``ship/`` (first on the jobs' ``PYTHONPATH``), by
+the same step that submits.
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ def settings(pool: PoolSpec) -> dict:
 
 
 async def run(ctx: Context, spec: HostSpec, command: str, *, rundir: str | None = None,
-              files: dict[str, str] | None = None, timeout: float | None = None):
+              files: dict[str, str] | None = None, timeout: float | None = None, archives: dict | None = None):
     """One shell command on the login host (a ``run`` step); its :class:`~launcher.remote.protocol.RunReply`."""
     wait = timeout or ctx.step_timeout
-    return await ctx.conn(spec).request(Run(command, rundir, files or {}, wait), wait + 5)
+    return await ctx.conn(spec).request(Run(command, rundir, files or {}, wait, archives or {}), wait + 5)
 
 
 async def jobs_of(ctx: Context, spec: HostSpec, name: str, prefix: str) -> list[queue.Job]:
@@ -94,7 +96,8 @@ async def submit(ctx: Context, inv: Inventory, pool: PoolSpec, spec: HostSpec, j
                                                        rec.extra["slot"])
     command = "; ".join(f"printf '%s ' {rec.extra['script']} && {queue.sbatch_command(rec.extra['script'])}"
                         f" || exit 1" for rec in recs)
-    reply = await run(ctx, spec, command or "true", rundir=recs[0].rundir if recs else None, files=files)
+    reply = await run(ctx, spec, command or "true", rundir=recs[0].rundir if recs else None, files=files,
+                      archives=join.archives)
     for line in reply.stdout.splitlines():
         job, _, jid = line.partition(" ")
         for rec in recs:
@@ -102,4 +105,6 @@ async def submit(ctx: Context, inv: Inventory, pool: PoolSpec, spec: HostSpec, j
                 rec.extra["jobs"] = [queue.parse_sbatch(jid)]
     if reply.rc != 0:
         raise LaunchError(f"sbatch: {queue.sbatch_error(reply.stderr)}", host=spec.address)
+    if join.archives and recs:
+        join.verify(reply.shipped, spec.address)  # the copy the nodes import, on the shared file system
     return recs

@@ -137,6 +137,8 @@ def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler addre
     if pool.login.env:
         lines += ["{", pool.login.env, "}"]
     lines += [f"export {k}={shell_word(x)}" for k, x in env.items() if k != "DASK_TEMPORARY_DIRECTORY"]
+    if inv.ship:  # unpacked there by the submitting step (launcher/sources/slurm_jobs.py), first on the path
+        lines.append('export PYTHONPATH="$SLURM_SUBMIT_DIR/ship${PYTHONPATH:+:$PYTHONPATH}"')
     lines += [f'spill={spill if pool.local_directory is None else shell_word(spill)}',
               'mkdir -p -m 700 "$spill" || exit 1',
               f"export DASK_TEMPORARY_DIRECTORY={shell_word(env['DASK_TEMPORARY_DIRECTORY'])}"]
