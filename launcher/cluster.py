@@ -181,11 +181,11 @@ class Cluster(_DaskCluster):
 
     def _slots_to_close(self, workers, at_least: int) -> list[str]:
         """The names of the slots of these workers, slot by slot until ``at_least`` workers go."""
+        slot_of = {n: s.names for s in self._slots() for n in s.names}
         out: list[str] = []
         for w in map(str, workers):
-            slot = next((s.names for s in self._slots() if w in s.names), (w,))
             if w not in out and len(out) < at_least:
-                out += slot
+                out += slot_of.get(w, (w,))
         return out
 
     def scale_down(self, workers) -> None:
