@@ -87,7 +87,6 @@ def test_adapt_adds_and_cancels_jobs_of_a_pool(sshd, slurm, state_dir, tmp_path)
             futures = client.map(slow, range(80), pure=False)
             assert wait_until(lambda: len(_running(slurm, "tide")) == 2, 90), slurm.cluster_jobs("tide")
             assert client.gather(futures) == list(range(80))
-            assert len(_workers(client)) in (2, 4)  # whole jobs only
             # Idle: back to the minimum, one job, its two workers.
             assert wait_until(lambda: len(_running(slurm, "tide")) == 1, 90), slurm.cluster_jobs("tide")
             assert wait_until(lambda: len(_workers(client)) == 2, 60), _workers(client)
