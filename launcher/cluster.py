@@ -5,22 +5,33 @@ What SSHCluster users expect (``scheduler_address``, ``dashboard_link``,
 that lives on its own: attaching starts nothing, and ``close()`` detaches,
 leaving the cluster running, unless it was made with ``shutdown_on_close=True``.
 
-``scale(n)`` spreads ``n`` workers over the inventory's hosts, round robin,
-up to each host's ``nworkers``: ``<label>-0`` of every host first, then
-``<label>-1``... A worker is started on its host through the same SSH path
-as a launch (preflight, spawn with the cluster's TLS material, wait for it
-at the scheduler: :mod:`launcher.verbs.trees`) and retired through the scheduler
-before its processes are stopped. ``adapt()`` is distributed's
-:class:`~distributed.deploy.adaptive.Adaptive` driving those two.
+``scale(n)`` fills *slots*, units of workers started and stopped as one
+(:func:`slots`): the SSH hosts' workers first, round robin up to each host's
+``nworkers`` (``<label>-0`` of every host first, then ``<label>-1``...),
+then the Slurm pools' jobs, round robin over the pools up to each pool's
+``max_jobs``, a whole job of ``nworkers`` workers at a time (``n`` is
+rounded up to whole jobs, as dask-jobqueue's ``scale`` does). Hosts come
+first because their workers start in seconds at no cost; a pool's jobs
+wait in a queue and use an allocation, so they are what is added last and
+retired first. A worker is started through the same path as a launch
+(preflight, its source's start with the cluster's TLS material, the wait at
+the scheduler for sources that wait: :mod:`launcher.verbs.trees`); a pool's
+job is submitted and counted as requested while it is pending. Scaling
+down retires the workers through the scheduler (their data moves first),
+then stops their trees (a pool's jobs: scancelled until ``squeue`` lists
+none). ``adapt()`` is distributed's
+:class:`~distributed.deploy.adaptive.Adaptive` driving those two, with
+workers grouped by slot and targets rounded to whole slots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NamedTuple
 
 from distributed.core import rpc
-from distributed.deploy import Cluster as _DaskCluster
+from distributed.deploy import Adaptive, Cluster as _DaskCluster
 
 from launcher.verbs import preflight
 from launcher.store import state
@@ -36,11 +47,69 @@ from launcher.verbs.trees import Trees, names_by_label, retire
 logger = logging.getLogger(__name__)
 
 
-def slots(inv) -> list[str]:
-    """Every worker name the inventory allows, in the order ``scale`` fills them."""
-    hosts = registry.members(inv)
-    deepest = max(s.nworkers for s in hosts)
-    return [f"{s.label}-{i}" for i in range(deepest) for s in hosts if i < s.nworkers]
+class Slot(NamedTuple):
+    """Workers started and stopped as one: one worker of an SSH host, one job of a pool."""
+
+    label: str               # the member that runs them
+    names: tuple[str, ...]   # the names they register with
+
+
+def slots(inv) -> list[Slot]:
+    """Every slot the inventory allows, in the order ``scale`` fills them.
+
+    Source by source in :data:`registry.KINDS` order (SSH hosts, then pools),
+    round robin over a source's members. A source lists a member's slots with
+    its optional ``slots(label)`` (a pool: its jobs); without it, each worker
+    ``<label>-<i>`` (``i < nworkers``) is a slot of its own.
+    """
+    out: list[Slot] = []
+    for source in registry.from_inventory(inv):
+        per = [[Slot(m.label, tuple(names)) for names in source.slots(m.label)] if hasattr(source, "slots")
+               else [Slot(m.label, (f"{m.label}-{i}",)) for i in range(m.nworkers)] for m in source.members()]
+        out += [p[i] for i in range(max(map(len, per), default=0)) for p in per if i < len(p)]
+    return out
+
+
+def fill(allowed: list[Slot], have: list[Slot], n: int, up: bool = True) -> list[str]:
+    """The worker names of ``n`` workers in whole slots: those in ``have`` first, then the rest in order.
+
+    ``up``: round up to the slot boundary past ``n`` (as dask-jobqueue rounds
+    to whole jobs); else down to the one before it.
+    """
+    out: list[str] = []
+    for slot in have + [s for s in allowed if s not in have]:
+        if len(out) >= n or (not up and len(out) + len(slot.names) > n):
+            break
+        out += slot.names
+    return out
+
+
+class _WholeSlots(Adaptive):
+    """distributed's Adaptive over slots: targets rounded to whole slots, a slot's workers closed together.
+
+    Without the rounding a pool's job of 2 workers asked for by a target of 1
+    would be one worker too many at the next step, scaled down, and asked for
+    again. ``worker_key`` (set by :meth:`Cluster.adapt`) makes the scheduler
+    pick a slot's workers together when it chooses whom to close.
+    """
+
+    async def safe_target(self) -> int:
+        n = await super().safe_target()
+        up = len(self.cluster._targeted(n))
+        return up if up <= self.maximum else len(self.cluster._targeted(n, up=False))
+
+    async def recommendations(self, target: int) -> dict:
+        advice = await super().recommendations(target)
+        if advice["status"] == "down":  # whole slots, no more of them than it takes
+            advice["workers"] = self.cluster._slots_to_close(advice["workers"], len(self.plan) - target)
+        return advice
+
+
+def _slot_key(names: dict[str, str]):
+    """A ``worker_key`` for Adaptive: worker -> the first name of its slot (sent to the scheduler by value)."""
+    def key(ws):
+        return names.get(str(ws.name), str(ws.name))
+    return key
 
 
 class Cluster(_DaskCluster):
@@ -91,22 +160,46 @@ class Cluster(_DaskCluster):
     def plan(self) -> set[str]:
         return set(self._target) if self._target is not None else self.requested
 
+    def _slots(self) -> list[Slot]:
+        return slots(recorded_inventory(self._record()))
+
+    def _targeted(self, n: int, up: bool = True) -> list[str]:
+        """The names ``scale(n)`` aims at: slots that have workers first (those that arrived before
+        those pending, so a scale down drops pending jobs first), then new ones, in whole slots."""
+        allowed, requested, observed = self._slots(), self.requested, set(map(str, self.observed))
+        have = [s for s in allowed if set(s.names) & requested]
+        have.sort(key=lambda s: not set(s.names) & observed)
+        return fill(allowed, have, n, up)
+
     def scale(self, n: int) -> None:
-        """Aim at ``n`` workers over the inventory's hosts (see the module); the work runs in the background."""
-        allowed = slots(recorded_inventory(self._record()))
-        have = [s for s in allowed if s in self.requested]
-        if n > len(allowed):
-            self._log(f"scale({n}): the inventory allows {len(allowed)} workers; starting those")
-        target = have[:n] if n <= len(have) else have + [s for s in allowed if s not in have][:n - len(have)]
+        """Aim at ``n`` workers in whole slots (see the module); the work runs in the background."""
+        target = self._targeted(n)
+        if len(target) < n:
+            self._log(f"scale({n}): the inventory allows {len(target)} workers; starting those")
         self._target = target
         self._schedule()
 
+    def _slots_to_close(self, workers, at_least: int) -> list[str]:
+        """The names of the slots of these workers, slot by slot until ``at_least`` workers go."""
+        slot_of = {n: s.names for s in self._slots() for n in s.names}
+        out: list[str] = []
+        for w in map(str, workers):
+            if w not in out and len(out) < at_least:
+                out += slot_of.get(w, (w,))
+        return out
+
     def scale_down(self, workers) -> None:
-        """Retire and stop these workers (names, as Adaptive passes them)."""
-        names = {str(w) for w in workers}
+        """Retire and stop these workers (names, as Adaptive passes them) and the rest of their slots."""
+        names = set(self._slots_to_close(workers, len(self.plan)))
         self._target = [w for w in (self._target if self._target is not None else sorted(self.requested))
                         if w not in names]
         self._schedule()
+
+    def adapt(self, Adaptive: type[Adaptive] = _WholeSlots, **kwargs) -> Adaptive:
+        """distributed's ``adapt`` over whole slots (see :class:`_WholeSlots`): a pool's job is one."""
+        units = {n: s.names[0] for s in self._slots() if len(s.names) > 1 for n in s.names}
+        kwargs.setdefault("worker_key", _slot_key(units))
+        return super().adapt(Adaptive=Adaptive, **kwargs)
 
     def _schedule(self) -> None:
         def go():
@@ -138,9 +231,10 @@ class Cluster(_DaskCluster):
         inv = recorded_inventory(rec)
         target = set(self._target)
         recorded = names_by_label(rec)
-        to_close = sorted({n for ns in recorded.values() for n in ns} - target)
-        to_start = [s for s in slots(inv) if s in target and all(s not in ns for ns in recorded.values())]
-        labels = {n.rsplit("-", 1)[0] for n in to_close + to_start}
+        have = {n for ns in recorded.values() for n in ns}
+        to_close = sorted(have - target)
+        to_start = [s for s in slots(inv) if set(s.names) & target and not set(s.names) & have]
+        labels = {lab for lab, ns in recorded.items() if set(ns) & set(to_close)} | {s.label for s in to_start}
         specs = [s for s in registry.members(inv) if s.label in labels]
         async with Context(rec.name, inv.step_timeout) as ctx:
             failed = await ctx.open(specs)
@@ -154,8 +248,8 @@ class Cluster(_DaskCluster):
                 await trees.rollback()
                 raise
 
-    async def _start_workers(self, trees: Trees, inv, names: list[str], failed: dict) -> None:
-        specs = [s for s in registry.members(inv) if any(n.rsplit("-", 1)[0] == s.label for n in names)]
+    async def _start_workers(self, trees: Trees, inv, new: list[Slot], failed: dict) -> None:
+        specs = [s for s in registry.members(inv) if any(slot.label == s.label for slot in new)]
         for s in specs:
             if connection_key(s) in failed:
                 raise failed[connection_key(s)]
@@ -164,13 +258,13 @@ class Cluster(_DaskCluster):
         probes = {p.spec.label: p for p in result.probes}
 
         async def host(label: str) -> None:
-            mine = [n for n in names if n.rsplit("-", 1)[0] == label]
+            mine = [n for slot in new if slot.label == label for n in slot.names]
             probe = probes[label]
-            if not trees.trees(label) and len(mine) == probe.spec.nworkers:
-                await trees.start(probe)  # the host's whole tree, as a launch starts it
+            launched = [n for slot in slots(inv) if slot.label == label for n in slot.names][:probe.spec.nworkers]
+            if not trees.trees(label) and mine == launched:
+                await trees.start(probe)  # the member's whole set, as a launch starts it
             else:
-                for name in mine:
-                    await trees.start(probe, name)
+                await trees.start_names(probe, mine)
 
         await asyncio.gather(*(host(label) for label in probes))
         late = await trees.await_registration(set(probes), inv.timeout)

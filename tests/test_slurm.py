@@ -27,6 +27,13 @@ def _pool_workers(client, label: str) -> list[str]:
             if str(w["name"]).startswith(label + "-")]
 
 
+def _pool_jobs(client, label: str) -> list:
+    """The Slurm job ids the pool's workers run in, as they say themselves."""
+    addresses = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                 if str(w["name"]).startswith(label + "-")]
+    return list(client.run(lambda: os.environ.get("SLURM_JOB_ID"), workers=addresses).values()) if addresses else []
+
+
 def _names_of_workers(client) -> set[str]:
     """Which workers ran a batch of tasks (defined here: cloudpickle sends it by value)."""
     def where(i):
@@ -163,8 +170,9 @@ def test_workers_retire_before_the_job_ends_and_a_replacement_joins(sshd, slurm,
 
             results = client.gather(client.map(slow, range(80), pure=False))
             assert results == list(range(80))
-            assert wait_until(lambda: any(not n.startswith(f"{chain.label}-{first}-")
-                                          for n in _pool_workers(client, chain.label)), 60)
+            # The replacement's workers take the names of those that retired (named after the chain's slot).
+            assert wait_until(lambda: set(_pool_jobs(client, chain.label)) - {first, None}, 60)
+            assert _pool_workers(client, chain.label) == chain.worker_names()
         jobs = slurm.cluster_jobs("relay")
         assert jobs and all(i != first for i, _ in jobs), jobs
     finally:
@@ -172,3 +180,28 @@ def test_workers_retire_before_the_job_ends_and_a_replacement_joins(sshd, slurm,
         slurm.cancel_cluster_jobs("relay")
     assert stopped.returncode == 0, stopped.stderr
     _assert_nothing_left(slurm, "relay", rec)
+
+
+def test_shipped_packages_reach_the_jobs_workers(sshd, slurm, state_dir, tmp_path, monkeypatch):
+    """[cluster] ship: a package only this machine has is unpacked in the pool's directory on the login
+    host (the nodes share it) and the jobs' workers import that copy."""
+    src = tmp_path / "src" / "shipprobe"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("def where():\n    return __file__\n")
+    monkeypatch.syspath_prepend(str(src.parent))
+    inv = pool_inventory(tmp_path / "hosts.toml", sshd, name="shipped", workers=(), jobs=1,
+                         cluster_extra='ship = ["shipprobe"]')
+    try:
+        rec = launcher.launch(inv)
+        (chain,) = [h for h in rec.hosts if h.source == "slurm"]
+        assert list(rec.shipped) == ["shipprobe"]
+        with launcher.connect("shipped") as client:
+            assert wait_until(lambda: _pool_workers(client, chain.label), 90)
+            files = client.run(lambda: __import__("shipprobe").where())
+        assert list(files.values()) == [os.path.expanduser(
+            f"~/.pyku-launch/shipped/{chain.label}.slurm/ship/shipprobe/__init__.py")], files
+    finally:
+        stopped = cli("stop", "--name", "shipped")
+        slurm.cancel_cluster_jobs("shipped")
+    assert stopped.returncode == 0, stopped.stderr
+    _assert_nothing_left(slurm, "shipped", rec)

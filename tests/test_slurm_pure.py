@@ -158,7 +158,7 @@ def test_job_script_of_the_issue_example(tmp_path):
     assert worker[:4] == ["python3", "-m", "distributed.cli.dask_worker", "tls://10.0.0.5:8786"]
     for flag, value in (("--nworkers", "30"), ("--nthreads", "1"), ("--memory-limit", str(4 * GiB)),
                         ("--lifetime", "6900s"), ("--lifetime-stagger", "150s"),
-                        ("--tls-key", "$SLURM_SUBMIT_DIR/key.pem"), ("--name", "slurm-hpc-login-$SLURM_JOB_ID")):
+                        ("--tls-key", "$SLURM_SUBMIT_DIR/key.pem"), ("--name", "slurm-hpc-login-0")):
         assert worker[worker.index(flag) + 1] == value, flag
     # No key material, only paths to it.
     assert "PRIVATE KEY" not in text and "CERTIFICATE" not in text
@@ -169,13 +169,13 @@ def test_job_script_of_the_issue_example(tmp_path):
 def test_job_script_policies_env_and_extras(tmp_path):
     inv = load(tmp_path, edited(nworkers="1", env='"module load python3 # a comment ends the line"',
                                 job_extra='["--exclusive"]', replace='"once"', account='"bb1"'))
-    text = s.job_script(inv, inv.pools[0], "t")
+    text = s.job_script(inv, inv.pools[0], "t", slot=3)
     assert "#SBATCH --exclusive" in text and "#SBATCH --account=bb1" in text
     assert "sbatch --parsable --dependency" not in text  # once: no replacement
     # The env runs in a group, so its trailing comment cannot swallow what follows.
     assert "{\nmodule load python3 # a comment ends the line\n}\n" in text
-    # One worker per job is named <pool>-<job id>-0, like a host's <label>-0.
-    assert '--name slurm-hpc-login-"$SLURM_JOB_ID"-0' in text
+    # One worker per job is named <pool>-<job slot>-0, like a host's <label>-0.
+    assert "--name slurm-hpc-login-3-0" in text
     keep = s.job_script(load(tmp_path, ISSUE_EXAMPLE), load(tmp_path, ISSUE_EXAMPLE).pools[0], "t")
     assert "sbatch --parsable --dependency=afterany:$SLURM_JOB_ID job.sh" in keep
 
@@ -248,3 +248,61 @@ def test_sbatch_answers():
               "sbatch: error: Batch job submission failed: Invalid partition name specified\n")
     assert q.sbatch_error(stderr) == "Batch job submission failed: Invalid partition name specified"
     assert q.show_duration(3723) == "1h02m" and q.show_duration(184) == "3m04s" and q.show_duration(None) == "-"
+
+
+# --- slots: what launcher.Cluster's scale and adapt fill -----------------------------------
+
+MIXED = """
+[scheduler]
+address = "sched"
+
+[[host]]
+address = "w1"
+nworkers = 2
+
+[[host]]
+address = "w2"
+nworkers = 1
+
+[[slurm]]
+login = "hpc"
+name = "a"
+jobs = 1
+max_jobs = 2
+nworkers = 2
+memory_limit = "1GiB"
+
+[[slurm]]
+login = "hpc"
+name = "b"
+jobs = 1
+memory_limit = "1GiB"
+"""
+
+
+def test_scale_fills_ssh_workers_first_then_whole_jobs_round_robin_over_pools(tmp_path):
+    from launcher.cluster import fill, slots
+
+    allowed = slots(load(tmp_path, MIXED))
+    assert [s.names for s in allowed] == [("w1-0",), ("w2-0",), ("w1-1",),
+                                          ("a-0-0", "a-0-1"), ("b-0-0",), ("a-1-0", "a-1-1")]
+    assert {s.label for s in allowed[3:]} == {"a", "b"}
+    assert fill(allowed, [], 4) == ["w1-0", "w2-0", "w1-1", "a-0-0", "a-0-1"]  # rounded up to a whole job
+    assert fill(allowed, [], 4, up=False) == ["w1-0", "w2-0", "w1-1"]
+    # What runs is kept first: a scale down drops the rest, the last slots first.
+    assert fill(allowed, [allowed[5], allowed[0]], 3) == ["a-1-0", "a-1-1", "w1-0"]
+    assert len(fill(allowed, [], 100)) == 8  # everything the inventory allows, no more
+
+
+def test_a_pools_worker_names_give_its_job_slot(tmp_path):
+    from launcher.errors import LaunchError
+    from launcher.sources import slurm_jobs
+
+    (a, b) = load(tmp_path, MIXED).pools
+    assert (a.most_jobs, b.most_jobs) == (2, 1)
+    assert slurm_jobs.slot_of(a, "a-1-1") == 1
+    for name in ("a-2-0", "a-0-2", "b-0-0", "a-x-0"):
+        with pytest.raises(LaunchError, match=f"pool a: no job slot runs a worker named '{name}'"):
+            slurm_jobs.slot_of(a, name)
+    message = error_of(tmp_path, MIXED.replace("max_jobs = 2", "max_jobs = 0"))
+    assert "slurm[1].max_jobs: is 0, less than jobs = 1" in message

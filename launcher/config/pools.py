@@ -1,7 +1,8 @@
 """``[[slurm]]`` tables: batch pools of workers beside the SSH hosts (docs/architecture.md).
 
-A pool is a number of batch jobs (``jobs``), each one node running
-``nworkers`` workers, submitted with ``sbatch`` on a login host reached over
+A pool is a number of batch jobs (``jobs``; ``launcher.Cluster``'s scale
+and adapt may go up to ``max_jobs``), each one node running ``nworkers``
+workers, submitted with ``sbatch`` on a login host reached over
 SSH like any host (``[ssh]`` and ``~/.ssh/config`` apply). Its keys are one
 declarative table (:data:`SCHEMA`, checked by :mod:`launcher.config.validate`'s
 checkers, so errors read like every other inventory error) and resolve into
@@ -71,6 +72,7 @@ SCHEMA: dict[str, v.Checker] = {
     "login": v.address,
     "name": v.matching(LABEL, "a letter then letters, digits, _ . or - (at most 63)"),
     "jobs": v.integer(0, 10000, "an integer from 0 to 10000"),
+    "max_jobs": v.integer(0, 10000, "an integer from 0 to 10000"),
     "nworkers": _POSITIVE,
     "nthreads": _POSITIVE,
     "memory_limit": v.memory(64 * v.MiB, auto=False),
@@ -108,7 +110,7 @@ class PoolSpec:
     kind: str                 # "slurm"
     label: str
     login: Any                # HostSpec (not imported: inventory imports this module)
-    jobs: int
+    jobs: int                 # what a launch submits and a relaunch keeps
     nworkers: int
     nthreads: int
     memory_limit: int         # per worker
@@ -124,6 +126,12 @@ class PoolSpec:
     interface: str | None = None
     local_directory: str | None = None  # None: the node's $TMPDIR (else /tmp)
     lifetime: int | None = None  # seconds a worker lives before it retires; None: from the walltime
+    max_jobs: int | None = None  # how many jobs launcher.Cluster's scale/adapt may reach; None: jobs
+
+    @property
+    def most_jobs(self) -> int:
+        """The number of job slots ``scale`` and ``adapt`` may fill (``max_jobs``, else ``jobs``)."""
+        return self.jobs if self.max_jobs is None else self.max_jobs
 
     @property
     def walltime_seconds(self) -> int:
@@ -179,6 +187,9 @@ def _resolve(own: dict, resolve_login: Callable[[dict], Any], keypath: str, fail
     if own.get("lifetime") is not None and own["lifetime"] >= walltime_seconds(wall):
         fail(f"{keypath}.lifetime", f"is {own['lifetime']} s, not less than the walltime {wall}"
                                     " (workers must retire before Slurm ends the job)")
+    if own.get("max_jobs") is not None and own["max_jobs"] < own.get("jobs", 1):
+        fail(f"{keypath}.max_jobs", f"is {own['max_jobs']}, less than jobs = {own.get('jobs', 1)}"
+                                    " (the most jobs scale and adapt may reach: raise it, or lower jobs)")
     login_keys = {k: own[k] for k in ("user", "port", "identity", "known_hosts", "env", "python") if k in own}
     login = resolve_login({"address": own["login"], **login_keys})
     label = own.get("name") or f"slurm-{login.label}"
@@ -188,4 +199,5 @@ def _resolve(own: dict, resolve_login: Callable[[dict], Any], keypath: str, fail
                     walltime=wall, lifetime=own.get("lifetime"), partition=own.get("partition"),
                     account=own.get("account"), qos=own.get("qos"), constraint=own.get("constraint"),
                     job_extra=own.get("job_extra", ()), replace=own.get("replace", "keep"),
-                    interface=own.get("interface"), local_directory=own.get("local_directory"))
+                    interface=own.get("interface"), local_directory=own.get("local_directory"),
+                    max_jobs=own.get("max_jobs"))

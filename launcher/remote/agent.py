@@ -567,27 +567,44 @@ def op_spawn(p):
 
 
 def _unpack(rundir, archives):
-    """Unpack shipped packages (name -> base64 tar.gz) into ``rundir/ship``; their fingerprints."""
-    import base64
-    import io
+    """Unpack shipped packages (name -> base64 tar.gz) into ``rundir/ship``; their fingerprints.
+
+    Each is unpacked beside its target first; a target that already holds
+    the same files is left as it is (a Slurm pool's running jobs import from
+    it while another chain is submitted), else it is replaced by the new copy.
+    """
     import shutil
-    import tarfile
 
     out = {}
     for name, data in archives.items():
         target = os.path.join(rundir, "ship", name)
-        shutil.rmtree(target, ignore_errors=True)
-        os.makedirs(target, mode=0o700)
-        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(data)), mode="r:gz") as tar:
-            for m in tar.getmembers():  # plain files and directories inside the target only
-                if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name.split("/"):
-                    raise ValueError(f"shipped {name}: refusing archive member {m.name!r}")
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(target, filter="data")
-            else:
-                tar.extractall(target)
-        out[name] = _fingerprint_dir(target)
+        fresh = os.path.join(rundir, "ship", f".{name}.new")
+        shutil.rmtree(fresh, ignore_errors=True)
+        os.makedirs(fresh, mode=0o700)
+        _extract(name, data, fresh)
+        out[name] = _fingerprint_dir(fresh)
+        if os.path.isdir(target) and _fingerprint_dir(target) == out[name]:
+            shutil.rmtree(fresh)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            os.rename(fresh, target)
     return out
+
+
+def _extract(name, data, target):
+    """Extract one shipped package's base64 tar.gz into ``target``: plain files and directories only."""
+    import base64
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(data)), mode="r:gz") as tar:
+        for m in tar.getmembers():
+            if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in m.name.split("/"):
+                raise ValueError(f"shipped {name}: refusing archive member {m.name!r}")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(target, filter="data")
+        else:
+            tar.extractall(target)
 
 
 def _prepare_rundir(p):
@@ -826,12 +843,14 @@ def op_run(p):
     """Run one shell command (a batch system's sbatch, squeue, scancel) and return its output.
 
     With ``rundir``, the command runs there, after ``files`` are written
-    into it (0600, the directory 0700, as for a spawn): a job script and
-    the TLS material it points to reach the login host on stdin, never in
-    an argument. The command is the launcher's own (its values quoted);
+    into it (0600, the directory 0700, as for a spawn) and ``archives``
+    (shipped packages) unpacked into its ``ship/``: a job script, the TLS
+    material and the packages it points to reach the login host on stdin,
+    never in an argument. The command is the launcher's own (its values quoted);
     it runs in this agent's environment, the inventory's ``env`` applied.
     """
     cwd = _prepare_rundir(p)[0] if p.get("rundir") else None
+    shipped = _unpack(cwd, p.get("archives", {})) if cwd else {}
     try:
         done = subprocess.run(["/bin/sh", "-c", p["command"]], cwd=cwd, stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=p.get("seconds", 30))
@@ -839,7 +858,7 @@ def op_run(p):
         return {"rc": None, "stdout": "", "stderr": f"timed out after {p.get('seconds', 30)} s"}
     limit = 1 << 20
     return {"rc": done.returncode, "stdout": done.stdout.decode("utf-8", "replace")[-limit:],
-            "stderr": done.stderr.decode("utf-8", "replace")[-8192:]}
+            "stderr": done.stderr.decode("utf-8", "replace")[-8192:], "shipped": shipped}
 
 
 OPS = {"probe": op_probe, "spawn": op_spawn, "status": op_status, "stop": op_stop, "logs": op_logs,

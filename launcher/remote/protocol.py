@@ -138,22 +138,25 @@ class RunReply:
     rc: int | None                  # the command's exit code; None: it timed out
     stdout: str
     stderr: str
+    shipped: dict[str, str] = field(default_factory=dict)  # package -> fingerprint of the unpacked copy
 
 
 @dataclass
 class Run:
-    """Run the shell ``command`` (in ``rundir`` after writing ``files`` there, 0600, if given)."""
+    """Run the shell ``command`` (in ``rundir`` after writing ``files`` there, 0600, and unpacking
+    ``archives``, shipped packages, into its ``ship/``, if given)."""
 
     command: str
     rundir: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     timeout: float = 30.0
+    archives: dict[str, str] = field(default_factory=dict)
     op: ClassVar[str] = "run"
     Reply: ClassVar[type] = RunReply
 
     def to_json(self) -> dict:
         out = {"command": self.command, "seconds": self.timeout}
-        return out | ({"rundir": self.rundir, "files": self.files} if self.rundir else {})
+        return out | ({"rundir": self.rundir, "files": self.files, "archives": self.archives} if self.rundir else {})
 
 
 def parse_reply(request, data: dict):

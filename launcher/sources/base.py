@@ -133,8 +133,9 @@ class WorkerSource(Protocol):
         """Start a probed member's worker trees (``probe``: :class:`~launcher.verbs.preflight.Probe`).
 
         ``name`` None: the member's full set of workers (an SSH host: one
-        tree; a pool: one per job); else one worker of that name, a tree of
-        its own. ``record(rec)`` must be called for each tree before it starts
+        tree; a pool: one per job); else the unit that worker of that name
+        belongs to, a tree of its own (an SSH host: that one worker; a pool:
+        the job of that worker's slot, all its workers). ``record(rec)`` must be called for each tree before it starts
         (it persists the record); records are updated in place as the start
         goes. Raises LaunchError naming the host if a start failed (what was
         recorded stays: stop it). Returns the trees started.
@@ -157,6 +158,11 @@ class WorkerSource(Protocol):
     async def sweep(self, ctx: Context) -> Stopped:
         """End every tree of cluster ``ctx.name`` launched from this state directory on the members, without
         a record (``stop --inventory``): found by the start of their tokens (:func:`launcher.store.state.scope`)."""
+
+    # Optional (looked up with hasattr; see docs/architecture.md): settings(label) -> dict, a member's
+    # settings beyond its HostSpec that a reconcile compares; dry_run() -> list[str]; slots(label) ->
+    # list[tuple[str, ...]], a member's units of workers started and stopped as one, in the order
+    # launcher.Cluster's scale fills them (default: each worker <label>-<i> is a unit).
 
     async def why_late(self, ctx: Context, recs: list[HostRecord]) -> dict[str, str]:
         """Per label, a short reason its workers did not all register (a log's last words), or nothing."""

@@ -30,7 +30,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import time
-import uuid
 from collections import Counter
 from typing import Callable
 
@@ -38,10 +37,11 @@ from launcher.config.inventory import HostSpec, Inventory
 from launcher.config.pools import PoolSpec
 from launcher.errors import LaunchError
 from launcher.remote import commands, logtail
-from launcher.remote.protocol import Logs, Run
+from launcher.remote.protocol import Logs
 from launcher.remote.transport import connection_key
-from launcher.sources import slurm_queue as queue, slurm_script as script
+from launcher.sources import slurm_jobs as chains, slurm_queue as queue, slurm_script as script
 from launcher.sources.base import Context, Join, Stopped
+from launcher.sources.slurm_jobs import jobs_of, run
 from launcher.sources.ssh import stop_trees, sweep_hosts
 from launcher.store import state
 from launcher.store.records import HostRecord
@@ -50,35 +50,11 @@ TOOLS = ("sbatch", "squeue", "scancel")
 POLL = 0.5  # seconds between squeue calls while jobs end
 
 
-#: The pool keys a chain's job depends on beyond its HostSpec: a change replaces the pool's jobs.
-JOB_KEYS = ("jobs", "nworkers", "job_cpu", "job_mem", "walltime", "lifetime", "partition", "account", "qos",
-            "constraint", "job_extra", "replace", "interface")
-
-
-def settings(pool: PoolSpec) -> dict:
-    """What a chain's record keeps of its pool, compared by a reconcile (:meth:`SlurmPools.settings`)."""
-    return {k: list(x) if isinstance(x := getattr(pool, k), tuple) else x for k in JOB_KEYS}
-
 
 def member(pool: PoolSpec) -> HostSpec:
     """The pool as a member: its login host under the pool's label, sized as the whole pool."""
     return dataclasses.replace(pool.login, label=pool.label, nworkers=pool.workers,
                                nthreads=pool.nthreads, memory_limit=pool.memory_limit)
-
-
-async def run(ctx: Context, spec: HostSpec, command: str, *, rundir: str | None = None,
-              files: dict[str, str] | None = None, timeout: float | None = None):
-    """One shell command on the login host (a ``run`` step); its :class:`~launcher.remote.protocol.RunReply`."""
-    wait = timeout or ctx.step_timeout
-    return await ctx.conn(spec).request(Run(command, rundir, files or {}, wait), wait + 5)
-
-
-async def jobs_of(ctx: Context, spec: HostSpec, name: str, prefix: str) -> list[queue.Job]:
-    """The cluster's active jobs on this login host whose tag starts with ``prefix``."""
-    reply = await run(ctx, spec, queue.squeue_command(script.job_name(name)))
-    if reply.rc != 0:
-        raise LaunchError(f"squeue failed: {queue.sbatch_error(reply.stderr)}", host=spec.address)
-    return queue.parse_squeue(reply.stdout, prefix)
 
 
 def _by_login(recs: list[HostRecord]) -> dict[tuple, list[HostRecord]]:
@@ -112,7 +88,11 @@ class SlurmPools:
 
     def settings(self, label: str) -> dict:
         """The member's settings beyond its HostSpec that its trees were started with (a reconcile compares)."""
-        return settings(self.pools[label])
+        return chains.settings(self.pools[label])
+
+    def slots(self, label: str) -> list[tuple[str, ...]]:
+        """The pool's job slots, each the names of one job's workers, in the order scale fills them."""
+        return chains.slots(self.pools[label])
 
     def dry_run(self) -> list[str]:
         """What a launch would run for each pool (``--dry-run``): the steps and the job script itself."""
@@ -178,50 +158,17 @@ class SlurmPools:
 
     # ---- start
 
-    def _chain(self, pool: PoolSpec, spec: HostSpec, name: str) -> HostRecord:
-        """The record of one chain about to be submitted: token (its jobs' comment), script, paths."""
-        rec = HostRecord.new(spec, "workers", name, pool.nworkers, pool.memory_limit, scope=state.scope(),
-                             source=self.kind)
-        rundir = script.run_dir(name, pool)
-        job = f"job-{uuid.uuid4().hex[:8]}.sh"
-        rec.rundir, rec.remove = rundir, [f"{rundir}/{job}"]
-        rec.prune = [rundir, *rec.prune[-2:]]  # the pool's directory, then the cluster's and ~/.pyku-launch
-        rec.extra = {"script": job, "jobs": [], "settings": settings(pool)}
-        return rec
-
     async def start(self, ctx: Context, probe, join: Join, record: Callable[[HostRecord], None],
                     name: str | None = None) -> list[HostRecord]:
-        """Submit the pool's chains, each recorded before its sbatch.
+        """Submit the pool's chains (job slots ``0`` … ``jobs-1``), each recorded before its sbatch.
 
-        A single worker by name (``launcher.Cluster``'s scale and adapt, a
-        repair) is refused: a pool's workers are named after their jobs'
-        ids, not the slots scale counts in (not done yet; edit ``jobs`` and
-        launch again instead).
+        ``name``: the chain of the job slot that runs the worker of that name
+        (``launcher.Cluster``'s scale and adapt, a relaunch's repair): a job
+        is the unit, so its other workers start with it.
         """
-        if name is not None:
-            raise LaunchError(f"pool {probe.spec.label}: launcher.Cluster cannot scale a Slurm pool by worker"
-                              " names yet (set jobs in the inventory and launch again)", host=probe.spec.address)
         pool = self.pools[probe.spec.label]
-        recs = [self._chain(pool, probe.spec, ctx.name) for _ in range(pool.jobs)]
-        for rec in recs:
-            record(rec)
-        files = dict(join.files)
-        for rec in recs:
-            files[rec.extra["script"]] = script.job_script(self.inv, pool, rec.token, join.scheduler,
-                                                           rec.extra["script"])
-        submit = "; ".join(f"printf '%s ' {rec.extra['script']} && {queue.sbatch_command(rec.extra['script'])}"
-                           f" || exit 1" for rec in recs)
-        reply = await run(ctx, probe.spec, submit or "true", rundir=recs[0].rundir if recs else None,
-                          files=files)
-        for line in reply.stdout.splitlines():
-            job, _, jid = line.partition(" ")
-            for rec in recs:
-                if rec.extra["script"] == job and jid.strip():
-                    rec.extra["jobs"] = [queue.parse_sbatch(jid)]
-                    rec.names = [f"{pool.label}-{rec.extra['jobs'][0]}-{i}" for i in range(pool.nworkers)]
-        if reply.rc != 0:
-            raise LaunchError(f"sbatch: {queue.sbatch_error(reply.stderr)}", host=probe.spec.address)
-        return recs
+        slots = range(pool.jobs) if name is None else [chains.slot_of(pool, name)]
+        return await chains.submit(ctx, self.inv, pool, probe.spec, join, record, list(slots), self.kind)
 
     # ---- alive, stop
 
@@ -353,7 +300,7 @@ class SlurmPools:
     @staticmethod
     def _row(rec: HostRecord, jobs: list[queue.Job], live: Counter, error: str | None) -> dict:
         current = next((j for j in jobs if j.state != "PENDING"), jobs[0] if jobs else None)
-        n = sum(live.get(f"{rec.label}-{j.id}", 0) for j in jobs)
+        n = live.get(f"{rec.label}-{rec.extra.get('slot')}", 0)  # readiness counts by the name less "-<i>"
         row = {"address": rec.address, "role": rec.role, "expected": rec.expected, "live": n,
                "memory_limit": rec.memory_limit, "source": "slurm", "pool": rec.label,
                "job": current.id if current else None, "state": current.state if current else "GONE",

@@ -76,12 +76,24 @@ def shell_word(text: str) -> str:
     return "".join(parts)
 
 
-def worker_argv(inv, pool: PoolSpec, scheduler: str) -> list[str]:
-    """``dask worker`` for one job: its workers are named ``<pool>-<job id>-<i>``."""
+def worker_names(label: str, slot: int, nworkers: int) -> list[str]:
+    """The names the workers of a chain in job slot ``slot`` register with: ``<pool>-<slot>-<i>``.
+
+    Named after the chain's slot, not its job id: a replacement job's workers
+    take the names of the workers that retired before it started, so the names
+    the record lists (what ``launcher.Cluster`` and Adaptive count as
+    requested) stay true across a chain's jobs, as dask-jobqueue's names stay
+    with its job specs. ``status`` shows the job ids.
+    """
+    return [f"{label}-{slot}-{i}" for i in range(nworkers)]
+
+
+def worker_argv(inv, pool: PoolSpec, scheduler: str, slot: int | str = 0) -> list[str]:
+    """``dask worker`` for one job of the chain in ``slot``: its workers are :func:`worker_names`."""
     python = pool.login.python or "python3"
     live, stagger = lifetime(pool)
     # distributed appends "-<i>" to the name only when nworkers > 1.
-    name = f"{pool.label}-{{jobid}}" + ("" if pool.nworkers > 1 else "-0")
+    name = f"{pool.label}-{slot}" + ("" if pool.nworkers > 1 else "-0")
     argv = [python, "-m", "distributed.cli.dask_worker", scheduler,
             "--nworkers", str(pool.nworkers), "--nthreads", str(pool.nthreads),
             "--memory-limit", str(pool.memory_limit), "--nanny", "--name", name,
@@ -107,12 +119,14 @@ def directives(inv, pool: PoolSpec, tag: str) -> list[str]:
     return [f"#SBATCH {x}" for x in lines + list(pool.job_extra)]
 
 
-def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler address>", name: str = SCRIPT) -> str:
+def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler address>", name: str = SCRIPT,
+               slot: int | str = 0) -> str:
     """The whole batch script of one chain of the pool's jobs, the file ``name`` in the pool's run directory.
 
     ``tag`` (the chain's token) is the jobs' comment; with policy ``keep``
     each job queues its replacement from the same file, so a stop that
-    removes the file ends the chain.
+    removes the file ends the chain. ``slot``: the chain's job slot, which
+    names its workers (:func:`worker_names`).
     """
     env = dict(commands.process_env(inv), PYKU_LAUNCH_TOKEN=tag, DASK_TEMPORARY_DIRECTORY="{local_directory}")
     spill = pool.local_directory or f"${{TMPDIR:-/tmp}}/pyku-launch-$(id -u)/{inv.name}/{pool.label}-$SLURM_JOB_ID"
@@ -123,6 +137,8 @@ def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler addre
     if pool.login.env:
         lines += ["{", pool.login.env, "}"]
     lines += [f"export {k}={shell_word(x)}" for k, x in env.items() if k != "DASK_TEMPORARY_DIRECTORY"]
+    if inv.ship:  # unpacked there by the submitting step (launcher/sources/slurm_jobs.py), first on the path
+        lines.append('export PYTHONPATH="$SLURM_SUBMIT_DIR/ship${PYTHONPATH:+:$PYTHONPATH}"')
     lines += [f'spill={spill if pool.local_directory is None else shell_word(spill)}',
               'mkdir -p -m 700 "$spill" || exit 1',
               f"export DASK_TEMPORARY_DIRECTORY={shell_word(env['DASK_TEMPORARY_DIRECTORY'])}"]
@@ -133,7 +149,7 @@ def job_script(inv, pool: PoolSpec, tag: str, scheduler: str = "<scheduler addre
                   " || echo 'pyku-launch: no replacement job submitted' >&2"]
     lines += ["# A handler (not an ignore, which the worker would inherit): the script outlives the worker.",
               "trap : TERM INT",
-              " ".join(shell_word(a) for a in worker_argv(inv, pool, scheduler)),
+              " ".join(shell_word(a) for a in worker_argv(inv, pool, scheduler, slot)),
               "status=$?",
               'rm -rf "$spill"',
               "exit $status"]

@@ -12,7 +12,9 @@ Kinds of step, in the order they are applied:
 - ``change``: a host's workers are started differently (nworkers, nthreads,
   memory_limit, env, python, worker options...): retire, stop, start anew;
 - ``add``: a host joined (or was left out at launch): preflight, start;
-- ``repair``: workers the record expects are not at the scheduler: start them;
+- ``repair``: workers the record expects are not at the scheduler: start them
+  (a source that does not wait, a batch pool: the trees its queue no longer
+  lists, ``ended``; a pending job's workers are not missing);
 - ``refuse``: a key the scheduler was started with changed; only a new
   cluster (``--recreate``) can follow it.
 """
@@ -96,8 +98,9 @@ def _host_change(trees: list[HostRecord], spec: HostSpec, rec: ClusterRecord, in
     return diffs
 
 
-def make(rec: ClusterRecord, inv: Inventory, live: set[str]) -> list[Step]:
-    """The steps that take the running cluster ``rec`` to ``inv``; ``live``: worker names at the scheduler."""
+def make(rec: ClusterRecord, inv: Inventory, live: set[str], ended: set[str] = frozenset()) -> list[Step]:
+    """The steps that take the running cluster ``rec`` to ``inv``; ``live``: worker names at the scheduler,
+    ``ended``: tokens of trees of sources that do not wait that their source says have ended."""
     refusals = _scheduler_changes(rec, inv)
     if refusals:
         return refusals
@@ -115,8 +118,10 @@ def make(rec: ClusterRecord, inv: Inventory, live: set[str]) -> list[Step]:
             continue
         diffs = _host_change(trees[lab], spec, rec, inv, sources[lab])
         names = [n for t in trees[lab] for n in t.worker_names()]
-        # A source that does not wait (a batch pool) has workers that are not in yet: pending, not missing.
-        missing = tuple(n for n in names if n not in live) if sources[lab].wait else ()
+        # A source that does not wait (a batch pool) has workers that are not in yet: pending, not missing;
+        # what its queue no longer lists (a chain whose jobs all ended) is missing.
+        missing = tuple(n for n in names if n not in live) if sources[lab].wait else tuple(
+            n for t in trees[lab] if t.token in ended for n in t.worker_names())
         if diffs:
             steps.append(Step("change", lab, f"~ {spec.address}: {', '.join(diffs)}", spec))
         elif missing:

@@ -34,8 +34,27 @@ from launcher.verbs.trees import Trees, live_names
 
 
 async def plan_for(inv: Inventory, rec: ClusterRecord) -> list[plan.Step]:
-    """The plan for a running cluster: its record and its scheduler's workers, against ``inv``."""
-    return plan.make(rec, inv, await live_names(rec))
+    """The plan for a running cluster: its record, its scheduler's workers and the ended trees, against ``inv``."""
+    return plan.make(rec, inv, await live_names(rec), await ended_trees(inv, rec))
+
+
+async def ended_trees(inv: Inventory, rec: ClusterRecord) -> set[str]:
+    """Tokens of the trees of sources that do not wait (a batch pool's chains) that have ended.
+
+    For them the scheduler cannot tell: a pending job's workers are not there
+    either. Their source's ``alive`` (a pool: its jobs in ``squeue``) can; a
+    tree it cannot tell about (login host unreachable) is not counted as ended.
+    """
+    sources = registry.member_sources(registry.from_inventory(inv))
+    recs = [h for h in rec.hosts if h.role == "workers" and h.label in sources and not sources[h.label].wait]
+    if not recs:
+        return set()
+    answers: dict[str, bool | None] = {}
+    async with Context(rec.name, inv.step_timeout) as ctx:
+        await ctx.open([h.spec for h in recs])
+        for source, group in registry.by_source(recs, inv):
+            answers |= await source.alive(ctx, group)
+    return {token for token, alive in answers.items() if alive is False}
 
 
 async def reconcile_async(inv: Inventory, rec: ClusterRecord, *, report: Reporter, recreate: bool = False,
@@ -196,8 +215,7 @@ async def _repair(trees: Trees, step: plan.Step, probe) -> None:
         else:
             tree.names = [n for n in names if n not in gone]
             tree.expected = len(tree.names)
-        for name in gone:
-            await trees.start(probe, name)
+        await trees.start_names(probe, gone)
 
 
 async def _wait_unlisted(rec, names: list[str], timeout: float) -> None:

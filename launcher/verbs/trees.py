@@ -7,11 +7,12 @@ state file as it happens: a tree is recorded *before* its spawn (its token
 finds it again whatever happens) and forgotten only once its processes are
 proven gone, so the record stays true after each step.
 
-A member's workers are one tree at launch (``<label>-0`` … ``<label>-<n-1>``).
-A worker started later on its own (a partial repair, ``Cluster.scale``) is a
-tree of one worker named ``<label>-<i>``; what that means on a host is its
-source's business (:mod:`launcher.sources.ssh`: its own run directory beside
-the host's, the spill directory going with the host's last tree).
+A member's workers are one tree at launch (``<label>-0`` … ``<label>-<n-1>``;
+a pool: one per job). A worker started later by name (a partial repair,
+``Cluster.scale``) is a tree of its unit: on an SSH host one worker named
+``<label>-<i>``, its own run directory beside the host's, the spill directory
+going with the host's last tree (:mod:`launcher.sources.ssh`); in a pool the
+job of that worker's slot (:mod:`launcher.sources.slurm_jobs`).
 """
 
 from __future__ import annotations
@@ -113,6 +114,19 @@ class Trees:
             return await self.sources[probe.spec.label].start(self.ctx, probe, self._join(), self._record, name)
         finally:
             self.save()
+
+    async def start_names(self, probe: Probe, names: list[str]) -> list[HostRecord]:
+        """Start the workers of these names, each through its source with its unit.
+
+        A source starts the unit a name belongs to (an SSH host: that one
+        worker; a pool: the job whose workers include it), so a name that an
+        earlier start of the call covered is not started again.
+        """
+        started: list[HostRecord] = []
+        for name in names:
+            if all(name not in r.worker_names() for r in started):
+                started += await self.start(probe, name)
+        return started
 
     async def stop(self, recs: list[HostRecord]) -> None:
         """Stop these trees (by their sources, all at once), prove them gone, forget them.
