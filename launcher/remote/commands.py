@@ -59,6 +59,15 @@ def _with(payload: dict, extra: dict) -> dict:
     return {**payload, **extra, "env": {**payload["env"], **extra.get("env", {})}}
 
 
+def home_of(rundir: str, resolved: str | None) -> str | None:
+    """The home directory a host resolved ``rundir`` (``~/...``) against, from the result; None if
+    that cannot be told (then ``stop`` asks the host's agent to resolve the tree's paths)."""
+    if not resolved or not rundir.startswith("~/") or not resolved.endswith(rundir[1:]):
+        return None
+    home = resolved[:len(resolved) - len(rundir) + 1]
+    return home if home.startswith("/") else None
+
+
 def run_dir(name: str, spec: HostSpec, role: str) -> str:
     """Per cluster, per host and per role: home may be one NFS share for all hosts.
 

@@ -212,6 +212,26 @@ class Connection:
             raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
 
+    async def run(self, command: str, op: str, timeout: float = 60.0) -> str:
+        """Run one shell command in a session of its own, without the agent (no login shell, no
+        ``env``); its standard output. Reported to ``on_step`` as ``op``; failures raise LaunchError."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._run(command)
+        except TimeoutError:
+            raise LaunchError(f"step '{op}' timed out after {timeout:g} s", host=self.name) from None
+        except Exception as e:  # OSError, asyncssh.Error: the session could not be had
+            if isinstance(e, OSError) or type(e).__module__.startswith("asyncssh"):
+                raise LaunchError(f"step '{op}' failed: {e}", host=self.name) from None
+            raise
+        finally:
+            if self.on_step is not None:
+                self.on_step(self.spec.address, op, started, time.perf_counter())
+
+    async def _run(self, command: str) -> str:
+        raise NotImplementedError
+
     async def request(self, request, timeout: float = 60.0):
         """Run one typed operation (:mod:`launcher.protocol`); its typed reply."""
         from launcher.remote.protocol import parse_reply
@@ -245,6 +265,12 @@ class LocalConnection(Connection):
             f"exec {command}", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=_LINE_LIMIT, start_new_session=True)
 
+    async def _run(self, command: str) -> str:
+        proc = await asyncio.create_subprocess_shell(command, stdin=asyncio.subprocess.DEVNULL,
+                                                     stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        return (await proc.communicate())[0].decode(errors="replace")
+
     async def _end_process(self) -> None:
         proc = self._proc
         try:
@@ -266,6 +292,9 @@ class SSHConnection(Connection):
 
     async def _start_process(self, command: str):
         return await self._conn.create_process(command, encoding=None)
+
+    async def _run(self, command: str) -> str:
+        return (await self._conn.run(command, check=False)).stdout or ""
 
     async def _end_process(self) -> None:
         try:
@@ -354,11 +383,12 @@ def connection_key(spec: HostSpec) -> tuple:
             spec.ssh_config, spec.env, spec.python, spec.shell, spec.login_shell)
 
 
-async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None,
+async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None, agents: bool = True,
                            ) -> tuple[dict[tuple, Connection], dict[tuple, LaunchError]]:
     """Open one connection per distinct host, all at once.
 
     ``on_step`` is given to every connection (see :data:`StepHook`).
+    ``agents``: start each host's agent at once; else at its first step (a stop may need none).
 
     Returns the open connections and the failures (the error), both by
     :func:`connection_key`. The caller decides whether a failure is fatal;
@@ -374,7 +404,8 @@ async def open_connections(specs: list[HostSpec], on_step: StepHook | None = Non
 
     async def one(spec: HostSpec) -> Connection:
         conn = LocalConnection(spec, on_step) if spec.transport == "local" else await _ssh_connect(spec, on_step)
-        conn.start_agent()  # its login shell and interpreter start while others connect
+        if agents:
+            conn.start_agent()  # its login shell and interpreter start while others connect
         return conn
 
     keys = list(unique)
