@@ -66,10 +66,12 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
                      settle: float = 0.0, keep_logs: bool = False) -> StopReply:
     """Stop the recorded process trees of one host; ``left`` lists survivors.
 
-    First without the agent (:mod:`launcher.remote.quickstop`: one sh
-    script, the same proof); the agent's ``stop`` only where the script
-    leaves it (survivors of the grace: SIGKILL at once; a tokenless
-    process; a host the script cannot work on).
+    Where the host's agent is not running yet (``pyku-launch stop``), first
+    without it (:mod:`launcher.remote.quickstop`: one sh script, the same
+    proof); the agent's ``stop`` only where the script leaves it (survivors
+    of the grace: SIGKILL at once; a tokenless process; a host the script
+    cannot work on). A rollback or a reconcile has its agents running: a
+    step on them costs less than a new session.
     ``settle``: look again after that many seconds (a half-launched cluster:
     its dead launcher's agents may still be starting processes).
     ``keep_logs``: the run directories keep their logs (``pyku-launch stop``).
@@ -80,7 +82,7 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
                    empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
     signalled = 0
     homes = {r.home for r in records}
-    quick = quickstop.resolved(request, homes.pop()) if len(homes) == 1 else None
+    quick = quickstop.resolved(request, homes.pop()) if len(homes) == 1 and not conn.has_agent else None
     if quick is not None:
         try:
             out = quickstop.parse(await conn.run(quickstop.command(quick), "stop-sh", timeout + grace))
