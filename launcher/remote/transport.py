@@ -216,16 +216,14 @@ class Connection:
             raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
 
-    async def run(self, command: str, op: str, timeout: float = 60.0) -> str:
+    async def run(self, command: str, op: str) -> str:
         """Run one shell command in a session of its own, without the agent (no login shell, no
-        ``env``); its standard output. Reported to ``on_step`` as ``op``; failures raise LaunchError."""
+        ``env``); its standard output. Reported to ``on_step`` as ``op``; a session that could not
+        be had raises LaunchError (the caller bounds the time)."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
-                return await self._run(command)
-        except TimeoutError:
-            raise LaunchError(f"step '{op}' timed out after {timeout:g} s", host=self.name) from None
-        except Exception as e:  # OSError, asyncssh.Error: the session could not be had
+            return await self._run(command)
+        except Exception as e:  # OSError, asyncssh.Error
             if isinstance(e, OSError) or type(e).__module__.startswith("asyncssh"):
                 raise LaunchError(f"step '{op}' failed: {e}", host=self.name) from None
             raise

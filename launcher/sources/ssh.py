@@ -85,7 +85,10 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     quick = quickstop.resolved(request, homes.pop()) if len(homes) == 1 and not conn.has_agent else None
     if quick is not None:
         try:
-            out = quickstop.parse(await conn.run(quickstop.command(quick), "stop-sh", timeout + grace))
+            async with asyncio.timeout(timeout + grace):
+                out = quickstop.parse(await conn.run(quickstop.command(quick), "stop-sh"))
+        except TimeoutError:  # the agent would hang as well (a session that never ends): the host is not stopped
+            raise LaunchError(f"step 'stop-sh' timed out after {timeout + grace:g} s", host=conn.name) from None
         except LaunchError:
             out = None  # no session for it (a restricted account?): the agent says what is wrong
         if out is not None and out.gone:
