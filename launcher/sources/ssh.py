@@ -48,10 +48,9 @@ async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
     except asyncio.CancelledError:
         await asyncio.wait([task])  # bounded by the step's own timeout
         if not task.cancelled() and task.exception() is None:
-            rec.pid, rec.log = task.result().pid, task.result().log
+            _started(rec, task.result())
         raise
-    rec.pid, rec.log = reply.pid, reply.log
-    rec.home = commands.home_of(rec.rundir, reply.rundir)
+    _started(rec, reply)
     if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
         remove, rec.prune = commands.cleanup_paths(ctx.name, spec, rec.role, reply.local_directory)
         rec.remove = [rec.rundir, *remove[1:]]  # cleanup_paths lists the run directory first
@@ -60,6 +59,12 @@ async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
     if verify is not None:
         verify(reply.shipped, spec.address)
     return reply
+
+
+def _started(rec: HostRecord, reply: SpawnReply) -> None:
+    """What the record learns from a spawn's reply: the leader's pid, its log, the host's home."""
+    rec.pid, rec.log = reply.pid, reply.log
+    rec.home = commands.home_of(rec.rundir, reply.rundir)
 
 
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
