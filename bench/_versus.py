@@ -178,12 +178,17 @@ def run_ours(tb, tmp, name, n_hosts, login_shell=True):
     kinds.update(watch.kinds())
     kinds["launcher"] = launcher_cpu
     machine = meter.machine()
+    time.sleep(0.5)  # the launch's sshd connection processes are reaped: not counted as the stop's sessions
     down = Meter(tb)
-    launcher.stop(name, purge=True)
-    stop = down.wall()
+    steps = u.RoundTripCounter()
+    launcher.stop(name, purge=True, on_step=steps)
+    stop, stop_machine, stop_launcher = down.wall(), down.machine(), down.launcher()
     left = u.session_members(rec) + u.cluster_processes(name)
-    return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": down.machine(),
-            "left": len(left), "phases": rep.phases(), "rss": grown}
+    time.sleep(0.5)  # the sshd connection processes the stop closed are reaped by their listeners
+    return {"wall": wall, "machine": machine, "kinds": kinds, "stop": stop, "stop_machine": stop_machine,
+            "left": len(left), "phases": rep.phases(), "rss": grown,
+            "stop_launcher": stop_launcher, "stop_sessions": down.reaped(),
+            "stop_ops": sorted({op for _, op, _, _ in steps.take_steps()})}
 
 
 def run_peer(tb, n_hosts):
@@ -303,6 +308,10 @@ def report(counts, rows, figures) -> None:
             print(f"    teardown: stop {stop:.2f} s (runs {u.fmt_runs([r['stop'] for r in ours], '')}; processes left "
                   f"right after it returned: {left}); SSHCluster close() until its processes were gone "
                   f"{med([r['stop'] for r in peer]):.2f} s")
+            print(f"    stop's own CPU: launcher {med([r['stop_launcher'] for r in ours]):.2f} CPU-s, ssh sessions "
+                  f"(what the sshd listeners reaped: sshd, shell, stop script or agent) "
+                  f"{med([r['stop_sessions'] for r in ours]):.2f} CPU-s ({med([r['stop_sessions'] for r in ours]) / (c + 1):.3f}"
+                  f" per host); steps {sorted({op for r in ours for op in r['stop_ops']})}")
             figures.line("versus", f"{c} hosts x 1, {LABELS[who]}: wall {w_o / w_p:.2f} x SSHCluster ({w_o:.2f} vs "
                          f"{w_p:.2f} s), machine CPU launch + teardown {m_o / m_p:.2f} x, stop {stop:.2f} s")
             if c == 12 or len(counts) == 1:

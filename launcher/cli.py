@@ -288,9 +288,9 @@ Examples:
 def stop(name, inventory, purge, quiet):
     """Stop every process of the cluster on every host, verify, forget it.
 
-    Workers first, then the scheduler; each process session is checked gone
-    by its process id (SIGKILL if it outlives SIGTERM), run files and the
-    local state are removed; the logs stay on the hosts (pyku-launch logs reads them) until the next
+    Every host at once, the scheduler's too; its processes are found by the
+    launch's token and checked gone (SIGKILL if one outlives SIGTERM), run
+    files and the local state are removed; the logs stay on the hosts (pyku-launch logs reads them) until the next
     launch or --purge. Stopping twice is not an error. A state file
     that cannot be read is kept and the stop refused (exit 1); --inventory
     then finds the cluster's processes on every host by the cluster's name.

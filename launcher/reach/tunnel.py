@@ -1,7 +1,7 @@
 """SSH local port forwards: to a scheduler behind a firewall, or to a closed dashboard.
 
 A :class:`Tunnel` connects to a host over SSH (the inventory's settings,
-host keys checked as in every step, :func:`launcher.transport.ssh_connect`)
+host keys checked as in every step, :func:`launcher.remote.sshconnect.ssh_connect`)
 and forwards a port on this machine's loopback to an address as seen *from
 that host*. It runs in a background thread with its own event loop, so a
 synchronous ``distributed.Client`` can use it, and is closed by
@@ -26,7 +26,7 @@ import threading
 from launcher.errors import LaunchError
 from launcher.config.inventory import HostSpec
 from launcher.remote.commands import scheduler_host_port
-from launcher.remote.transport import ssh_connect
+from launcher.remote.sshconnect import ssh_connect
 
 
 class Tunnel:

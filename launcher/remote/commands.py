@@ -59,6 +59,15 @@ def _with(payload: dict, extra: dict) -> dict:
     return {**payload, **extra, "env": {**payload["env"], **extra.get("env", {})}}
 
 
+def home_of(rundir: str, resolved: str | None) -> str | None:
+    """The home directory a host resolved ``rundir`` (``~/...``) against, from the result; None if
+    that cannot be told (then ``stop`` asks the host's agent to resolve the tree's paths)."""
+    if not resolved or not rundir.startswith("~/") or not resolved.endswith(rundir[1:]):
+        return None
+    home = resolved[:len(resolved) - len(rundir) + 1]
+    return home if home.startswith("/") else None
+
+
 def run_dir(name: str, spec: HostSpec, role: str) -> str:
     """Per cluster, per host and per role: home may be one NFS share for all hosts.
 
@@ -196,7 +205,21 @@ while True:
             sys.exit(f"the scheduler at {host}:{port} did not listen within {limit:g} s")
         time.sleep(0.1)
 sys.argv = ["dask worker"] + sys.argv[5:]
-dask_worker.main()
+try:
+    dask_worker.main()
+    code = 0
+except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if not isinstance(e.code, (int, type(None))):
+        print(e.code, file=sys.stderr)
+# The nanny has closed its workers: exit without the interpreter's teardown of
+# every module (~0.1 CPU-s per host at every stop, a third of a tree's end);
+# the forkserver exits so too. The log is flushed first.
+import logging
+logging.shutdown()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
 """
 
 

@@ -30,6 +30,7 @@ class SpawnReply:
     failure: str | None = None
     log_tail: list[str] = field(default_factory=list)
     local_directory: str | None = None  # the workers' spill space, as the host resolved it
+    rundir: str | None = None       # the run directory, as the host resolved it (absolute)
     shipped: dict[str, str] = field(default_factory=dict)  # package -> fingerprint of the unpacked copy
 
     @classmethod

@@ -17,7 +17,6 @@ import collections
 import itertools
 import json
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -106,6 +105,11 @@ class Connection:
 
     async def _start_process(self, command: str):
         raise NotImplementedError
+
+    @property
+    def has_agent(self) -> bool:
+        """Whether its agent was started (then a step costs no new session)."""
+        return self._starting is not None
 
     def start_agent(self) -> None:
         """Start the agent in the background; the first step waits for it."""
@@ -212,6 +216,24 @@ class Connection:
             raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
 
+    async def run(self, command: str, op: str) -> str:
+        """Run one shell command in a session of its own, without the agent (no login shell, no
+        ``env``); its standard output. Reported to ``on_step`` as ``op``; a session that could not
+        be had raises LaunchError (the caller bounds the time)."""
+        started = time.perf_counter()
+        try:
+            return await self._run(command)
+        except Exception as e:  # OSError, asyncssh.Error
+            if isinstance(e, OSError) or type(e).__module__.startswith("asyncssh"):
+                raise LaunchError(f"step '{op}' failed: {e}", host=self.name) from None
+            raise
+        finally:
+            if self.on_step is not None:
+                self.on_step(self.spec.address, op, started, time.perf_counter())
+
+    async def _run(self, command: str) -> str:
+        raise NotImplementedError
+
     async def request(self, request, timeout: float = 60.0):
         """Run one typed operation (:mod:`launcher.protocol`); its typed reply."""
         from launcher.remote.protocol import parse_reply
@@ -245,6 +267,12 @@ class LocalConnection(Connection):
             f"exec {command}", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=_LINE_LIMIT, start_new_session=True)
 
+    async def _run(self, command: str) -> str:
+        proc = await asyncio.create_subprocess_shell(command, stdin=asyncio.subprocess.DEVNULL,
+                                                     stdout=asyncio.subprocess.PIPE,
+                                                     stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        return (await proc.communicate())[0].decode(errors="replace")
+
     async def _end_process(self) -> None:
         proc = self._proc
         try:
@@ -267,6 +295,9 @@ class SSHConnection(Connection):
     async def _start_process(self, command: str):
         return await self._conn.create_process(command, encoding=None)
 
+    async def _run(self, command: str) -> str:
+        return (await self._conn.run(command, check=False)).stdout or ""
+
     async def _end_process(self) -> None:
         try:
             self._proc.stdin.write_eof()
@@ -282,70 +313,10 @@ class SSHConnection(Connection):
             pass
 
 
-def connect_options(spec: HostSpec) -> dict:
-    """asyncssh keyword arguments for a host; () means asyncssh's own default."""
-    opts: dict = {"connect_timeout": spec.connect_timeout}
-    if spec.port:
-        opts["port"] = spec.port
-    if spec.user:
-        opts["username"] = spec.user
-    if spec.identity:
-        opts["client_keys"] = [spec.identity]
-    if spec.known_hosts:
-        opts["known_hosts"] = spec.known_hosts
-    if spec.ssh_config and not Path(spec.ssh_config).is_file():
-        raise LaunchError(f"ssh config file {spec.ssh_config} does not exist "
-                          f"(fix [ssh] config in the inventory)", host=spec.address)
-    config = spec.ssh_config or str(Path("~/.ssh/config").expanduser())
-    opts["config"] = [config] if Path(config).exists() else []
-    return opts
-
-
-async def ssh_connect(spec: HostSpec):
-    """An asyncssh connection to the host (host keys, authentication and errors as every step)."""
-    from launcher.remote.sshlib import asyncssh
-
-    from launcher.remote.hostkeys import accept_new, describe_refusal
-
-    opts = connect_options(spec)
-    try:
-        try:
-            return await asyncssh.connect(spec.address, **opts)
-        except asyncssh.HostKeyNotVerifiable:
-            conn = await accept_new(spec, opts) if spec.accept_new else None
-            if conn is None:
-                raise LaunchError(await describe_refusal(spec, opts), host=spec.address) from None
-            return conn
-    except asyncssh.PermissionDenied:
-        who = f"{spec.user}@" if spec.user else ""
-        key = spec.identity or "the agent/default keys"
-        raise LaunchError(
-            f"SSH authentication refused for {who}{spec.address} with {key} "
-            f"(check [ssh] user/identity, or the host's authorized_keys)", host=spec.address
-        ) from None
-    except (OSError, asyncio.TimeoutError, TimeoutError, asyncssh.Error) as e:
-        raise LaunchError(f"cannot connect over SSH: {_connect_failure(spec, opts, e)}",
-                          host=spec.address) from None
-
-
 async def _ssh_connect(spec: HostSpec, on_step: StepHook | None) -> Connection:
+    from launcher.remote.sshconnect import ssh_connect
+
     return SSHConnection(spec, await ssh_connect(spec), on_step)
-
-
-def _connect_failure(spec: HostSpec, opts: dict, e: BaseException) -> str:
-    """Why a connect failed, without the address or errno noise, so that
-    hosts failing for the same reason read the same (and group)."""
-    from launcher.remote.hostkeys import resolved_port
-
-    if isinstance(e, ConnectionRefusedError):
-        return f"connection refused on port {resolved_port(spec, opts)}"
-    if isinstance(e, (asyncio.TimeoutError, TimeoutError)):
-        return f"no answer within {spec.connect_timeout:g} s (connect_timeout)"
-    if isinstance(e, socket.gaierror):
-        return f"unknown host name ({e.strerror})"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror[0].lower() + e.strerror[1:]
-    return str(e) or type(e).__name__
 
 
 def connection_key(spec: HostSpec) -> tuple:
@@ -354,11 +325,12 @@ def connection_key(spec: HostSpec) -> tuple:
             spec.ssh_config, spec.env, spec.python, spec.shell, spec.login_shell)
 
 
-async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None,
+async def open_connections(specs: list[HostSpec], on_step: StepHook | None = None, agents: bool = True,
                            ) -> tuple[dict[tuple, Connection], dict[tuple, LaunchError]]:
     """Open one connection per distinct host, all at once.
 
     ``on_step`` is given to every connection (see :data:`StepHook`).
+    ``agents``: start each host's agent at once; else at its first step (a stop may need none).
 
     Returns the open connections and the failures (the error), both by
     :func:`connection_key`. The caller decides whether a failure is fatal;
@@ -374,7 +346,8 @@ async def open_connections(specs: list[HostSpec], on_step: StepHook | None = Non
 
     async def one(spec: HostSpec) -> Connection:
         conn = LocalConnection(spec, on_step) if spec.transport == "local" else await _ssh_connect(spec, on_step)
-        conn.start_agent()  # its login shell and interpreter start while others connect
+        if agents:
+            conn.start_agent()  # its login shell and interpreter start while others connect
         return conn
 
     keys = list(unique)

@@ -47,11 +47,14 @@ class Context:
         self.conns: dict[tuple, Connection] = {}
         self.failed: dict[tuple, LaunchError] = {}
 
-    async def open(self, specs) -> dict[tuple, LaunchError]:
-        """Connect to every host of ``specs`` not yet tried; the failures so far, by connection key."""
+    async def open(self, specs, agents: bool = True) -> dict[tuple, LaunchError]:
+        """Connect to every host of ``specs`` not yet tried; the failures so far, by connection key.
+
+        ``agents=False``: a host's agent starts at its first step, not at once (a stop needs none).
+        """
         new = [s for s in specs if connection_key(s) not in self.conns and connection_key(s) not in self.failed]
         if new:
-            conns, failed = await open_connections(new, self.on_step)
+            conns, failed = await open_connections(new, self.on_step, agents)
             self.conns.update(conns)
             self.failed.update(failed)
         return self.failed

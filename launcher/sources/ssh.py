@@ -19,7 +19,7 @@ from typing import Callable
 
 from launcher.config.inventory import HostSpec, Inventory
 from launcher.errors import LaunchError
-from launcher.remote import commands, logtail
+from launcher.remote import commands, logtail, quickstop
 from launcher.remote.protocol import Logs, Spawn, SpawnReply, Status, Stop, StopReply
 from launcher.remote.transport import Connection, connection_key
 from launcher.sources.base import Context, Join, Stopped
@@ -48,9 +48,9 @@ async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
     except asyncio.CancelledError:
         await asyncio.wait([task])  # bounded by the step's own timeout
         if not task.cancelled() and task.exception() is None:
-            rec.pid, rec.log = task.result().pid, task.result().log
+            _started(rec, task.result())
         raise
-    rec.pid, rec.log = reply.pid, reply.log
+    _started(rec, reply)
     if reply.local_directory and not spec.local_directory:  # as the host resolved $TMPDIR
         remove, rec.prune = commands.cleanup_paths(ctx.name, spec, rec.role, reply.local_directory)
         rec.remove = [rec.rundir, *remove[1:]]  # cleanup_paths lists the run directory first
@@ -61,10 +61,22 @@ async def spawn(ctx: Context, rec: HostRecord, payload: dict, timeout: float, *,
     return reply
 
 
+def _started(rec: HostRecord, reply: SpawnReply) -> None:
+    """What the record learns from a spawn's reply: the leader's pid, its log, the host's home."""
+    rec.pid, rec.log = reply.pid, reply.log
+    rec.home = commands.home_of(rec.rundir, reply.rundir)
+
+
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
                      settle: float = 0.0, keep_logs: bool = False) -> StopReply:
-    """Stop the recorded process trees of one host (one round trip); ``left`` lists survivors.
+    """Stop the recorded process trees of one host; ``left`` lists survivors.
 
+    Where the host's agent is not running yet (``pyku-launch stop``), first
+    without it (:mod:`launcher.remote.quickstop`: one sh script, the same
+    proof); the agent's ``stop`` only where the script leaves it (survivors
+    of the grace: SIGKILL at once; a tokenless process; a host the script
+    cannot work on). A rollback or a reconcile has its agents running: a
+    step on them costs less than a new session.
     ``settle``: look again after that many seconds (a half-launched cluster:
     its dead launcher's agents may still be starting processes).
     ``keep_logs``: the run directories keep their logs (``pyku-launch stop``).
@@ -73,7 +85,25 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove if p not in kept],
                    prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle,
                    empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
-    return await conn.request(request, timeout + grace + settle)
+    signalled = 0
+    homes = {r.home for r in records}
+    quick = quickstop.resolved(request, homes.pop()) if len(homes) == 1 and not conn.has_agent else None
+    if quick is not None:
+        try:
+            async with asyncio.timeout(timeout + grace):
+                out = quickstop.parse(await conn.run(quickstop.command(quick), "stop-sh"))
+        except TimeoutError:  # the agent would hang as well (a session that never ends): the host is not stopped
+            raise LaunchError(f"step 'stop-sh' timed out after {timeout + grace:g} s", host=conn.name) from None
+        except LaunchError:
+            out = None  # no session for it (a restricted account?): the agent says what is wrong
+        if out is not None and out.gone:
+            return StopReply(found=out.signalled, killed=0, left=[])
+        if out is not None and out.why == "grace":  # they had their SIGTERM and its grace
+            request = dataclasses.replace(request, grace=0.0)
+        signalled = out.signalled if out is not None else 0
+    reply = await conn.request(request, timeout + grace + settle)
+    reply.found = max(reply.found, signalled)
+    return reply
 
 
 async def sweep_hosts(ctx: Context, specs: list[HostSpec]) -> Stopped:

@@ -22,7 +22,7 @@ from launcher.remote import commands
 from launcher.config.inventory import HostSpec
 from launcher.security.tls import Material, security
 
-VERSION = 3
+VERSION = 4
 
 
 class RecordError(ValueError):
@@ -48,6 +48,8 @@ class HostRecord:
     names: list[str] | None = None  # its workers' names; None: <label>-0 ... <label>-<expected - 1>
     source: str = "ssh"         # the worker source that started it and stops it (launcher/sources/)
     extra: dict = field(default_factory=dict)  # what that source keeps of it besides (a batch job's id...)
+    home: str | None = None     # ``~`` on the host as its agent resolved it (from the spawn's reply): stop
+                                # resolves the paths without the agent (launcher/remote/quickstop.py)
 
     def worker_names(self) -> list[str]:
         """The names its workers register with at the scheduler."""
@@ -173,5 +175,13 @@ def _sourced(data: dict) -> dict:
     return data | {"hosts": hosts, "version": 3}
 
 
+def _homed(data: dict) -> dict:
+    """Version 4 (issue 26, a stop without the agent): a tree keeps the ``home`` its host resolved
+    ``~`` to; unknown (None) for older trees, whose stop asks the agent. A version-3 reader would
+    refuse the unknown key as a corrupt record; the version makes it say why."""
+    hosts = [dict(h, home=h.get("home")) for h in data.get("hosts", [])]
+    return data | {"hosts": hosts, "version": 4}
+
+
 #: ``_MIGRATIONS[v]`` turns a record of version ``v`` into one of version ``v + 1``.
-_MIGRATIONS = {0: _from_unversioned, 1: _single_trees, 2: _sourced}
+_MIGRATIONS = {0: _from_unversioned, 1: _single_trees, 2: _sourced, 3: _homed}

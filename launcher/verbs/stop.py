@@ -1,11 +1,18 @@
 """``pyku-launch stop``: end every process of a cluster, prove it, forget it.
 
-Workers go first (so the scheduler does not reschedule onto dying workers),
-then the scheduler. On each host the agent ends the processes carrying the
-launch's tokens, escalating from SIGTERM to SIGKILL, and returns only when
-none is left; then run files go. A worker host that cannot be reached is
-named: its workers exit by themselves once the scheduler is gone (their
-death timeout). A scheduler host that cannot be reached keeps the state,
+Every tree is ended at once, the scheduler's with the workers'. (Workers
+used to go first, so that the scheduler would not reschedule onto dying
+workers: but a scheduler that gets SIGTERM closes, and tells every worker
+to close, so nothing is rescheduled; waiting for the workers' hosts first
+only made a stop take two host round trips and two shutdowns one after the
+other.) On each host the processes carrying the launch's tokens are ended,
+escalating from SIGTERM to SIGKILL, and the step returns only when none is
+left; then run files go. That is a POSIX sh script run in the SSH session
+directly (launcher/remote/quickstop.py), and the agent's ``stop`` only on a
+host where the script leaves it (a survivor of SIGTERM, a process without
+the token, a host the script cannot work on). A worker host that cannot be
+reached is named: its workers exit by themselves once the scheduler is gone
+(their death timeout). A scheduler host that cannot be reached keeps the state,
 since nothing else would ever stop that scheduler. Stopping twice, or a
 cluster that already died, is not an error.
 """
@@ -49,27 +56,20 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     t0 = time.perf_counter()
     settle = 0.0 if rec.running else 2.0
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
-    survivors, unstopped_roles = {}, set()
     async with Context(name, on_step=on_step) as ctx:
-        await ctx.open([h.spec for h in rec.hosts])
+        await ctx.open([h.spec for h in rec.hosts], agents=False)  # most hosts need no agent (quickstop)
         why = await self_stop.read(rec, ctx.conns) if not ctx.failed else None  # before its run files go
-        for role in ("workers", "scheduler"):
-            done = await stop_role(ctx, [h for h in rec.hosts if h.role == role], settle=settle,
-                                   keep_logs=not purge)
-            summary["stopped"] += done.found
-            summary["killed"] += done.killed
-            summary["unreachable"] |= done.unreachable
-            survivors |= done.left
-            if done.unreachable:
-                unstopped_roles.add(role)
-    if survivors:
+        # Every tree at once, the scheduler's too: see the module's docstring.
+        done = await stop_role(ctx, rec.hosts, settle=settle, keep_logs=not purge)
+    summary["stopped"], summary["killed"], summary["unreachable"] = done.found, done.killed, done.unreachable
+    if done.left:
         raise LaunchError("processes survived SIGKILL, state kept: " + "; ".join(
-            f"{a}: pids {p}" for a, p in survivors.items()))
-    if "scheduler" in unstopped_roles:
+            f"{a}: pids {p}" for a, p in done.left.items()))
+    if any(h.address in done.unreachable for h in rec.hosts if h.role == "scheduler"):
         raise LaunchError("the scheduler host could not be reached, state kept (run stop again when it "
                           "answers): " + by_cause(summary["unreachable"]))
-    for why in summary["unreachable"].values():
-        report.warn(f"{why} — its workers exit by their death timeout now that the scheduler is gone")
+    for lost in summary["unreachable"].values():
+        report.warn(f"{lost} — its workers exit by their death timeout now that the scheduler is gone")
     if purge:
         stopped.forget(name)
     else:
@@ -100,7 +100,7 @@ async def purge_logs(name: str, report: Reporter, on_step: StepHook | None = Non
     """``stop --purge`` of a stopped cluster: remove the logs its last stop left on every host."""
     recs = stopped.hosts(name) or []
     async with Context(name, on_step=on_step) as ctx:
-        await ctx.open([h.spec for h in recs])
+        await ctx.open([h.spec for h in recs], agents=False)
         reached = len(ctx.conns)
         done = await stop_role(ctx, recs)  # nothing runs any more: the trees' run directories go
     if done.unreachable:
