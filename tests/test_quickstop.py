@@ -11,6 +11,8 @@ signals nothing it cannot prove it may end.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 from collections import defaultdict
@@ -118,21 +120,26 @@ def _script(request: Stop, path: str | None = None) -> quickstop.Outcome:
     return quickstop.parse(out.stdout)
 
 
-@pytest.mark.parametrize("case", ["tree", "tokenless child", "no grep -z"])
+@pytest.mark.parametrize("case", ["tree", "tokenless child", "no grep -z", "grep fails on /proc"])
 def test_the_script_ends_only_what_it_can_prove(case, tmp_path):
-    token = f"qs.{os.getpid()}.{case.replace(' ', '-')}"
+    token = f"qs.{os.getpid()}.{re.sub(r'[^A-Za-z0-9]+', '-', case)}"
     rundir = tmp_path / "run"
     rundir.mkdir()
     for f in ("w.log", "key.pem"):
         (rundir / f).write_text("x")
     code = {"tree": "sleep 300 & sleep 300; wait",
             "tokenless child": "env -i sleep 300 & sleep 300; wait",
-            "no grep -z": "sleep 300 & sleep 300; wait"}[case]
+            "no grep -z": "sleep 300 & sleep 300; wait",
+            "grep fails on /proc": "sleep 300 & sleep 300; wait"}[case]
     path = None
-    if case == "no grep -z":  # a grep that knows no -z, before the real one on PATH
+    fake = {"no grep -z": "echo 'grep: invalid option -- z' >&2\nexit 2",
+            # passes the -z check, then cannot scan (as "Argument list too long" would): an empty
+            # answer that must not read as "nothing left"
+            "grep fails on /proc": f'for a; do case $a in /proc/*) exit 2;; esac; done\nexec {shutil.which("grep")} "$@"'}
+    if case in fake:  # a grep of its own before the real one on PATH
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
-        (bin_dir / "grep").write_text("#!/bin/sh\necho 'grep: invalid option -- z' >&2\nexit 2\n")
+        (bin_dir / "grep").write_text(f"#!/bin/sh\n{fake[case]}\n")
         (bin_dir / "grep").chmod(0o755)
         path = f"{bin_dir}:{os.environ['PATH']}"
     proc = _start(token, code)
@@ -163,6 +170,8 @@ def test_requests_the_script_does_not_handle_go_to_the_agent():
     home = "/home/u"
     assert quickstop.resolved(base, home).remove == ["/home/u/.pyku-launch/c/l.workers"]
     assert quickstop.resolved(base, None) is None  # a tree recorded before this version
+    for edited in ("home/u", ["/home/u"], 0):  # a record edited by hand: the agent resolves the paths
+        assert quickstop.resolved(base, edited) is None, edited
     for other in (Stop(tokens=[], remove=[], prune=[], prefixes=["c.s."]),  # a sweep
                   Stop(tokens=["t"], remove=[], prune=[], settle=2.0),
                   Stop(tokens=["t"], remove=["{tmpdir}/pyku-launch-{uid}/c/l"], prune=[]),  # never spawned

@@ -9,8 +9,11 @@ as ``exec /bin/sh -c SCRIPT`` by the user's shell (no login shell, no
 (:func:`launcher.remote.agent.op_stop`) does in the common case, with the
 same proof:
 
-1. a *scan*: the processes carrying one of the tokens (``grep -z`` over
-   ``/proc/*/environ``) and their live children; a child without a token
+1. a *scan*: the user's own processes carrying one of the tokens (``grep -z``
+   over ``/proc/*/environ``) and their live children; a scan that does not
+   also find the script itself (its environment carries a nonce of its own,
+   ``$PYKU_QUICKSTOP_SELF``) proves nothing: grep could not run (a host of so
+   many processes that their paths pass ``ARG_MAX``...), and the agent decides; a child without a token
    (what a task started with a fresh environment) is left to the agent,
    whose tree walk remembers such processes across signals;
 2. SIGTERM to what the scan found; wait for those pids (their ``stat``,
@@ -36,6 +39,7 @@ import dataclasses
 import math
 import posixpath
 import re
+import secrets
 import shlex
 
 from launcher.remote.agent import TOKEN_VAR
@@ -52,7 +56,11 @@ ticks=$1; shift
 printf 'x\000T=y\000' | grep -qzxF -e T=y 2>/dev/null || out agent 0 no-grep-z
 sleep 0.01 2>/dev/null || out agent 0 no-fractional-sleep
 unset TOKEN_VAR  # a launcher run from a cluster's task: this script and its grep are none of the trees
-pat=; for a; do case $a in t:*) pat="$pat -e TOKEN_VAR=${a#t:}";; esac; done
+# Every scan must find this script itself (its own environment has SELF_VAR, its children's do
+# not): an empty answer from a grep that could not run is not "nothing left".
+me=${SELF_VAR:-}; unset SELF_VAR
+[ -n "$me" ] || out agent 0 no-self-mark
+pat="-e SELF_VAR=$me"; for a; do case $a in t:*) pat="$pat -e TOKEN_VAR=${a#t:}";; esac; done
 rp=') '
 st=
 stt() {  # st: start time of live process $1, empty if gone or a zombie
@@ -61,10 +69,14 @@ stt() {  # st: start time of live process $1, empty if gone or a zombie
   case ${1:-Z} in Z|X) ;; *) st=${20:-} ;; esac
 }
 scan() {  # found: live processes with a token; stray: a live child of theirs without one
-  found=; stray=
+  found=; stray=; seen_me=
   for f in $(grep -lzxF $pat /proc/[0-9]*/environ 2>/dev/null); do
-    f=${f#/proc/}; f=${f%/environ}; [ "$f" = $$ ] || found="$found $f"
+    f=${f#/proc/}; f=${f%/environ}
+    if [ "$f" = $$ ]; then seen_me=1; continue; fi
+    [ -O "/proc/$f" ] || continue  # only the user's own processes, as the agent's scan
+    found="$found $f"
   done
+  [ -n "$seen_me" ] || out agent $n scan-failed
   for p in $found; do
     for c in /proc/$p/task/*/children; do
       kids=; { read -r kids < "$c"; } 2>/dev/null
@@ -112,7 +124,7 @@ for a; do
 done
 for a; do case $a in p:*) rmdir -- "${a#p:}" 2>/dev/null ;; esac; done
 out gone $n
-""".replace("TOKEN_VAR", TOKEN_VAR).replace("POLL", str(POLL))
+""".replace("TOKEN_VAR", TOKEN_VAR).replace("SELF_VAR", "PYKU_QUICKSTOP_SELF").replace("POLL", str(POLL))
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:-]+")
 
@@ -131,7 +143,9 @@ def resolved(request: Stop, home: str | None) -> Stop | None:
     (:func:`launcher.remote.agent._expand`); None where the script would not do what the agent does
     (then ask the agent): a sweep by prefix, ``settle``, ``home`` unknown, a path with a placeholder
     the host resolves (``{tmpdir}``: a tree whose spawn never replied) or a ``~user``."""
-    if request.prefixes or request.keep_if_running or request.settle or not request.tokens or not home:
+    if request.prefixes or request.keep_if_running or request.settle or not request.tokens:
+        return None
+    if not isinstance(home, str) or not home.startswith("/"):  # unknown, or a record edited by hand
         return None
     if not all(_SAFE_TOKEN.fullmatch(t) for t in request.tokens) or any("\n" in k for k in request.keep):
         return None
@@ -156,7 +170,9 @@ def command(request: Stop) -> str:
     args = ([str(ticks)] + [f"t:{t}" for t in request.tokens] + [f"r:{p}" for p in request.remove]
             + [f"e:{p}" for p in request.empty] + [f"k:{k}" for k in request.keep]
             + [f"p:{p}" for p in request.prune])
-    return "exec /bin/sh -c " + shlex.join([SCRIPT, "pyku-launch-stop", *args])
+    # A mark of its own in the script's environment (a nonce: stops of other clusters run beside it).
+    return (f"exec env PYKU_QUICKSTOP_SELF={secrets.token_hex(8)} /bin/sh -c "
+            + shlex.join([SCRIPT, "pyku-launch-stop", *args]))
 
 
 def parse(stdout: str) -> Outcome | None:
