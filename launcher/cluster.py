@@ -78,8 +78,10 @@ def fill(allowed: list[Slot], have: list[Slot], n: int, up: bool = True) -> list
     """
     out: list[str] = []
     for slot in have + [s for s in allowed if s not in have]:
-        if len(out) >= n or (not up and len(out) + len(slot.names) > n):
+        if len(out) >= n:
             break
+        if not up and len(out) + len(slot.names) > n:
+            continue  # too big to fit below n: a smaller slot further on may
         out += slot.names
     return out
 
@@ -96,7 +98,10 @@ class _WholeSlots(Adaptive):
     async def safe_target(self) -> int:
         n = await super().safe_target()
         up = len(self.cluster._targeted(n))
-        return up if up <= self.maximum else len(self.cluster._targeted(n, up=False))
+        if up <= self.maximum:
+            return up
+        down = len(self.cluster._targeted(n, up=False))
+        return down if down >= self.minimum else up  # the minimum wins over the maximum
 
     async def recommendations(self, target: int) -> dict:
         advice = await super().recommendations(target)

@@ -288,7 +288,9 @@ def test_scale_fills_ssh_workers_first_then_whole_jobs_round_robin_over_pools(tm
                                           ("a-0-0", "a-0-1"), ("b-0-0",), ("a-1-0", "a-1-1")]
     assert {s.label for s in allowed[3:]} == {"a", "b"}
     assert fill(allowed, [], 4) == ["w1-0", "w2-0", "w1-1", "a-0-0", "a-0-1"]  # rounded up to a whole job
-    assert fill(allowed, [], 4, up=False) == ["w1-0", "w2-0", "w1-1"]
+    # Rounded down: a job too big to fit is passed over for a smaller slot further on.
+    assert fill(allowed, [], 4, up=False) == ["w1-0", "w2-0", "w1-1", "b-0-0"]
+    assert fill(allowed, [], 2, up=False) == ["w1-0", "w2-0"]
     # What runs is kept first: a scale down drops the rest, the last slots first.
     assert fill(allowed, [allowed[5], allowed[0]], 3) == ["a-1-0", "a-1-1", "w1-0"]
     assert len(fill(allowed, [], 100)) == 8  # everything the inventory allows, no more
@@ -306,3 +308,16 @@ def test_a_pools_worker_names_give_its_job_slot(tmp_path):
             slurm_jobs.slot_of(a, name)
     message = error_of(tmp_path, MIXED.replace("max_jobs = 2", "max_jobs = 0"))
     assert "slurm[1].max_jobs: is 0, less than jobs = 1" in message
+
+
+@pytest.mark.parametrize("host, clash", [("node-3", True), ("NODE", True), ("node", True), ("node-x", False),
+                                         ("nodes-3", False)])
+def test_a_pool_whose_workers_would_take_a_hosts_worker_names_is_refused(tmp_path, host, clash):
+    """Pool ``node``'s job 3 has workers node-3-0, node-3-1...: so has host ``node-3``."""
+    text = ISSUE_EXAMPLE.replace('address = "w1"', f'address = "{host}"') + 'name = "node"\n'
+    if clash:
+        message = error_of(tmp_path, text)
+        assert message.startswith(f"{tmp_path / 'hosts.toml'}: slurm[1].name: 'node' clashes with host") and \
+            "give the pool another name" in message, message
+    else:
+        assert [p.label for p in load(tmp_path, text).pools] == ["node"]

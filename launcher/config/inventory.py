@@ -233,6 +233,8 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
                                           if k != "transport"}}
     pools = pools_.parse(data.get("slurm"), lambda entry, keypath: _table(entry, "slurm", keypath, fail),
                          lambda own: _resolve(own, sched_tables), fail)
+    hosts = _unique_labels(hosts)
+    _check_pool_names(pools, hosts, fail)
     return Inventory(
         path=os.path.abspath(path),
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -246,7 +248,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         check=cluster.get("check", ()),
         min_hosts=min_hosts,
         scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),
-        hosts=_unique_labels(hosts),
+        hosts=hosts,
         dashboard=cluster.get("dashboard", "closed"),
         ship=cluster.get("ship", ()),
         pools=pools,
@@ -255,6 +257,16 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         idle_timeout=cluster.get("idle_timeout"),
         max_lifetime=cluster.get("max_lifetime"),
     )
+
+
+def _check_pool_names(pools: tuple, hosts: tuple[HostSpec, ...], fail: Fail) -> None:
+    """A pool's workers (``<pool>-<job>-<i>``) never take a host's worker names (``<host>-<i>``)."""
+    for number, pool in enumerate(pools, start=1):
+        for host in hosts:
+            if re.fullmatch(re.escape(pool.label) + r"(-\d+)?", host.label, re.IGNORECASE):
+                fail(f"slurm[{number}].name", f"{pool.label!r} clashes with host {host.label!r}: their workers "
+                                              f"would share names (<pool>-<job>-<i>, <host>-<i>); give the pool "
+                                              f"another name = \"...\"")
 
 
 def _check_shared(paths: tuple[str, ...], entries: list[tuple[str, dict]], fail: Fail) -> None:

@@ -65,7 +65,8 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     if done.left:
         raise LaunchError("processes survived SIGKILL, state kept: " + "; ".join(
             f"{a}: pids {p}" for a, p in done.left.items()))
-    if any(h.address in done.unreachable for h in rec.hosts if h.role == "scheduler"):
+    gone = {h.token for h in done.gone}  # by tree: a pool's login host or a worker host may share its address
+    if any(h.token not in gone for h in rec.hosts if h.role == "scheduler"):
         raise LaunchError("the scheduler host could not be reached, state kept (run stop again when it "
                           "answers): " + by_cause(summary["unreachable"]))
     for lost in summary["unreachable"].values():
