@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import itertools
 import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
-from launcher.config import options as opts, pools as pools_, validate as v
+from launcher.config import crosscheck, options as opts, pools as pools_, validate as v
 from launcher.errors import InventoryError
 from launcher.config.validate import parse_memory
 
@@ -215,12 +214,12 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
     if "address" not in scheduler:
         fail("scheduler.address", 'missing (the scheduler machine: address = "<host name or IP>")')
     entries = _host_entries(data.get("host"), fail, pools_wanted="slurm" in data)
-    _check_shared(tables["cluster"].get("shared", ()),
+    crosscheck.check_shared(tables["cluster"].get("shared", ()),
                   [("scheduler", scheduler)] + [(f"host[{n}]", e) for n, e in enumerate(entries, 1)], fail)
 
     cluster = tables["cluster"]
     hosts = tuple(_resolve(entry, tables) for entry in entries)
-    _check_duplicates(hosts, fail)
+    crosscheck.check_duplicates(hosts, fail)
     min_hosts = cluster.get("min_hosts")
     if min_hosts is not None and min_hosts > len(hosts):
         fail("cluster.min_hosts", f"is {min_hosts} but the inventory lists {len(hosts)}"
@@ -233,8 +232,8 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
                                           if k != "transport"}}
     pools = pools_.parse(data.get("slurm"), lambda entry, keypath: _table(entry, "slurm", keypath, fail),
                          lambda own: _resolve(own, sched_tables), fail)
-    hosts = _unique_labels(hosts)
-    _check_pool_names(pools, hosts, fail)
+    hosts = crosscheck.unique_labels(hosts)
+    crosscheck.check_pool_names(pools, hosts, fail)
     return Inventory(
         path=os.path.abspath(path),
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -247,7 +246,7 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
         step_timeout=cluster.get("step_timeout", 60.0),
         check=cluster.get("check", ()),
         min_hosts=min_hosts,
-        scheduler=_resolve(scheduler, sched_tables, _label(scheduler["address"])),
+        scheduler=_resolve(scheduler, sched_tables, crosscheck.label(scheduler["address"])),
         hosts=hosts,
         dashboard=cluster.get("dashboard", "closed"),
         ship=cluster.get("ship", ()),
@@ -259,27 +258,6 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
     )
 
 
-def _check_pool_names(pools: tuple, hosts: tuple[HostSpec, ...], fail: Fail) -> None:
-    """A pool's workers (``<pool>-<job>-<i>``) never take a host's worker names (``<host>-<i>``)."""
-    for number, pool in enumerate(pools, start=1):
-        for host in hosts:
-            if re.fullmatch(re.escape(pool.label) + r"(-\d+)?", host.label, re.IGNORECASE):
-                fail(f"slurm[{number}].name", f"{pool.label!r} clashes with host {host.label!r}: their workers "
-                                              f"would share names (<pool>-<job>-<i>, <host>-<i>); give the pool "
-                                              f"another name = \"...\"")
-
-
-def _check_shared(paths: tuple[str, ...], entries: list[tuple[str, dict]], fail: Fail) -> None:
-    """A host's own ``shared`` names the same directories as ``[cluster] shared``, in its order."""
-    for keypath, entry in entries:
-        own = entry.get("shared")
-        if own is None:
-            continue
-        if not paths:
-            fail(f"{keypath}.shared", "needs [cluster] shared (the same directories as this machine sees them)")
-        if len(own) != len(paths):
-            fail(f"{keypath}.shared", f"must list {len(paths)} director{'y' if len(paths) == 1 else 'ies'}, "
-                                      f"one for each of [cluster] shared in its order, got {len(own)}")
 
 
 def _dask_settings(cluster: dict, scheduler: dict, workers: dict) -> dict[str, tuple]:
@@ -407,40 +385,4 @@ def _resolve(own: dict[str, Any], tables: dict[str, dict[str, Any]], label: str 
     values = {}
     for field, (key, order, default) in _FIELDS.items():
         values[field] = next((layers[t][key] for t in order if key in layers[t]), default)
-    return HostSpec(address=own["address"], label=label or _label(own["address"]), **values)
-
-
-def _check_duplicates(hosts: tuple[HostSpec, ...], fail: Fail) -> None:
-    """Two [[host]] tables reaching the same machine would start its workers twice."""
-    seen: dict[tuple[str, Any], int] = {}
-    for number, host in enumerate(hosts, start=1):
-        port = host.port if host.transport == "ssh" else "local"
-        key = (host.address.lower(), port)
-        if key in seen:
-            how = {None: "default port", "local": "both local"}.get(port, f"port {port}")
-            fail(f"host[{number}].address", f"duplicate of host[{seen[key]}]:"
-                 f" {json.dumps(host.address)}, {how}"
-                 " (remove one, or raise nworkers on the other)")
-        seen[key] = number
-
-
-def _label(address: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", address)
-
-
-def _unique_labels(hosts: tuple[HostSpec, ...]) -> tuple[HostSpec, ...]:
-    """Make labels unique, case-insensitively, so run directories never clash.
-
-    Labels collide for one address on two ports (the port is appended) or
-    after sanitising (``a:b`` and ``a_b``; ``-2``, ``-3``… is appended).
-    """
-    taken: set[str] = set()
-    result = []
-    for host in hosts:
-        options = itertools.chain(
-            [host.label], [f"{host.label}-{host.port}"] if host.port is not None else [],
-            (f"{host.label}-{n}" for n in itertools.count(2)))
-        label = next(o for o in options if o.casefold() not in taken)
-        taken.add(label.casefold())
-        result.append(replace(host, label=label))
-    return tuple(result)
+    return HostSpec(address=own["address"], label=label or crosscheck.label(own["address"]), **values)
