@@ -145,3 +145,17 @@ def test_a_cluster_all_on_this_machine_shares_every_directory_so_pyku_does_not_w
             assert not [str(w.message) for w in caught if "tmpdir" in str(w.message)]
     finally:
         launcher.stop("shrlocal", purge=True)
+
+
+def test_a_relaunch_with_other_shared_directories_needs_a_new_scheduler(sshd, tmp_path):
+    """The scheduler tells pyku which directories are shared from its start: a change is refused, not ignored."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    launcher.launch(_inventory(tmp_path, sshd, [first], name="shrmv"))
+    try:
+        r = cli(str(_inventory(tmp_path, sshd, [second], name="shrmv")))
+        assert r.returncode == 2 and "refuse cluster.shared" in r.stderr and "--recreate" in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    finally:
+        launcher.stop("shrmv", purge=True)

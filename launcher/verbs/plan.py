@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from launcher.config.inventory import HostSpec, Inventory
 from launcher.sources import registry
 from launcher.store.records import ClusterRecord, HostRecord
-from launcher.remote.commands import scheduler_host_port
+from launcher.remote.commands import scheduler_host_port, shared_dirs
 from launcher.ui.tables import fmt_bytes
 
 #: HostSpec fields that change how a host's workers are started.
@@ -51,7 +51,9 @@ def settings(inv: Inventory) -> dict:
             "worker_options": [list(x) for x in inv.worker_options],
             "dask_config": [list(x) for x in inv.dask_config],
             "death_timeout": inv.death_timeout,
-            "idle_timeout": inv.idle_timeout, "max_lifetime": inv.max_lifetime}
+            "idle_timeout": inv.idle_timeout, "max_lifetime": inv.max_lifetime,
+            # what the scheduler tells pyku's persistent_processing is shared (fixed at its start)
+            "shared_dirs": shared_dirs(inv)}
 
 
 def _show(key: str, value) -> str:
@@ -74,7 +76,8 @@ def _scheduler_changes(rec: ClusterRecord, inv: Inventory) -> list[Step]:
            "cluster.python": inv.scheduler.python}
     now = settings(inv)
     for key, setting in (("scheduler.options", "scheduler_options"), ("cluster.dask_config", "dask_config"),
-                         ("cluster.idle_timeout", "idle_timeout"), ("cluster.max_lifetime", "max_lifetime")):
+                         ("cluster.idle_timeout", "idle_timeout"), ("cluster.max_lifetime", "max_lifetime"),
+                         ("cluster.shared", "shared_dirs")):
         if setting in rec.settings:
             old[key], new[key] = rec.settings[setting], now[setting]
     return [Step("refuse", k, f"refuse {k}: {_show(k, old[k])} → {_show(k, new[k])} needs a new scheduler "
