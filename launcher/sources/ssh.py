@@ -86,7 +86,7 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
                    prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle,
                    empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
     signalled = 0
-    homes = {r.home for r in records}
+    homes = {r.home if isinstance(r.home, str) else None for r in records}  # an edited record: the agent
     quick = quickstop.resolved(request, homes.pop()) if len(homes) == 1 and not conn.has_agent else None
     if quick is not None:
         try:
