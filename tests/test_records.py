@@ -76,12 +76,28 @@ def test_a_version_2_record_reads_every_tree_as_an_ssh_hosts(state_dir):
     data = _record().to_json()
     data["version"] = 2
     for h in data["hosts"]:
-        del h["source"], h["extra"]
+        del h["source"], h["extra"], h["home"]
     state.state_path("old").write_text(json.dumps(data | {"name": "old"}))
     rec = state.read("old")
     assert rec.version == VERSION and rec.hosts
     assert all(h.source == "ssh" and h.extra == {} for h in rec.hosts)
     assert [h.token for h in rec.hosts] == [h["token"] for h in data["hosts"]]
+
+
+def test_a_version_3_record_reads_with_no_home_so_its_stop_asks_the_agent(state_dir):
+    from launcher.remote import quickstop
+    from launcher.remote.protocol import Stop
+
+    data = _record().to_json()
+    data["version"] = 3
+    for h in data["hosts"]:
+        del h["home"]
+    state.state_path("v3").write_text(json.dumps(data | {"name": "v3"}))
+    rec = state.read("v3")
+    assert rec.version == VERSION and rec.hosts and all(h.home is None for h in rec.hosts)
+    assert [h.token for h in rec.hosts] == [h["token"] for h in data["hosts"]]
+    request = Stop(tokens=[rec.hosts[0].token], remove=["~/.pyku-launch/x"], prune=[])
+    assert quickstop.resolved(request, rec.hosts[0].home) is None  # paths only the host can resolve
 
 
 def test_a_tree_of_an_unknown_source_is_refused_by_name(state_dir):
