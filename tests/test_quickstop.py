@@ -39,22 +39,51 @@ def _run_files(name: str) -> list[str]:
     return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()) if top.exists() else []
 
 
-def test_a_healthy_cluster_stops_with_no_agent_and_a_second_stop_exits_0(sshd, tmp_path):
+def test_a_healthy_cluster_stops_through_its_scheduler_with_one_session_and_a_second_stop_exits_0(sshd, tmp_path):
+    """The scheduler's host gets the one SSH session (the sh script, no agent); the scheduler has
+    every nanny end its own tree (launcher/remote/relay.py): the worker hosts are not even connected
+    to, and still nothing is left there, their run files but the logs and their spill space are gone."""
     name = "quick"
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name=name, workers=(1, 2), nworkers=1)
     rec = launcher.launch(inv)
     hook, seen = _steps()
     try:
+        with launcher.connect(name) as client:
+            spill = set(client.run(lambda dask_worker: dask_worker.local_directory).values())
+        assert len(spill) == 2 and all(os.path.isdir(d) for d in spill), spill
         summary = launcher.stop(name, on_step=hook)
     finally:
         if state.read(name) is not None:
             launcher.stop(name)
     assert session_members(rec) == [] and cluster_processes(name) == []
     assert state.read(name) is None and summary["stopped"] >= 3, summary
-    assert dict(seen) == {h.address: {"stop-sh"} for h in rec.hosts}  # no agent started anywhere
+    scheduler_host = next(h.address for h in rec.hosts if h.role == "scheduler")
+    assert dict(seen) == {scheduler_host: {"stop-sh"}}, dict(seen)  # no agent, no worker host session
     assert all(f.endswith(".log") for f in _run_files(name)), _run_files(name)  # the logs stay, as before
+    assert not any(os.path.exists(d) for d in spill), spill
     r = cli("stop", "--name", name)
     assert r.returncode == 0 and "not running" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_record_without_the_relay_stops_each_host_by_its_script(sshd, tmp_path):
+    """A cluster launched before the relay (its records lack ``relay``): every host's own script."""
+    name = "quickold"
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name=name, workers=(1, 2), nworkers=1)
+    rec = launcher.launch(inv)
+    old = state.read(name)
+    for h in old.hosts:
+        h.extra.pop("relay", None)
+    state.write(old)
+    hook, seen = _steps()
+    try:
+        summary = launcher.stop(name, on_step=hook)
+    finally:
+        if state.read(name) is not None:
+            launcher.stop(name)
+    assert session_members(rec) == [] and cluster_processes(name) == [] and state.read(name) is None
+    assert summary["stopped"] >= 3, summary
+    assert dict(seen) == {h.address: {"stop-sh"} for h in rec.hosts}, dict(seen)
+    assert all(f.endswith(".log") for f in _run_files(name)), _run_files(name)
 
 
 def test_a_cluster_whose_scheduler_died_is_stopped_on_every_host(sshd, tmp_path):
@@ -75,10 +104,18 @@ def test_a_cluster_whose_scheduler_died_is_stopped_on_every_host(sshd, tmp_path)
     assert session_members(rec) == [] and cluster_processes(name) == [] and state.read(name) is None
 
 
-def test_a_helper_that_ignores_sigterm_is_killed_by_the_agent_on_its_host_only(sshd, tmp_path):
-    name = "stubborn2"
+@pytest.mark.parametrize("relay", [True, False], ids=["by-its-nanny", "by-the-agent"])
+def test_a_helper_that_ignores_sigterm_is_killed_on_its_host_only(relay, sshd, tmp_path):
+    """Relayed, the nanny kills it after its grace (no session on that host); without the relay
+    (an older record), the host's script leaves it to the agent there, which kills it."""
+    name = "stubborn2" if relay else "stubborn3"
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name=name, workers=(1,), nworkers=1)
     rec = launcher.launch(inv)
+    if not relay:
+        old = state.read(name)
+        for h in old.hosts:
+            h.extra.pop("relay", None)
+        state.write(old)
     hook, seen = _steps()
     try:
         def helper_ignoring_sigterm() -> int:  # a task's helper: it carries the worker's token
@@ -103,7 +140,8 @@ def test_a_helper_that_ignores_sigterm_is_killed_by_the_agent_on_its_host_only(s
     assert session_members(rec) == [] and cluster_processes(name) == [] and state.read(name) is None
     worker_host = next(h.address for h in rec.hosts if h.role == "workers")
     scheduler_host = next(h.address for h in rec.hosts if h.role == "scheduler")
-    assert seen[worker_host] == {"stop-sh", "stop"} and seen[scheduler_host] == {"stop-sh"}, dict(seen)
+    assert seen[scheduler_host] == {"stop-sh"}, dict(seen)
+    assert seen.get(worker_host, set()) == (set() if relay else {"stop-sh", "stop"}), dict(seen)
 
 
 # ---- the script alone, on processes this test starts (local, no sshd)

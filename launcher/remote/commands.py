@@ -27,11 +27,27 @@ USAGE_PRELOAD = "pyku_usage.py"  # launcher/remote/usage.py, on every scheduler:
 LIFETIME_PRELOAD = "pyku_lifetime.py"  # launcher/remote/lifetime.py, with idle_timeout or max_lifetime
 KEPT_FILES = ["*.log", "*.log.1"]  # what stop and a leader leave of a run directory: the logs
 LOGCAP_PRELOAD = "pyku_logcap.py"  # launcher/remote/logcap.py: every log rotated past LOG_MAX_BYTES
+RELAY_PRELOAD = "pyku_relay.py"  # launcher/remote/relay.py, on every scheduler: relays a stop to the nannies
+TREESTOP_PRELOAD = "pyku_treestop.py"  # agent.py + treestop.py, on every SSH worker tree's nannies
 LOG_MAX_BYTES = 64 * 2**20
 
 
 def _preload_source(module: str) -> str:
     return (Path(__file__).parent / f"{module}.py").read_text()
+
+
+def treestop_source() -> str:
+    """The nanny's half of a relayed stop: the agent's source (its ``op_stop``), then launcher/remote/treestop.py."""
+    return _preload_source("agent") + "\n" + _preload_source("treestop")
+
+
+def relays_stop(inv: Inventory) -> bool:
+    """Whether a worker tree's nannies can stop the tree for the scheduler (launcher/remote/relay.py).
+
+    Not on a self-stopping cluster: there the tree's leader is the nanny's
+    parent, which the nanny cannot outlive, so its host's stop script ends it.
+    """
+    return not self_stopping(inv)
 
 
 def revocation_files(revoked: str = "") -> dict[str, str]:
@@ -108,13 +124,14 @@ def process_env(inv: Inventory) -> dict[str, str]:
 
 def scheduler_argv(inv: Inventory, listen: str, port: int | None = None) -> list[str]:
     spec = inv.scheduler
-    argv = [python_of(spec), "-m", "distributed.cli.dask_scheduler",
+    argv = [python_of(spec), "-c", SCHEDULER_MAIN,
             "--host", listen, "--port", str(inv.port if port is None else port), "--protocol", inv.protocol,
             "--scheduler-file", "{rundir}/scheduler.json"]
     argv += ["--dashboard-address", host_port(dashboard_host(inv, listen), inv.dashboard_port)]
     if inv.protocol == "tls":
         argv += tls.cli_args() + ["--preload", f"{{rundir}}/{REVOCATION_PRELOAD}"]
-    argv += ["--preload", f"{{rundir}}/{USAGE_PRELOAD}", "--preload", f"{{rundir}}/{LOGCAP_PRELOAD}"]
+    argv += ["--preload", f"{{rundir}}/{USAGE_PRELOAD}", "--preload", f"{{rundir}}/{LOGCAP_PRELOAD}",
+             "--preload", f"{{rundir}}/{RELAY_PRELOAD}"]
     if self_stopping(inv):
         argv += ["--preload", f"{{rundir}}/{LIFETIME_PRELOAD}"]
     return argv + options.argv(inv.scheduler_options)
@@ -138,6 +155,35 @@ FORKSERVER_PRELOAD = ["distributed", "dask", "msgpack", "cloudpickle", "tornado"
 #: rest (pandas alone is ~0.5 CPU-s) is paid by a task that uses it, if any:
 #: with one worker there is nothing to share it with.
 ONE_WORKER_PRELOAD = ["distributed"]
+
+# The end of the scheduler's and every nanny's process: run ``main`` (a
+# distributed CLI's), then exit without the interpreter's teardown of every
+# module (~0.1 CPU-s per process, at every stop, on the critical path of a
+# stop: the scheduler's end is what the stop waits for last); the log is
+# flushed first. The nanny has closed its workers by then; the forkserver
+# exits so too.
+MAIN_THEN_EXIT = """\
+try:
+    main()
+    code = 0
+except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if not isinstance(e.code, (int, type(None))):
+        print(e.code, file=sys.stderr)
+import logging
+logging.shutdown()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"""
+
+#: ``python -c SCHEDULER_MAIN <dask scheduler arguments>``.
+SCHEDULER_MAIN = """\
+import os, sys
+from distributed.cli import dask_scheduler
+sys.argv = ["dask scheduler"] + sys.argv[1:]
+main = dask_scheduler.main
+""" + MAIN_THEN_EXIT
 
 # Workers start while the scheduler is still starting. This imports what
 # the workers need, then, still single-threaded, forks itself into the
@@ -205,22 +251,8 @@ while True:
             sys.exit(f"the scheduler at {host}:{port} did not listen within {limit:g} s")
         time.sleep(0.1)
 sys.argv = ["dask worker"] + sys.argv[5:]
-try:
-    dask_worker.main()
-    code = 0
-except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    if not isinstance(e.code, (int, type(None))):
-        print(e.code, file=sys.stderr)
-# The nanny has closed its workers: exit without the interpreter's teardown of
-# every module (~0.1 CPU-s per host at every stop, a third of a tree's end);
-# the forkserver exits so too. The log is flushed first.
-import logging
-logging.shutdown()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(code)
-"""
+main = dask_worker.main
+""" + "\n" + MAIN_THEN_EXIT
 
 
 def forkserver_preload(nworkers: int) -> list[str]:
@@ -249,6 +281,8 @@ def workers_argv(inv: Inventory, spec: HostSpec, listen: str, scheduler: str, me
             "--local-directory", "{local_directory}",
             "--death-timeout", f"{inv.death_timeout:g}", "--no-dashboard",
             "--preload-nanny", f"{{rundir}}/{LOGCAP_PRELOAD}"]
+    if relays_stop(inv):
+        argv += ["--preload-nanny", f"{{rundir}}/{TREESTOP_PRELOAD}"]
     if inv.protocol == "tls":
         preload = f"{{rundir}}/{REVOCATION_PRELOAD}"
         argv += tls.cli_args() + ["--preload", preload, "--preload-nanny", preload]
@@ -274,7 +308,8 @@ def scheduler_payload(inv: Inventory, listen: str, files: dict[str, str], timeou
     # The checked shared directories as the client sees them: pyku's
     # persistent_processing asks the scheduler, and warns about a tmpdir outside them.
     env[SHARED_DIRS_VAR] = json.dumps(shared_dirs(inv))
-    files = dict(files, **{USAGE_PRELOAD: _preload_source("usage"), LOGCAP_PRELOAD: _preload_source("logcap")})
+    files = dict(files, **{USAGE_PRELOAD: _preload_source("usage"), LOGCAP_PRELOAD: _preload_source("logcap"),
+                           RELAY_PRELOAD: _preload_source("relay")})
     if self_stopping(inv):
         files = dict(files, **{LIFETIME_PRELOAD: _preload_source("lifetime")})
         env.update(PYKU_IDLE_TIMEOUT=f"{inv.idle_timeout or ''}", PYKU_MAX_LIFETIME=f"{inv.max_lifetime or ''}")
@@ -295,6 +330,8 @@ def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
                "argv": workers_argv(inv, spec, listen, scheduler, memory_limit, name),
                "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
                "log": "workers.log", "files": dict(files, **{LOGCAP_PRELOAD: _preload_source("logcap")})}
+    if relays_stop(inv):
+        payload["files"][TREESTOP_PRELOAD] = treestop_source()
     return _with(payload, self_cleaning(inv, spec, "workers"))
 
 
@@ -319,8 +356,9 @@ def describe(spec: HostSpec, op: str, payload: dict | None = None) -> str:
     via = "local" if spec.transport == "local" else f"ssh {spec.user + '@' if spec.user else ''}{spec.address}"
     line = f"[{spec.address}] ({via}) {agent_command(spec)}  <<< agent {op}"
     if payload and "argv" in payload:
-        argv = ["'<wait until the scheduler listens, then run distributed.cli.dask_worker>'"
-                if a == WAIT_THEN_WORKER else shlex.quote(a) for a in payload["argv"]]
+        shown = {WAIT_THEN_WORKER: "'<wait until the scheduler listens, then run distributed.cli.dask_worker>'",
+                 SCHEDULER_MAIN: "'<run distributed.cli.dask_scheduler>'"}
+        argv = [shown.get(a) or shlex.quote(a) for a in payload["argv"]]
         line += f"\n    starts: {' '.join(argv)}"
         line += f"\n    in {payload['rundir']} (log {payload['log']})"
         if "local_directory" in payload:

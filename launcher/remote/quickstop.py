@@ -36,6 +36,7 @@ script runs without the inventory's ``env`` (which may set ``HOME``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import posixpath
 import re
@@ -61,6 +62,12 @@ unset TOKEN_VAR  # a launcher run from a cluster's task: this script and its gre
 me=${SELF_VAR:-}; unset SELF_VAR
 [ -n "$me" ] || out agent 0 no-self-mark
 pat="-e SELF_VAR=$me"; for a; do case $a in t:*) pat="$pat -e TOKEN_VAR=${a#t:}";; esac; done
+rw=; rj=; ro=  # a stop relayed by the scheduler (launcher/remote/relay.py): its request, its answer
+for a; do case $a in w:*) rw=${a#w:} ;; j:*) rj=${a#j:} ;; o:*) ro=${a#o:} ;; esac; done
+if [ -n "$rw" ]; then
+  rm -f -- "$ro"
+  (umask 077; printf '%s' "$rj" > "$rw") 2>/dev/null || out agent 0 relay-request
+fi
 rp=') '
 st=
 stt() {  # st: start time of live process $1, empty if gone or a zombie
@@ -110,6 +117,7 @@ while :; do
     i=$((i + 1)); sleep POLL
   done
 done
+[ -n "$ro" ] && [ -f "$ro" ] && { printf '%s relay ' "$M"; tr -d '\n' < "$ro"; echo; }
 for a; do case $a in r:*) rm -rf -- "${a#r:}" ;; esac; done
 for a; do
   case $a in e:*) ;; *) continue ;; esac
@@ -164,15 +172,63 @@ def _absolute(path: str, home: str) -> str | None:
     return posixpath.normpath(posixpath.join(home, path))
 
 
-def command(request: Stop) -> str:
-    """The shell command that runs the script for ``request`` (every value quoted)."""
+def command(request: Stop, relay: Relay | None = None) -> str:
+    """The shell command that runs the script for ``request`` (every value quoted).
+
+    ``relay``: this host runs the scheduler, which is to relay the stop to
+    the nannies (launcher/remote/relay.py): the script writes the request
+    into the scheduler's run directory before its SIGTERM, and prints the
+    answer once the scheduler's tree is gone (:func:`parse_relay`).
+    """
     ticks = max(0, math.ceil(request.grace / POLL))
     args = ([str(ticks)] + [f"t:{t}" for t in request.tokens] + [f"r:{p}" for p in request.remove]
             + [f"e:{p}" for p in request.empty] + [f"k:{k}" for k in request.keep]
             + [f"p:{p}" for p in request.prune])
+    if relay is not None:
+        args += [f"w:{relay.request_path}", f"j:{relay.request_json()}", f"o:{relay.out_path}"]
     # A mark of its own in the script's environment (a nonce: stops of other clusters run beside it).
     return (f"exec env PYKU_QUICKSTOP_SELF={secrets.token_hex(8)} /bin/sh -c "
             + shlex.join([SCRIPT, "pyku-launch-stop", *args]))
+
+
+@dataclasses.dataclass
+class Relay:
+    """A stop the scheduler relays to the nannies: per tree token, the agent's ``stop`` payload
+    (:func:`resolved`: absolute paths), and where its request and answer go in the scheduler's run
+    directory (absolute)."""
+
+    trees: dict[str, Stop]
+    rundir: str
+    budget: float
+    nonce: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
+
+    @property
+    def request_path(self) -> str:
+        return posixpath.join(self.rundir, "stop-relay.json")
+
+    @property
+    def out_path(self) -> str:
+        return posixpath.join(self.rundir, "stop-relay.out.json")
+
+    def request_json(self) -> str:
+        trees = {t: {"op": "stop", **r.to_json()} for t, r in self.trees.items()}
+        return json.dumps({"nonce": self.nonce, "budget": self.budget, "trees": trees}, separators=(",", ":"))
+
+
+def parse_relay(stdout: str, relay: Relay) -> dict[str, dict]:
+    """token -> the nanny's stop reply, for the trees the scheduler proved gone (answered with nothing
+    left, then its process exited); an answer of another stop (its nonce) or garbled: none."""
+    prefix = f"{MARK} relay "
+    for line in stdout.splitlines():
+        if line.startswith(prefix):
+            try:
+                out = json.loads(line[len(prefix):])
+                trees = out["trees"] if out.get("nonce") == relay.nonce else {}
+                return {t: a for t, a in trees.items()
+                        if t in relay.trees and isinstance(a, dict) and a.get("exited") and a.get("left") == []}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return {}
+    return {}
 
 
 def parse(stdout: str) -> Outcome | None:

@@ -239,7 +239,7 @@ class SlurmPools:
                   {r.rundir for r in group}]
         cut = [dataclasses.replace(r, remove=r.remove if others else [r.rundir], prune=r.prune[1:] if not
                                    others else []) for r in group]
-        reply = await stop_trees(ctx.conn(spec), cut, timeout=ctx.step_timeout)
+        reply, _ = await stop_trees(ctx.conn(spec), cut, timeout=ctx.step_timeout)
         if reply.left:
             done.left[spec.address] = reply.left
             return done

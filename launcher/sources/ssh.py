@@ -67,8 +67,24 @@ def _started(rec: HostRecord, reply: SpawnReply) -> None:
     rec.home = commands.home_of(rec.rundir, reply.rundir)
 
 
+def _stop_request(records: list[HostRecord], grace: float = 3.0, settle: float = 0.0,
+                  keep_logs: bool = False) -> Stop:
+    """The agent's ``stop`` for these trees of one host (``keep_logs``: their run directories keep the logs)."""
+    kept = {r.rundir for r in records} if keep_logs else set()
+    return Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove if p not in kept],
+                prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle,
+                empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
+
+
+def _quick(conn: Connection, records: list[HostRecord], request: Stop) -> Stop | None:
+    """``request`` for the sh script (:mod:`launcher.remote.quickstop`), None where the agent must do it."""
+    homes = {r.home if isinstance(r.home, str) else None for r in records}  # an edited record: the agent
+    return quickstop.resolved(request, homes.pop()) if len(homes) == 1 and not conn.has_agent else None
+
+
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
-                     settle: float = 0.0, keep_logs: bool = False) -> StopReply:
+                     settle: float = 0.0, keep_logs: bool = False,
+                     relay: dict[str, Stop] | None = None) -> tuple[StopReply, dict[str, dict]]:
     """Stop the recorded process trees of one host; ``left`` lists survivors.
 
     Where the host's agent is not running yet (``pyku-launch stop``), first
@@ -80,30 +96,70 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     ``settle``: look again after that many seconds (a half-launched cluster:
     its dead launcher's agents may still be starting processes).
     ``keep_logs``: the run directories keep their logs (``pyku-launch stop``).
+    ``relay``: this host runs the scheduler, and these other trees (token ->
+    their ``stop``, paths absolute) are to be stopped by their nannies, asked
+    by the closing scheduler (launcher/remote/relay.py). Returns the reply and
+    the relayed trees proven gone (token -> their nanny's reply).
     """
-    kept = {r.rundir for r in records} if keep_logs else set()
-    request = Stop(tokens=[r.token for r in records], remove=[p for r in records for p in r.remove if p not in kept],
-                   prune=list(dict.fromkeys(p for r in records for p in r.prune)), grace=grace, settle=settle,
-                   empty=sorted(kept), keep=commands.KEPT_FILES if kept else [])
+    request = _stop_request(records, grace, settle, keep_logs)
     signalled = 0
-    homes = {r.home if isinstance(r.home, str) else None for r in records}  # an edited record: the agent
-    quick = quickstop.resolved(request, homes.pop()) if len(homes) == 1 and not conn.has_agent else None
+    quick = _quick(conn, records, request)
+    scheduler = next((r for r in records if r.role == "scheduler"), None)
+    plan = None
+    if quick is not None and relay and scheduler is not None:
+        rundir = quickstop.resolved(_stop_request([scheduler]), scheduler.home).remove[0]
+        # The nannies' grace and answers fit in the scheduler's close, which fits in the script's grace.
+        plan = quickstop.Relay(relay, rundir, budget=RELAY_BUDGET)
+        quick = dataclasses.replace(quick, grace=grace + RELAY_BUDGET)
     if quick is not None:
         try:
-            async with asyncio.timeout(timeout + grace):
-                out = quickstop.parse(await conn.run(quickstop.command(quick), "stop-sh"))
+            async with asyncio.timeout(timeout + quick.grace):
+                stdout = await conn.run(quickstop.command(quick, plan), "stop-sh")
+            out = quickstop.parse(stdout)
         except TimeoutError:  # the agent would hang as well (a session that never ends): the host is not stopped
-            raise LaunchError(f"step 'stop-sh' timed out after {timeout + grace:g} s", host=conn.name) from None
+            raise LaunchError(f"step 'stop-sh' timed out after {timeout + quick.grace:g} s", host=conn.name) from None
         except LaunchError:
-            out = None  # no session for it (a restricted account?): the agent says what is wrong
+            out, stdout = None, ""  # no session for it (a restricted account?): the agent says what is wrong
+        relayed = quickstop.parse_relay(stdout, plan) if plan is not None else {}
         if out is not None and out.gone:
-            return StopReply(found=out.signalled, killed=0, left=[])
+            return StopReply(found=out.signalled, killed=0, left=[]), relayed
         if out is not None and out.why == "grace":  # they had their SIGTERM and its grace
             request = dataclasses.replace(request, grace=0.0)
         signalled = out.signalled if out is not None else 0
+    else:
+        relayed = {}
     reply = await conn.request(request, timeout + grace + settle)
     reply.found = max(reply.found, signalled)
-    return reply
+    return reply, relayed
+
+
+#: Seconds the closing scheduler gives the nannies to end their trees and exit (their grace is 1 s less).
+RELAY_BUDGET = 2.5
+
+
+def _relayable(ctx: Context, recs: list[HostRecord], groups: dict[tuple, list[HostRecord]],
+               remaining: list[HostRecord], keep_logs: bool) -> tuple[tuple | None, dict[str, Stop]]:
+    """The scheduler's host (connection key) and the worker trees it can have its nannies stop
+    (token -> their ``stop``, paths absolute); ``(None, {})`` where a stop is not relayed.
+
+    A tree qualifies when it was started with the nanny's half (``extra["relay"]``) on a host of its
+    own (no other tree there, not the scheduler's host) whose paths the launcher resolves.
+    """
+    sched = [r for r in recs if r.role == "scheduler"]
+    if len(sched) != 1 or not sched[0].extra.get("relay") or not ctx.reached(sched[0].spec):
+        return None, {}
+    key = connection_key(sched[0].spec)
+    if ctx.conn(sched[0].spec).has_agent or quickstop.resolved(_stop_request(sched), sched[0].home) is None:
+        return None, {}
+    trees = {}
+    for k, group in groups.items():
+        if k == key or len(group) != 1 or group[0].role != "workers" or not group[0].extra.get("relay"):
+            continue
+        cut = _shared_last(group, remaining)
+        quick = quickstop.resolved(_stop_request(cut, RELAY_BUDGET - 1.0, keep_logs=keep_logs), cut[0].home)
+        if quick is not None:
+            trees[group[0].token] = quick
+    return (key, trees) if trees else (None, {})
 
 
 async def sweep_hosts(ctx: Context, specs: list[HostSpec]) -> Stopped:
@@ -180,6 +236,8 @@ class SshHosts:
         spec = probe.spec if name is None else dataclasses.replace(probe.spec, nworkers=1)
         rec = HostRecord.new(probe.spec, "workers", ctx.name, spec.nworkers, probe.memory_limit,
                              scope=state.scope(), source=self.kind)
+        if commands.relays_stop(self.inv):  # its nannies can end it for the scheduler (remote/treestop.py)
+            rec.extra["relay"] = True
         if name is not None:  # its own run directory beside the host's (cleanup_paths lists that first)
             rec.rundir = f"{rec.rundir}.{name.rsplit('-', 1)[1]}"
             rec.remove, rec.names = [rec.rundir, *rec.remove[1:]], [name]
@@ -205,8 +263,31 @@ class SshHosts:
 
     async def stop(self, ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
                    settle: float = 0.0, keep_logs: bool = False) -> Stopped:
+        """Every host's trees at once; but where the scheduler is among them and can relay the stop to
+        the nannies (:func:`_relayable`), its host first, and then only the trees it did not prove gone:
+        most worker hosts then need no SSH session at all."""
         groups = _by_host(recs)
         done = Stopped()
+        key, relay = _relayable(ctx, recs, groups, list(remaining), keep_logs) if not settle else (None, {})
+        if key is not None:
+            proven = await self._stop_groups(ctx, {key: groups.pop(key)}, remaining, settle, keep_logs, done,
+                                             relay)
+            for k in [k for k, g in groups.items() if g[0].token in proven]:
+                group = groups.pop(k)
+                done.found += proven[group[0].token].get("found", 0)
+                done.killed += proven[group[0].token].get("killed", 0)
+                done.gone += group
+        # What the relay did not prove gone: its own host's stop, as without a relay (``pyku-launch
+        # stop`` connects to a relayed tree's host only now, if at all).
+        await ctx.open([g[0].spec for g in groups.values()], agents=False)
+        await self._stop_groups(ctx, groups, remaining, settle, keep_logs, done)
+        return done
+
+    @staticmethod
+    async def _stop_groups(ctx: Context, groups: dict[tuple, list[HostRecord]], remaining, settle: float,
+                           keep_logs: bool, done: Stopped, relay: dict[str, Stop] | None = None
+                           ) -> dict[str, dict]:
+        """Stop these hosts' trees at once, adding to ``done``; the relayed trees proven gone."""
         asked = {}
         for key, group in groups.items():
             if ctx.reached(group[0].spec):
@@ -217,19 +298,22 @@ class SshHosts:
                 done.unreachable[address] = str(why) if why else f"{address}: not reachable to stop its trees"
         replies = await asyncio.gather(
             *(stop_trees(ctx.conn(g[0].spec), _shared_last(g, list(remaining)), timeout=ctx.step_timeout,
-                         settle=settle, keep_logs=keep_logs) for g in asked.values()), return_exceptions=True)
+                         settle=settle, keep_logs=keep_logs, relay=relay) for g in asked.values()),
+            return_exceptions=True)
+        proven = {}
         for group, reply in zip(asked.values(), replies):
             if isinstance(reply, LaunchError):
                 done.unreachable[group[0].address] = str(reply)
             elif isinstance(reply, BaseException):
                 raise reply
-            elif reply.left:
-                done.left[group[0].address] = reply.left
+            elif reply[0].left:
+                done.left[group[0].address] = reply[0].left
             else:
-                done.found += reply.found
-                done.killed += reply.killed
+                done.found += reply[0].found
+                done.killed += reply[0].killed
                 done.gone += group
-        return done
+                proven.update(reply[1])
+        return proven
 
     async def sweep(self, ctx: Context) -> Stopped:
         return await sweep_hosts(ctx, self.members())

@@ -214,6 +214,7 @@ class _Launch:
     async def _spawn_scheduler(self, payload: dict, timeout: float) -> SpawnReply:
         """Start the scheduler's tree on its host, recorded *before* it starts (:func:`launcher.sources.ssh.spawn`)."""
         rec = HostRecord.new(self.inv.scheduler, "scheduler", self.inv.name, scope=state.scope())
+        rec.extra["relay"] = True  # its preload relays a stop to the nannies (launcher/remote/relay.py)
         self._record(rec)
         return await ssh.spawn(self.ctx, rec, payload, timeout, **self.ship)
 

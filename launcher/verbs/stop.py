@@ -57,7 +57,9 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     settle = 0.0 if rec.running else 2.0
     summary = {"name": name, "stopped": 0, "killed": 0, "unreachable": {}}
     async with Context(name, on_step=on_step) as ctx:
-        await ctx.open([h.spec for h in rec.hosts], agents=False)  # most hosts need no agent (quickstop)
+        # Most hosts need no agent (quickstop), and a tree the scheduler can have its nannies stop
+        # (launcher/remote/relay.py) no connection: its host is connected only if the relay fails.
+        await ctx.open([h.spec for h in rec.hosts if not _relayed(h)], agents=False)
         why = await self_stop.read(rec, ctx.conns) if not ctx.failed else None  # before its run files go
         # Every tree at once, the scheduler's too: see the module's docstring.
         done = await stop_role(ctx, rec.hosts, settle=settle, keep_logs=not purge)
@@ -80,6 +82,10 @@ async def stop_async(name: str, *, report: Reporter, locked: bool = False,
     if why:
         summary["stopped_itself"] = why
     return summary
+
+
+def _relayed(h: HostRecord) -> bool:
+    return h.role == "workers" and h.source == "ssh" and bool(h.extra.get("relay"))
 
 
 async def stop_role(ctx: Context, recs: list[HostRecord], *, remaining: list[HostRecord] = (),
