@@ -36,9 +36,17 @@ def _host_tree(rec, label):
     tree = _tree([p for h in rec.hosts if h.label == label and h.role == "workers"
                   for p in session_members([h])])
     leader = [p for p, (pp, _, _) in tree.items() if pp not in tree]
-    servers = [p for p, (pp, _, cmd) in tree.items() if leader and pp == leader[0] and cmd == tree[leader[0]][2]]
+    forks = [p for p, (pp, _, cmd) in tree.items() if leader and pp == leader[0] and cmd == tree[leader[0]][2]]
+    trackers = [p for p in forks if _ignores_sigterm(p)]  # multiprocessing's resource tracker, forked
+    servers = [p for p in forks if p not in trackers]
     workers = [p for p, (pp, _, _) in tree.items() if pp in servers]
-    return tree, leader, servers, workers
+    return tree, leader, servers, workers, trackers
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        ignored = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    return bool(ignored & (1 << (signal.SIGTERM - 1)))
 
 
 def test_workers_fork_from_the_nanny_process_own_forkserver(sshd, state_dir, tmp_path):
@@ -48,18 +56,20 @@ def test_workers_fork_from_the_nanny_process_own_forkserver(sshd, state_dir, tmp
     try:
         labels = {h.address: h.label for h in rec.hosts if h.role == "workers"}
         for address, n in (("127.0.0.3", 1), ("127.0.0.4", 2)):
-            tree, leader, servers, workers = _host_tree(rec, labels[address])
+            tree, leader, servers, workers, trackers = _host_tree(rec, labels[address])
             assert len(leader) == 1 and "dask_worker" in tree[leader[0]][2], tree
             assert servers and all(tree[s][0] == leader[0] for s in servers), tree
             assert len(servers) == 1, sorted((p, pp, cmd[:60], cmd[-40:]) for p, (pp, _, cmd) in tree.items())
             assert len(workers) == n, tree
             assert not any("multiprocessing.forkserver import main" in c for _, _, c in tree.values()), tree
+            # the resource tracker is a fork too, not a new interpreter
+            assert len(trackers) == 1 and not any("resource_tracker import main" in c for _, _, c in tree.values()), tree
 
         with launcher.connect() as client:
             assert sum(client.gather(client.map(lambda x: x + 1, range(20)))) == 210
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 3
             # A killed worker comes back, forked by the same forkserver.
-            _, _, servers, workers = _host_tree(rec, labels["127.0.0.3"])
+            _, _, servers, workers, _ = _host_tree(rec, labels["127.0.0.3"])
             os.kill(workers[0], signal.SIGKILL)
             assert wait_until(lambda: (lambda t: len(t[3]) == 1 and t[3] != workers and t[2] == servers)(
                 _host_tree(rec, labels["127.0.0.3"])), 60)

@@ -186,7 +186,9 @@ main = dask_scheduler.main
 """ + MAIN_THEN_EXIT
 
 # Workers start while the scheduler is still starting. This imports what
-# the workers need, then, still single-threaded, forks itself into the
+# the workers need, then, still single-threaded, forks itself into
+# multiprocessing's resource tracker (a new interpreter otherwise, ~0.04
+# CPU-s per host) and into the
 # forkserver distributed's nanny forks its workers from: one import of
 # distributed per host (this process's), not two (the stdlib's forkserver
 # is a new interpreter that imports it all again). Where that cannot be
@@ -211,6 +213,22 @@ if own:
         except ImportError:
             pass
 if own and threading.active_count() == 1:
+    from multiprocessing import resource_tracker
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_fd", 0) is None and getattr(tracker, "_pid", 0) is None:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # multiprocessing's resource tracker, which it would start as a new interpreter
+            code = 0
+            try:
+                os.close(w)
+                resource_tracker.main(r)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(r)
+        tracker._fd, tracker._pid = w, pid
     listener = socket.socket(socket.AF_UNIX)
     address = connection.arbitrary_address("AF_UNIX")
     listener.bind(address)
@@ -223,6 +241,8 @@ if own and threading.active_count() == 1:
         code = 0
         try:
             os.close(alive_w)
+            if tracker._fd is not None:  # as the stdlib's forkserver: the tracker's pipe is the workers'
+                os.close(tracker._fd)
             forkserver.main(listener.fileno(), alive_r, [])
         except SystemExit:
             pass
