@@ -67,6 +67,13 @@ def test_workers_fork_from_the_nanny_process_own_forkserver(sshd, state_dir, tmp
 
         with launcher.connect() as client:
             assert sum(client.gather(client.map(lambda x: x + 1, range(20)))) == 210
+            # What a worker of the 2-worker host needed to start was imported before the fork, once.
+            modules = lambda: sorted(__import__("sys").modules)  # noqa: E731
+            two = [a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                   if w["name"].startswith(labels["127.0.0.4"])]
+            nanny = set(next(iter(client.run(modules, workers=two[:1], nanny=True).values())))
+            after = set(next(iter(client.run(modules, workers=two[:1]).values()))) - nanny
+            assert not {m for m in after if m.split(".")[0] in ("distributed", "dask", "prometheus_client")}, after
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 3
             # A killed worker comes back, forked by the same forkserver.
             _, _, servers, workers, _ = _host_tree(rec, labels["127.0.0.3"])

@@ -28,7 +28,7 @@ LIFETIME_PRELOAD = "pyku_lifetime.py"  # launcher/remote/lifetime.py, with idle_
 KEPT_FILES = ["*.log", "*.log.1"]  # what stop and a leader leave of a run directory: the logs
 LOGCAP_PRELOAD = "pyku_logcap.py"  # launcher/remote/logcap.py: every log rotated past LOG_MAX_BYTES
 RELAY_PRELOAD = "pyku_relay.py"  # launcher/remote/relay.py, on every scheduler: relays a stop to the nannies
-TREESTOP_PRELOAD = "pyku_treestop.py"  # agent.py + treestop.py, on every SSH worker tree's nannies
+TREESTOP_PRELOAD = "pyku_treestop.py"  # launcher/remote/treestop.py (+ agent.py), on every SSH worker tree's nannies
 LOG_MAX_BYTES = 64 * 2**20
 
 
@@ -36,9 +36,9 @@ def _preload_source(module: str) -> str:
     return (Path(__file__).parent / f"{module}.py").read_text()
 
 
-def treestop_source() -> str:
-    """The nanny's half of a relayed stop: the agent's source (its ``op_stop``), then launcher/remote/treestop.py."""
-    return _preload_source("agent") + "\n" + _preload_source("treestop")
+def treestop_files() -> dict[str, str]:
+    """The nanny's half of a relayed stop (launcher/remote/treestop.py) and the agent's source it runs."""
+    return {TREESTOP_PRELOAD: _preload_source("treestop"), "pyku_agent.py": _preload_source("agent")}
 
 
 def relays_stop(inv: Inventory) -> bool:
@@ -150,7 +150,11 @@ def dashboard_host(inv: Inventory, listen: str) -> str:
 # and optional packages that import). tests/test_remote_commands.py checks the list
 # against the installed distributed; a missing one only costs speed.
 FORKSERVER_PRELOAD = ["distributed", "dask", "msgpack", "cloudpickle", "tornado", "toolz",
-                      "numpy", "pandas", "lz4"]
+                      "numpy", "pandas", "lz4",
+                      # and what every worker imports as it starts (its /metrics and health routes,
+                      # even without a dashboard): ~25 ms per worker otherwise, after the fork
+                      "distributed.http.worker.prometheus.core", "distributed.http.health",
+                      "distributed.http.statics"]
 #: What a host of one worker preloads: what that worker needs to start. The
 #: rest (pandas alone is ~0.5 CPU-s) is paid by a task that uses it, if any:
 #: with one worker there is nothing to share it with.
@@ -351,7 +355,8 @@ def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
                "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
                "log": "workers.log", "files": dict(files, **{LOGCAP_PRELOAD: _preload_source("logcap")})}
     if relays_stop(inv):
-        payload["files"][TREESTOP_PRELOAD] = treestop_source()
+        payload["files"].update(treestop_files())
+        payload["env"]["PYKU_AGENT_FILE"] = "{rundir}/pyku_agent.py"
     return _with(payload, self_cleaning(inv, spec, "workers"))
 
 
