@@ -65,6 +65,27 @@ def test_a_healthy_cluster_stops_through_its_scheduler_with_one_session_and_a_se
     assert r.returncode == 0 and "not running" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
+def test_a_nanny_that_does_not_answer_leaves_its_tree_to_its_own_host(sshd, tmp_path):
+    """A frozen nanny (SIGSTOP) answers no relay: the scheduler does not count its tree as gone,
+    and the stop goes on on that host only (its script, then the agent's SIGKILL), and nothing is left."""
+    name = "frozen"
+    inv = ssh_inventory(tmp_path / "h.toml", sshd, name=name, workers=(1, 2), nworkers=1)
+    rec = launcher.launch(inv)
+    frozen, other = [h for h in rec.hosts if h.role == "workers"]
+    scheduler_host = next(h.address for h in rec.hosts if h.role == "scheduler")
+    hook, seen = _steps()
+    try:
+        os.kill(frozen.pid, signal.SIGSTOP)  # the tree's leader: the nanny's process
+        summary = launcher.stop(name, on_step=hook)
+    finally:
+        if state.read(name) is not None:
+            launcher.stop(name)
+    assert session_members(rec) == [] and cluster_processes(name) == [] and state.read(name) is None
+    assert summary["killed"] >= 1, summary
+    assert seen[scheduler_host] == {"stop-sh"} and seen[frozen.address] == {"stop-sh", "stop"}, dict(seen)
+    assert other.address not in seen, dict(seen)
+
+
 def test_a_record_without_the_relay_stops_each_host_by_its_script(sshd, tmp_path):
     """A cluster launched before the relay (its records lack ``relay``): every host's own script."""
     name = "quickold"

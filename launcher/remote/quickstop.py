@@ -194,12 +194,13 @@ def command(request: Stop, relay: Relay | None = None) -> str:
 @dataclasses.dataclass
 class Relay:
     """A stop the scheduler relays to the nannies: per tree token, the agent's ``stop`` payload
-    (:func:`resolved`: absolute paths), and where its request and answer go in the scheduler's run
-    directory (absolute)."""
+    (:func:`resolved`: absolute paths) and its workers' names (whose nannies are asked), and where
+    its request and answer go in the scheduler's run directory (absolute)."""
 
     trees: dict[str, Stop]
     rundir: str
     budget: float
+    names: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # token -> its workers' names
     nonce: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
 
     @property
@@ -211,7 +212,7 @@ class Relay:
         return posixpath.join(self.rundir, "stop-relay.out.json")
 
     def request_json(self) -> str:
-        trees = {t: {"op": "stop", **r.to_json()} for t, r in self.trees.items()}
+        trees = {t: {"op": "stop", **r.to_json(), "names": self.names.get(t, [])} for t, r in self.trees.items()}
         return json.dumps({"nonce": self.nonce, "budget": self.budget, "trees": trees}, separators=(",", ":"))
 
 

@@ -20,7 +20,8 @@ proven gone there (no answer within the budget, survivors, an older
 launch without the nanny's half) is stopped by its own host's script
 afterwards, as before.
 
-The request: ``{"nonce": str, "budget": seconds, "trees": {token: stop payload}}``.
+The request: ``{"nonce": str, "budget": seconds, "trees": {token: stop payload}}``; a payload's
+``names`` are the tree's workers, whose nannies are asked (no others: a batch pool's).
 """
 
 import asyncio
@@ -43,7 +44,8 @@ async def dask_teardown(scheduler):
     except (OSError, ValueError, KeyError, TypeError):
         return  # a stop that does not relay (or an idle timeout): nothing to do
     deadline = time.monotonic() + budget
-    nannies = sorted({ws.nanny for ws in scheduler.workers.values() if ws.nanny})
+    names = {str(n) for t in trees.values() for n in t.get("names") or ()}  # not a batch pool's workers
+    nannies = sorted({ws.nanny for ws in scheduler.workers.values() if ws.nanny and str(ws.name) in names})
     answers = await asyncio.gather(*(_stop_one(scheduler, a, trees, deadline) for a in nannies))
     out = {}
     for answer in answers:

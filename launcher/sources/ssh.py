@@ -84,7 +84,7 @@ def _quick(conn: Connection, records: list[HostRecord], request: Stop) -> Stop |
 
 async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float = 60.0, grace: float = 3.0,
                      settle: float = 0.0, keep_logs: bool = False,
-                     relay: dict[str, Stop] | None = None) -> tuple[StopReply, dict[str, dict]]:
+                     relay: dict[str, tuple[Stop, list[str]]] | None = None) -> tuple[StopReply, dict[str, dict]]:
     """Stop the recorded process trees of one host; ``left`` lists survivors.
 
     Where the host's agent is not running yet (``pyku-launch stop``), first
@@ -97,7 +97,7 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     its dead launcher's agents may still be starting processes).
     ``keep_logs``: the run directories keep their logs (``pyku-launch stop``).
     ``relay``: this host runs the scheduler, and these other trees (token ->
-    their ``stop``, paths absolute) are to be stopped by their nannies, asked
+    their ``stop``, paths absolute, and their workers' names) are to be stopped by their nannies, asked
     by the closing scheduler (launcher/remote/relay.py). Returns the reply and
     the relayed trees proven gone (token -> their nanny's reply).
     """
@@ -109,7 +109,8 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     if quick is not None and relay and scheduler is not None:
         rundir = quickstop.resolved(_stop_request([scheduler]), scheduler.home).remove[0]
         # The nannies' grace and answers fit in the scheduler's close, which fits in the script's grace.
-        plan = quickstop.Relay(relay, rundir, budget=RELAY_BUDGET)
+        plan = quickstop.Relay({t: r for t, (r, _) in relay.items()}, rundir, budget=RELAY_BUDGET,
+                               names={t: n for t, (_, n) in relay.items()})
         quick = dataclasses.replace(quick, grace=grace + RELAY_BUDGET)
     if quick is not None:
         try:
@@ -138,9 +139,10 @@ RELAY_BUDGET = 2.5
 
 
 def _relayable(ctx: Context, recs: list[HostRecord], groups: dict[tuple, list[HostRecord]],
-               remaining: list[HostRecord], keep_logs: bool) -> tuple[tuple | None, dict[str, Stop]]:
+               remaining: list[HostRecord], keep_logs: bool) -> tuple[tuple | None, dict[str, tuple[Stop, list[str]]]]:
     """The scheduler's host (connection key) and the worker trees it can have its nannies stop
-    (token -> their ``stop``, paths absolute); ``(None, {})`` where a stop is not relayed.
+    (token -> their ``stop``, paths absolute, and their workers' names); ``(None, {})`` where a stop
+    is not relayed.
 
     A tree qualifies when it was started with the nanny's half (``extra["relay"]``) on a host of its
     own (no other tree there, not the scheduler's host) whose paths the launcher resolves.
@@ -158,7 +160,7 @@ def _relayable(ctx: Context, recs: list[HostRecord], groups: dict[tuple, list[Ho
         cut = _shared_last(group, remaining)
         quick = quickstop.resolved(_stop_request(cut, RELAY_BUDGET - 1.0, keep_logs=keep_logs), cut[0].home)
         if quick is not None:
-            trees[group[0].token] = quick
+            trees[group[0].token] = (quick, group[0].worker_names())
     return (key, trees) if trees else (None, {})
 
 
@@ -285,7 +287,7 @@ class SshHosts:
 
     @staticmethod
     async def _stop_groups(ctx: Context, groups: dict[tuple, list[HostRecord]], remaining, settle: float,
-                           keep_logs: bool, done: Stopped, relay: dict[str, Stop] | None = None
+                           keep_logs: bool, done: Stopped, relay: dict[str, tuple[Stop, list[str]]] | None = None
                            ) -> dict[str, dict]:
         """Stop these hosts' trees at once, adding to ``done``; the relayed trees proven gone."""
         asked = {}
