@@ -145,7 +145,7 @@ def _members(token, processes=None, prefix=False):
     return [pid for pid, _, env in processes if needle in env]
 
 
-def _tree(tokens, known=(), prefixes=()):
+def _tree(tokens, known=(), prefixes=(), own=False):
     """Every process of these tokens, the still living ``known`` ones, and all their descendants.
 
     A process a task starts with a fresh environment (``env -i``, a
@@ -154,6 +154,9 @@ def _tree(tokens, known=(), prefixes=()):
     of the tree's leader, which is a child subreaper (see
     :data:`SUBREAPER`). Walking the parent links before any signal finds it;
     ``known`` keeps what an earlier walk found once its parent is gone.
+    ``own``: this process is the tree's leader (a nanny stopping its own
+    tree, launcher/remote/treestop.py): its children are the tree's too,
+    though the scans never list this process itself.
     """
     processes = list(_processes())
     found = {pid for t in tokens for pid in _members(t, processes)}
@@ -162,6 +165,8 @@ def _tree(tokens, known=(), prefixes=()):
     children = {}
     for pid, ppid, _ in processes:
         children.setdefault(ppid, []).append(pid)
+    if own:
+        found |= set(children.get(os.getpid(), ()))
     stack = list(found)
     while stack:
         for child in children.get(stack.pop(), ()):
@@ -701,14 +706,15 @@ def op_stop(p):
 
     SIGTERM first so nannies close their workers cleanly, SIGKILL for what is
     left after ``grace`` seconds; returns only when none of them is left (or
-    reports the survivors).
+    reports the survivors). ``own``: run by the tree's leader itself (a
+    nanny, launcher/remote/treestop.py): its children count too.
     """
     tokens, prefixes = p.get("tokens", []), p.get("prefixes", [])
     grace = p.get("grace", 3.0)
     seen = set()
 
     def members():
-        found = _tree(tokens, seen, prefixes)
+        found = _tree(tokens, seen, prefixes, own=bool(p.get("own")))
         seen.update(found)  # kept: once its parent dies, a tokenless descendant is an orphan
         return found
 

@@ -62,7 +62,7 @@ def _op_stop(request):
     agent = {"__name__": "pyku_agent"}
     with open(path) as f:
         exec(compile(f.read(), path, "exec"), agent)
-    return agent["op_stop"](request)
+    return agent["op_stop"](dict(request, own=True))  # this process's children are the tree's, token or not
 
 
 async def _stop_own_tree(request):
