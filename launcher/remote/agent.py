@@ -40,9 +40,10 @@ MARK = "@@pyku-launch@@ "
 
 # What the host runs (``python -S -c BOOTSTRAP``: no site-packages, nor .pth
 # files run, until a probe needs them): read the agent's source from the
-# first line of stdin, then serve. The trailing comment names the process
-# in ``ps``.
-BOOTSTRAP = "import sys,json;exec(json.loads(sys.stdin.readline()));serve()  # pyku-launch agent"
+# first line of stdin (kept as ``SOURCE``: a spawn writes a copy for the
+# nanny's half of a relayed stop), then serve. The trailing comment names
+# the process in ``ps``.
+BOOTSTRAP = "import sys,json;SOURCE=json.loads(sys.stdin.readline());exec(SOURCE);serve()  # pyku-launch agent"
 
 _out = threading.Lock()
 
@@ -628,7 +629,10 @@ def _prepare_rundir(p):
             _make_dirs(local_directory, _expand(p["private_top"]), "private")
         else:  # the user's own; its existing parents are left as they are
             _make_dirs(local_directory, "/", "new")
-    for name, content in p.get("files", {}).items():
+    files = dict(p.get("files", {}))
+    if p.get("agent_copy"):  # this agent's own source (launcher/remote/treestop.py runs its op_stop)
+        files[p["agent_copy"]] = globals().get("SOURCE") or open(__file__).read()
+    for name, content in files.items():
         path = os.path.join(rundir, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -36,9 +36,7 @@ def _preload_source(module: str) -> str:
     return (Path(__file__).parent / f"{module}.py").read_text()
 
 
-def treestop_files() -> dict[str, str]:
-    """The nanny's half of a relayed stop (launcher/remote/treestop.py) and the agent's source it runs."""
-    return {TREESTOP_PRELOAD: _preload_source("treestop"), "pyku_agent.py": _preload_source("agent")}
+AGENT_COPY = "pyku_agent.py"  # the agent's source, written by the agent itself (its op_stop, for treestop.py)
 
 
 def relays_stop(inv: Inventory) -> bool:
@@ -355,8 +353,9 @@ def workers_payload(inv: Inventory, spec: HostSpec, listen: str, scheduler: str,
                "env": dict(process_env(inv), DASK_TEMPORARY_DIRECTORY="{local_directory}"),
                "log": "workers.log", "files": dict(files, **{LOGCAP_PRELOAD: _preload_source("logcap")})}
     if relays_stop(inv):
-        payload["files"].update(treestop_files())
-        payload["env"]["PYKU_AGENT_FILE"] = "{rundir}/pyku_agent.py"
+        payload["files"][TREESTOP_PRELOAD] = _preload_source("treestop")
+        payload["agent_copy"] = AGENT_COPY  # not sent again: the agent has its source
+        payload["env"]["PYKU_AGENT_FILE"] = f"{{rundir}}/{AGENT_COPY}"
     return _with(payload, self_cleaning(inv, spec, "workers"))
 
 
