@@ -24,6 +24,7 @@ counts).
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Protocol
@@ -139,7 +140,8 @@ class WorkerSource(Protocol):
         tree; a pool: one per job); else the unit that worker of that name
         belongs to, a tree of its own (an SSH host: that one worker; a pool:
         the job of that worker's slot, all its workers). ``record(rec)`` must be called for each tree before it starts
-        (it persists the record); records are updated in place as the start
+        (it persists the record; where it returns an awaitable, :func:`recorded` awaits that before the start:
+        a launch saves the records of many hosts in one write); records are updated in place as the start
         goes. Raises LaunchError naming the host if a start failed (what was
         recorded stays: stop it). Returns the trees started.
         """
@@ -178,3 +180,9 @@ class WorkerSource(Protocol):
         own (``source``, a job's state...), and ``detail``, a line saying what a
         pending tree waits for.
         """
+
+
+async def recorded(result) -> None:
+    """Wait until what a ``record`` callback returned is done (the record is on disk), if anything."""
+    if inspect.isawaitable(result):
+        await result

@@ -27,7 +27,7 @@ from launcher.config.pools import PoolSpec
 from launcher.errors import LaunchError
 from launcher.remote.protocol import Run
 from launcher.sources import slurm_queue as queue, slurm_script as script
-from launcher.sources.base import Context, Join
+from launcher.sources.base import Context, Join, recorded
 from launcher.store import state
 from launcher.store.records import HostRecord
 
@@ -89,7 +89,7 @@ async def submit(ctx: Context, inv: Inventory, pool: PoolSpec, spec: HostSpec, j
     """Submit one chain per job slot, each recorded before the one ``run`` step that writes and submits them."""
     recs = [chain(pool, spec, ctx.name, k, kind) for k in slots_]
     for rec in recs:
-        record(rec)
+        await recorded(record(rec))
     files = dict(join.files)
     for rec in recs:
         files[rec.extra["script"]] = script.job_script(inv, pool, rec.token, join.scheduler, rec.extra["script"],

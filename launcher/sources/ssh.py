@@ -22,7 +22,7 @@ from launcher.errors import LaunchError
 from launcher.remote import commands, logtail, quickstop
 from launcher.remote.protocol import Logs, Spawn, SpawnReply, Status, Stop, StopReply
 from launcher.remote.transport import Connection, connection_key
-from launcher.sources.base import Context, Join, Stopped
+from launcher.sources.base import Context, Join, Stopped, recorded
 from launcher.store import state
 from launcher.store.records import HostRecord
 
@@ -243,7 +243,7 @@ class SshHosts:
         if name is not None:  # its own run directory beside the host's (cleanup_paths lists that first)
             rec.rundir = f"{rec.rundir}.{name.rsplit('-', 1)[1]}"
             rec.remove, rec.names = [rec.rundir, *rec.remove[1:]], [name]
-        record(rec)
+        await recorded(record(rec))
         payload = commands.workers_payload(self.inv, spec, probe.listen, join.scheduler, probe.memory_limit,
                                            join.files, name=name, rundir=rec.rundir)
         await spawn(ctx, rec, payload, ctx.step_timeout, archives=join.archives, verify=join.verify)

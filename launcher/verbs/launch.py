@@ -94,6 +94,7 @@ class _Launch:
         self.partial = partial
         self.ctx = Context(inv.name, inv.step_timeout, on_step)
         self.records: list[HostRecord] = []  # every process tree started (or being started)
+        self._flushed: asyncio.Future | None = None  # the write of the records recorded in this turn
         self.missing: dict[str, str] = {}  # hosts left out (by label), and why
         self.running_steps: list[str] = []
         self.ca: tls.CA | None = None  # its key signs shares later (launcher/security/share.py)
@@ -105,10 +106,29 @@ class _Launch:
     def conn(self, spec: HostSpec):
         return self.ctx.conn(spec)
 
-    def _record(self, rec: HostRecord) -> None:
-        """A tree about to start: recorded first, so a rollback or ``stop`` finds it whatever happens."""
+    def _record(self, rec: HostRecord) -> asyncio.Future:
+        """A tree about to start: recorded first, so a rollback or ``stop`` finds it whatever happens.
+
+        The trees every host's start records in one turn of the event loop
+        go to disk in one write (the returned future: the start awaits it,
+        :func:`launcher.sources.base.recorded`): a write per tree, each of
+        the whole record, made a launch's own CPU grow with the square of
+        its hosts.
+        """
         self.records.append(rec)
-        self._save("starting")
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush)
+        return self._flushed
+
+    def _flush(self) -> None:
+        done, self._flushed = self._flushed, None
+        try:
+            self._save("starting")
+        except BaseException as e:  # noqa: BLE001 - handed to every start waiting for it
+            done.set_exception(e)
+        else:
+            done.set_result(None)
 
     def _step(self, name: str, detail: str = "") -> None:
         """A step starts: tell the user, and note it in the lock file for ``status``."""
@@ -215,7 +235,7 @@ class _Launch:
         """Start the scheduler's tree on its host, recorded *before* it starts (:func:`launcher.sources.ssh.spawn`)."""
         rec = HostRecord.new(self.inv.scheduler, "scheduler", self.inv.name, scope=state.scope())
         rec.extra["relay"] = True  # its preload relays a stop to the nannies (launcher/remote/relay.py)
-        self._record(rec)
+        await self._record(rec)
         return await ssh.spawn(self.ctx, rec, payload, timeout, **self.ship)
 
     def _save(self, phase: str, **extra) -> None:
