@@ -109,9 +109,10 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     if quick is not None and relay and scheduler is not None:
         rundir = quickstop.resolved(_stop_request([scheduler]), scheduler.home).remove[0]
         # The nannies' grace and answers fit in the scheduler's close, which fits in the script's grace.
-        plan = quickstop.Relay({t: r for t, (r, _) in relay.items()}, rundir, budget=RELAY_BUDGET,
+        budget = RELAY_BUDGET + RELAY_PER_TREE * len(relay)  # the scheduler's TLS handshakes, one per nanny
+        plan = quickstop.Relay({t: r for t, (r, _) in relay.items()}, rundir, budget=budget,
                                names={t: n for t, (_, n) in relay.items()})
-        quick = dataclasses.replace(quick, grace=grace + RELAY_BUDGET)
+        quick = dataclasses.replace(quick, grace=grace + budget)
     if quick is not None:
         try:
             async with asyncio.timeout(timeout + quick.grace):
@@ -134,8 +135,10 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     return reply, relayed
 
 
-#: Seconds the closing scheduler gives the nannies to end their trees and exit (their grace is 1 s less).
+#: Seconds the closing scheduler gives the nannies to end their trees and exit (their grace is 1 s less),
+#: and more per relayed tree (its connection: ~1–3 ms of the scheduler's CPU).
 RELAY_BUDGET = 2.5
+RELAY_PER_TREE = 0.005
 
 
 def _relayable(ctx: Context, recs: list[HostRecord], groups: dict[tuple, list[HostRecord]],
