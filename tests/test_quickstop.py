@@ -34,6 +34,24 @@ def _steps():
     return (lambda address, op, *_: seen[address].add(op)), seen
 
 
+def _stop_watched(name: str):
+    """``launcher.stop(name)`` watched: its summary and the ops run per host; stopped again if it failed."""
+    hook, seen = _steps()
+    try:
+        return launcher.stop(name, on_step=hook), seen
+    finally:
+        if state.read(name) is not None:
+            launcher.stop(name)
+
+
+def _as_before_the_relay(name: str) -> None:
+    """Make the record one of a launch before the relay (its trees lack ``relay``)."""
+    old = state.read(name)
+    for h in old.hosts:
+        h.extra.pop("relay", None)
+    state.write(old)
+
+
 def _run_files(name: str) -> list[str]:
     top = Path(os.path.expanduser(f"~/.pyku-launch/{name}"))
     return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file()) if top.exists() else []
@@ -73,13 +91,8 @@ def test_a_nanny_that_does_not_answer_leaves_its_tree_to_its_own_host(sshd, tmp_
     rec = launcher.launch(inv)
     frozen, other = [h for h in rec.hosts if h.role == "workers"]
     scheduler_host = next(h.address for h in rec.hosts if h.role == "scheduler")
-    hook, seen = _steps()
-    try:
-        os.kill(frozen.pid, signal.SIGSTOP)  # the tree's leader: the nanny's process
-        summary = launcher.stop(name, on_step=hook)
-    finally:
-        if state.read(name) is not None:
-            launcher.stop(name)
+    os.kill(frozen.pid, signal.SIGSTOP)  # the tree's leader: the nanny's process
+    summary, seen = _stop_watched(name)
     assert session_members(rec) == [] and cluster_processes(name) == [] and state.read(name) is None
     assert summary["killed"] >= 1, summary
     assert seen[scheduler_host] == {"stop-sh"} and seen[frozen.address] == {"stop-sh", "stop"}, dict(seen)
@@ -91,16 +104,8 @@ def test_a_record_without_the_relay_stops_each_host_by_its_script(sshd, tmp_path
     name = "quickold"
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name=name, workers=(1, 2), nworkers=1)
     rec = launcher.launch(inv)
-    old = state.read(name)
-    for h in old.hosts:
-        h.extra.pop("relay", None)
-    state.write(old)
-    hook, seen = _steps()
-    try:
-        summary = launcher.stop(name, on_step=hook)
-    finally:
-        if state.read(name) is not None:
-            launcher.stop(name)
+    _as_before_the_relay(name)
+    summary, seen = _stop_watched(name)
     assert session_members(rec) == [] and cluster_processes(name) == [] and state.read(name) is None
     assert summary["stopped"] >= 3, summary
     assert dict(seen) == {h.address: {"stop-sh"} for h in rec.hosts}, dict(seen)
@@ -133,10 +138,7 @@ def test_a_helper_that_ignores_sigterm_is_killed_on_its_host_only(relay, sshd, t
     inv = ssh_inventory(tmp_path / "h.toml", sshd, name=name, workers=(1,), nworkers=1)
     rec = launcher.launch(inv)
     if not relay:
-        old = state.read(name)
-        for h in old.hosts:
-            h.extra.pop("relay", None)
-        state.write(old)
+        _as_before_the_relay(name)
     hook, seen = _steps()
     try:
         def helper_ignoring_sigterm() -> int:  # a task's helper: it carries the worker's token
