@@ -241,3 +241,20 @@ def test_requests_the_script_does_not_handle_go_to_the_agent():
         assert quickstop.resolved(other, home) is None, other
     assert quickstop.parse("rc chatter\n@@pyku-quickstop@@ agent 2 grace\n") == quickstop.Outcome(False, 2, "grace")
     assert quickstop.parse("bash: /bin/sh: not found\n") is None  # no last words: the agent decides
+
+
+def test_the_scripts_relay_request_of_many_trees_reaches_the_scheduler_whole(tmp_path):
+    """The request for hundreds of worker hosts (past the 128 KiB a single argument may have) is
+    written whole into the scheduler's run directory, from the script's standard input, 0600."""
+    token = f"qs.{os.getpid()}.relay"
+    trees = {f"{token}.{i}": Stop(tokens=[f"{token}.{i}"], remove=[f"/nonexistent/{i}/" + "x" * 200],
+                                  prune=[], grace=1.0) for i in range(600)}
+    relay = quickstop.Relay(trees, str(tmp_path), budget=2.5, names={t: [f"h{i}-0"] for i, t in enumerate(trees)})
+    request = relay.request_json()
+    assert len(request) > 128 * 1024
+    out = subprocess.run(quickstop.command(Stop(tokens=[token], remove=[], prune=[], grace=1.0), relay),
+                         shell=True, capture_output=True, text=True, input=request, timeout=60)
+    assert quickstop.parse(out.stdout) == quickstop.Outcome(True, 0), out.stdout + out.stderr
+    written = Path(relay.request_path)
+    assert written.read_text() == request and (written.stat().st_mode & 0o777) == 0o600
+    assert quickstop.parse_relay(out.stdout, relay) == {}  # no scheduler answered: nothing proven

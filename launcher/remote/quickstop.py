@@ -62,11 +62,11 @@ unset TOKEN_VAR  # a launcher run from a cluster's task: this script and its gre
 me=${SELF_VAR:-}; unset SELF_VAR
 [ -n "$me" ] || out agent 0 no-self-mark
 pat="-e SELF_VAR=$me"; for a; do case $a in t:*) pat="$pat -e TOKEN_VAR=${a#t:}";; esac; done
-rw=; rj=; ro=  # a stop relayed by the scheduler (launcher/remote/relay.py): its request, its answer
-for a; do case $a in w:*) rw=${a#w:} ;; j:*) rj=${a#j:} ;; o:*) ro=${a#o:} ;; esac; done
+rw=; ro=  # a stop relayed by the scheduler (launcher/remote/relay.py): its request (on stdin), its answer
+for a; do case $a in w:*) rw=${a#w:} ;; o:*) ro=${a#o:} ;; esac; done
 if [ -n "$rw" ]; then
   rm -f -- "$ro"
-  (umask 077; printf '%s' "$rj" > "$rw") 2>/dev/null || out agent 0 relay-request
+  (umask 077; cat > "$rw") 2>/dev/null || out agent 0 relay-request
 fi
 rp=') '
 st=
@@ -177,15 +177,17 @@ def command(request: Stop, relay: Relay | None = None) -> str:
 
     ``relay``: this host runs the scheduler, which is to relay the stop to
     the nannies (launcher/remote/relay.py): the script writes the request
-    into the scheduler's run directory before its SIGTERM, and prints the
-    answer once the scheduler's tree is gone (:func:`parse_relay`).
+    (``relay.request_json()``, given on its standard input: an argument is
+    limited to 128 KiB) into the scheduler's run directory before its
+    SIGTERM, and prints the answer once the scheduler's tree is gone
+    (:func:`parse_relay`).
     """
     ticks = max(0, math.ceil(request.grace / POLL))
     args = ([str(ticks)] + [f"t:{t}" for t in request.tokens] + [f"r:{p}" for p in request.remove]
             + [f"e:{p}" for p in request.empty] + [f"k:{k}" for k in request.keep]
             + [f"p:{p}" for p in request.prune])
     if relay is not None:
-        args += [f"w:{relay.request_path}", f"j:{relay.request_json()}", f"o:{relay.out_path}"]
+        args += [f"w:{relay.request_path}", f"o:{relay.out_path}"]
     # A mark of its own in the script's environment (a nonce: stops of other clusters run beside it).
     return (f"exec env PYKU_QUICKSTOP_SELF={secrets.token_hex(8)} /bin/sh -c "
             + shlex.join([SCRIPT, "pyku-launch-stop", *args]))

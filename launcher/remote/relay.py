@@ -44,9 +44,11 @@ async def dask_teardown(scheduler):
     except (OSError, ValueError, KeyError, TypeError):
         return  # a stop that does not relay (or an idle timeout): nothing to do
     deadline = time.monotonic() + budget
-    names = {str(n) for t in trees.values() for n in t.get("names") or ()}  # not a batch pool's workers
-    nannies = sorted({ws.nanny for ws in scheduler.workers.values() if ws.nanny and str(ws.name) in names})
-    answers = await asyncio.gather(*(_stop_one(scheduler, a, trees, deadline) for a in nannies))
+    token_of = {str(n): t for t, tree in trees.items() for n in tree.get("names") or ()}  # no batch pool's
+    nannies = {ws.nanny: token_of[str(ws.name)] for ws in scheduler.workers.values()
+               if ws.nanny and str(ws.name) in token_of}
+    # each nanny gets its own tree's request only (not every tree's: that would grow with hosts squared)
+    answers = await asyncio.gather(*(_stop_one(scheduler, a, {t: trees[t]}, deadline) for a, t in nannies.items()))
     out = {}
     for answer in answers:
         token = (answer or {}).get("token")

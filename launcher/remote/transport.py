@@ -216,13 +216,14 @@ class Connection:
             raise LaunchError(f"step '{op}' failed: {reply['error']}", host=self.name)
         return reply
 
-    async def run(self, command: str, op: str) -> str:
+    async def run(self, command: str, op: str, stdin: str | None = None) -> str:
         """Run one shell command in a session of its own, without the agent (no login shell, no
-        ``env``); its standard output. Reported to ``on_step`` as ``op``; a session that could not
-        be had raises LaunchError (the caller bounds the time)."""
+        ``env``); its standard output. ``stdin``: what it reads on its standard input (else none).
+        Reported to ``on_step`` as ``op``; a session that could not be had raises LaunchError (the
+        caller bounds the time)."""
         started = time.perf_counter()
         try:
-            return await self._run(command)
+            return await self._run(command, stdin)
         except Exception as e:  # OSError, asyncssh.Error
             if isinstance(e, OSError) or type(e).__module__.startswith("asyncssh"):
                 raise LaunchError(f"step '{op}' failed: {e}", host=self.name) from None
@@ -231,7 +232,7 @@ class Connection:
             if self.on_step is not None:
                 self.on_step(self.spec.address, op, started, time.perf_counter())
 
-    async def _run(self, command: str) -> str:
+    async def _run(self, command: str, stdin: str | None = None) -> str:
         raise NotImplementedError
 
     async def request(self, request, timeout: float = 60.0):
@@ -267,11 +268,11 @@ class LocalConnection(Connection):
             f"exec {command}", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=_LINE_LIMIT, start_new_session=True)
 
-    async def _run(self, command: str) -> str:
-        proc = await asyncio.create_subprocess_shell(command, stdin=asyncio.subprocess.DEVNULL,
-                                                     stdout=asyncio.subprocess.PIPE,
-                                                     stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-        return (await proc.communicate())[0].decode(errors="replace")
+    async def _run(self, command: str, stdin: str | None = None) -> str:
+        proc = await asyncio.create_subprocess_shell(
+            command, stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        return (await proc.communicate(None if stdin is None else stdin.encode()))[0].decode(errors="replace")
 
     async def _end_process(self) -> None:
         proc = self._proc
@@ -295,8 +296,8 @@ class SSHConnection(Connection):
     async def _start_process(self, command: str):
         return await self._conn.create_process(command, encoding=None)
 
-    async def _run(self, command: str) -> str:
-        return (await self._conn.run(command, check=False)).stdout or ""
+    async def _run(self, command: str, stdin: str | None = None) -> str:
+        return (await self._conn.run(command, check=False, input=stdin)).stdout or ""
 
     async def _end_process(self) -> None:
         try:

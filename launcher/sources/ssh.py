@@ -116,7 +116,8 @@ async def stop_trees(conn: Connection, records: list[HostRecord], timeout: float
     if quick is not None:
         try:
             async with asyncio.timeout(timeout + quick.grace):
-                stdout = await conn.run(quickstop.command(quick, plan), "stop-sh")
+                stdout = await conn.run(quickstop.command(quick, plan), "stop-sh",
+                                        stdin=plan.request_json() if plan is not None else None)
             out = quickstop.parse(stdout)
         except TimeoutError:  # the agent would hang as well (a session that never ends): the host is not stopped
             raise LaunchError(f"step 'stop-sh' timed out after {timeout + quick.grace:g} s", host=conn.name) from None
