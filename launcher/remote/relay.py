@@ -66,24 +66,29 @@ async def _stop_one(scheduler, address, trees, deadline):
     """The nanny's answer, with ``exited``: its connection ended after it (None: no answer)."""
     from distributed.comm import connect
 
-    comm = None
-    try:
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            comm = await connect(address, **scheduler.connection_args)
-            await comm.write({"op": "pyku_stop_tree", "requests": trees, "reply": True})
-            answer = await comm.read()
-            if not isinstance(answer, dict) or answer.get("skipped") or "left" not in answer:
-                return None
-            answer["exited"] = False
-            if not answer["left"]:
-                try:
-                    await comm.read()  # nothing more is sent: this returns when the process is gone
-                except Exception:  # CommClosedError: the end of the connection
-                    answer["exited"] = True
-            return answer
+    comms = []
+
+    async def ask():
+        comm = await connect(address, **scheduler.connection_args)
+        comms.append(comm)
+        await comm.write({"op": "pyku_stop_tree", "requests": trees, "reply": True})
+        answer = await comm.read()
+        if not isinstance(answer, dict) or answer.get("skipped") or "left" not in answer:
+            return None
+        answer["exited"] = False
+        if not answer["left"]:
+            try:
+                await comm.read()  # nothing more is sent: this returns when the process is gone
+            except Exception:  # CommClosedError: the end of the connection
+                answer["exited"] = True
+        return answer
+
+    try:  # wait_for, not asyncio.timeout: the host's Python may be older than the launcher's
+        return await asyncio.wait_for(ask(), max(0.0, deadline - time.monotonic()))
     except Exception as e:  # TimeoutError, OSError, no such handler (an older launch): not proven here
         logger.info("no relayed stop from the nanny at %s: %s", address, type(e).__name__)
         return None
     finally:
-        if comm is not None and not comm.closed():
-            comm.abort()
+        for comm in comms:
+            if not comm.closed():
+                comm.abort()
